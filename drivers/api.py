@@ -1,0 +1,271 @@
+"""The device API: the one interface every backend implements and every stage uses.
+
+Stages (``stress/``) and the harness talk only to these types, never to a vendor library.
+"Not available" is a value, not an exception: a field the device cannot report is ``None``
+(a card without fans reports ``fans_rpm == []``), so the verdict engine can tell "no fan" from
+"fan at 0 RPM" (the lesson of nvitop's NVML layer).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+
+
+class DeviceError(Exception):
+    """A device call failed in a way that is the device's fault, not the harness's."""
+
+
+class DeviceLost(DeviceError):
+    """The device no longer answers: it fell off the bus (XID 79) or vanished."""
+
+
+class KernelTimeout(DeviceError):
+    """A kernel did not complete within its deadline (a hung kernel)."""
+
+
+class Unsupported(DeviceError):
+    """The device does not offer this control at all (e.g. fan control on a passive card)."""
+
+
+class BackendUnavailable(Exception):
+    """The backend cannot run on this host (library missing, no driver): harness exit code 3."""
+
+
+# Throttle reasons, vendor-neutral (NVML's clocks-event reasons map onto these).
+THROTTLE_IDLE = "idle"
+THROTTLE_SW_POWER_CAP = "sw_power_cap"
+THROTTLE_HW_SLOWDOWN = "hw_slowdown"
+THROTTLE_HW_THERMAL = "hw_thermal"
+THROTTLE_SW_THERMAL = "sw_thermal"
+THROTTLE_HW_POWER_BRAKE = "hw_power_brake"
+THROTTLE_SYNC_BOOST = "sync_boost"
+THROTTLE_APP_CLOCKS = "applications_clocks"
+THERMAL_THROTTLES = frozenset({THROTTLE_HW_THERMAL, THROTTLE_SW_THERMAL})
+POWER_THROTTLES = frozenset({THROTTLE_SW_POWER_CAP, THROTTLE_HW_POWER_BRAKE})
+
+
+@dataclass(frozen=True)
+class Identity:
+    vendor: str  # "nvidia", "huawei", "mock"
+    model: str  # the device's own product name
+    serial: str | None
+    uuid: str | None = None
+    pci_bus_id: str | None = None
+    firmware: dict[str, str] = field(default_factory=dict)
+    profile: str | None = None  # name of the matching profile in fixtures/profiles/, if any
+    memory_total_mib: int | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class PcieLink:
+    gen: int | None
+    width: int | None
+    max_gen: int | None
+    max_width: int | None
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Telemetry:
+    """One snapshot. ``time_s`` is on the device's clock (simulated on mock cards)."""
+
+    time_s: float
+    temperature_c: float | None
+    power_w: float | None
+    power_limit_w: float | None  # the enforced limit
+    clock_mhz: float | None
+    clock_max_mhz: float | None
+    utilization_pct: float | None
+    memory_total_mib: int | None
+    memory_used_mib: int | None
+    fans_rpm: list[int | None] = field(default_factory=list)  # [] = the card has no fans
+    fans_duty_pct: list[float | None] = field(default_factory=list)
+    throttle: frozenset[str] = frozenset()
+    pcie: PcieLink | None = None
+    memory_temperature_c: float | None = None
+    inlet_c: float | None = None  # only where the device or bench reports one
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["throttle"] = sorted(self.throttle)
+        return d
+
+
+@dataclass(frozen=True)
+class ErrorCounters:
+    """Error counters and flags. ``None`` = the device does not report it (e.g. no ECC)."""
+
+    ecc_enabled: bool | None = None
+    sbe_volatile: int | None = None
+    dbe_volatile: int | None = None
+    sbe_aggregate: int | None = None
+    dbe_aggregate: int | None = None
+    sram_uncorrectable: int | None = None
+    row_remap_pending: bool | None = None
+    row_remap_failure: bool | None = None
+    remapped_rows_correctable: int | None = None
+    remapped_rows_uncorrectable: int | None = None
+    retired_pages_sbe: int | None = None
+    retired_pages_dbe: int | None = None
+    retired_pages_pending: bool | None = None
+    pcie_replays: int | None = None
+    inforom_valid: bool | None = None
+    aux_power_ok: bool | None = None  # False when the card reports aux power missing
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class DeviceEvent:
+    """An asynchronous event: an XID on NVIDIA, a health error code on Ascend."""
+
+    time_s: float
+    kind: str  # "xid" | "health"
+    code: int | str
+    message: str = ""
+
+
+class Clock(ABC):
+    """Time as the device sees it. Mock cards run on simulated time; nothing in them sleeps."""
+
+    @abstractmethod
+    def now(self) -> float: ...
+
+    @abstractmethod
+    def sleep(self, seconds: float) -> None: ...
+
+
+class WallClock(Clock):
+    def __init__(self) -> None:
+        self._t0 = time.monotonic()
+
+    def now(self) -> float:
+        return time.monotonic() - self._t0
+
+    def sleep(self, seconds: float) -> None:
+        if seconds > 0:
+            time.sleep(seconds)
+
+
+class FanControl(ABC):
+    """Card fans the host may command. Absent (``Device.fans is None``) on passive cards."""
+
+    @property
+    @abstractmethod
+    def count(self) -> int: ...
+
+    @abstractmethod
+    def set_duty(self, fan: int, duty_pct: float) -> None: ...
+
+    @abstractmethod
+    def duty(self, fan: int) -> float | None: ...
+
+    @abstractmethod
+    def restore(self) -> None:
+        """Return every fan to the policy the card had before we touched it."""
+
+
+class MemoryHandle(ABC):
+    """Byte-addressable device memory under test, ``size`` bytes from offset 0.
+
+    Offsets are byte offsets into the tested region; on mock cards they are the fault
+    addresses of the config. Bulk operations state their address order, because coupling
+    faults depend on it (a victim written later in the same operation is overwritten).
+    """
+
+    @property
+    @abstractmethod
+    def size(self) -> int: ...
+
+    @abstractmethod
+    def write(self, offset: int, data: np.ndarray, descending: bool = False) -> None:
+        """Write ``data`` (uint8) at ``offset``."""
+
+    @abstractmethod
+    def read(self, offset: int, nbytes: int) -> np.ndarray:
+        """Read ``nbytes`` bytes as a uint8 array."""
+
+    def fill(self, offset: int, nbytes: int, pattern: bytes, descending: bool = False) -> None:
+        """Fill a range with a repeating byte pattern (length divides 4 KiB)."""
+        reps = -(-nbytes // len(pattern))
+        data = np.frombuffer(bytes(pattern) * reps, dtype=np.uint8)[:nbytes]
+        self.write(offset, data, descending=descending)
+
+    def compare(self, offset: int, nbytes: int, pattern: bytes) -> np.ndarray:
+        """Absolute offsets of bytes that differ from the repeating ``pattern``."""
+        got = self.read(offset, nbytes)
+        reps = -(-nbytes // len(pattern))
+        want = np.frombuffer(bytes(pattern) * reps, dtype=np.uint8)[:nbytes]
+        return np.flatnonzero(got != want) + offset
+
+
+@dataclass(frozen=True)
+class LoadReport:
+    """What a sustained load achieved."""
+
+    seconds: float
+    flops: float
+    mean_power_w: float | None = None
+    throttle: frozenset[str] = frozenset()
+
+
+class ComputeHandle(ABC):
+    """Matrix products on the device."""
+
+    @property
+    @abstractmethod
+    def dtypes(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def matmul(self, a: np.ndarray, b: np.ndarray, timeout_s: float = 60.0) -> np.ndarray:
+        """One product ``a @ b``; raises KernelTimeout if it does not finish in ``timeout_s``."""
+
+    @abstractmethod
+    def load(self, seconds: float, intensity: float = 1.0) -> LoadReport:
+        """Hold the device at ``intensity`` (0-1) of full load for ``seconds``."""
+
+
+class Device(ABC):
+    """One accelerator. Every call may raise DeviceLost once the card has left the bus."""
+
+    backend: str = "abstract"
+    clock: Clock
+
+    @abstractmethod
+    def identity(self) -> Identity: ...
+
+    @abstractmethod
+    def telemetry(self) -> Telemetry: ...
+
+    @abstractmethod
+    def counters(self) -> ErrorCounters: ...
+
+    @abstractmethod
+    def events(self) -> list[DeviceEvent]:
+        """Events raised since the last call (drains)."""
+
+    @property
+    def fans(self) -> FanControl | None:
+        return None
+
+    @property
+    def memory(self) -> MemoryHandle | None:
+        return None
+
+    @property
+    def compute(self) -> ComputeHandle | None:
+        return None
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release everything the session took (memory, fan control)."""

@@ -1,0 +1,241 @@
+"""Fault kinds a mock card can be given (mock-faults.md), validated when the config loads.
+
+Each kind is a strict pydantic model: an unknown kind or parameter, a bit outside 0-7 or an
+address outside the simulated memory is an error that names the fault. The device API
+components (memory, compute, physics) receive these typed objects, never raw dicts.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator, model_validator
+
+Bit = Annotated[int, Field(ge=0, le=7)]
+NonNegSeconds = Annotated[float, Field(ge=0)]
+
+
+class _Fault(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+    kind: str
+
+
+def _check_address(value: int, info: ValidationInfo) -> int:
+    size = (info.context or {}).get("memory_bytes")
+    if value < 0:
+        raise ValueError(f"address {value:#x} is negative")
+    if size is not None and value >= size:
+        raise ValueError(f"address {value:#x} is outside the simulated memory (0 to {size - 1:#x})")
+    return value
+
+
+class StuckBit(_Fault):
+    kind: Literal["memory.stuck_bit"]
+    address: int
+    bit: Bit
+    value: Literal[0, 1]
+    _a = field_validator("address")(_check_address)
+
+
+class Transition(_Fault):
+    kind: Literal["memory.transition"]
+    address: int
+    bit: Bit
+    direction: Literal["up", "down"]  # up = can't go 0->1, down = can't go 1->0
+    _a = field_validator("address")(_check_address)
+
+
+class Coupling(_Fault):
+    kind: Literal["memory.coupling"]
+    aggressor: int
+    aggressor_bit: Bit
+    victim: int
+    victim_bit: Bit
+    trigger: Literal["up", "down", "any"]
+    effect: Literal["invert", "set", "reset"]
+    _a = field_validator("aggressor", "victim")(_check_address)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> Coupling:
+        if self.aggressor == self.victim and self.aggressor_bit == self.victim_bit:
+            raise ValueError("aggressor and victim are the same bit")
+        return self
+
+
+class AddressDecoder(_Fault):
+    kind: Literal["memory.address_decoder"]
+    address: int
+    alias: int
+    _a = field_validator("address", "alias")(_check_address)
+
+    @model_validator(mode="after")
+    def _distinct(self) -> AddressDecoder:
+        if self.address == self.alias:
+            raise ValueError("alias equals address")
+        return self
+
+
+class Retention(_Fault):
+    kind: Literal["memory.retention"]
+    address: int
+    bit: Bit
+    seconds: Annotated[float, Field(gt=0)]
+    _a = field_validator("address")(_check_address)
+
+
+class Intermittent(_Fault):
+    kind: Literal["memory.intermittent"]
+    address: int
+    bit: Bit
+    probability: Annotated[float, Field(gt=0, le=1)]
+    _a = field_validator("address")(_check_address)
+
+
+class ComputeSdc(_Fault):
+    kind: Literal["compute.sdc"]
+    every: Annotated[int, Field(ge=1)] | None = None
+    probability: Annotated[float, Field(gt=0, le=1)] | None = None
+    above_temp_c: float | None = None
+
+    @model_validator(mode="after")
+    def _one_of(self) -> ComputeSdc:
+        if (self.every is None) == (self.probability is None):
+            raise ValueError("give exactly one of 'every' or 'probability'")
+        return self
+
+
+class ComputeHang(_Fault):
+    kind: Literal["compute.hang"]
+    at_s: NonNegSeconds = 0.0
+
+
+class ComputeSlow(_Fault):
+    kind: Literal["compute.slow"]
+    factor: Annotated[float, Field(gt=0, lt=1)]
+
+
+class ThermalResistance(_Fault):
+    kind: Literal["thermal.resistance"]
+    factor: Annotated[float, Field(gt=1)]
+
+
+class FanStalled(_Fault):
+    kind: Literal["fan.stalled"]
+    fan: Annotated[int, Field(ge=0)]
+
+
+class FanWeak(_Fault):
+    kind: Literal["fan.weak"]
+    fan: Annotated[int, Field(ge=0)]
+    max_fraction: Annotated[float, Field(ge=0, lt=1)]
+
+
+class FanTachFault(_Fault):
+    kind: Literal["fan.tach_fault"]
+    fan: Annotated[int, Field(ge=0)]
+
+
+class PcieDowntrained(_Fault):
+    kind: Literal["pcie.downtrained"]
+    gen: Annotated[int, Field(ge=1, le=6)]
+    width: Literal[1, 2, 4, 8, 16]
+
+
+class PcieReplays(_Fault):
+    kind: Literal["pcie.replays"]
+    per_minute: Annotated[float, Field(gt=0)]
+
+
+class EccSbeStorm(_Fault):
+    kind: Literal["ecc.sbe_storm"]
+    per_minute: Annotated[float, Field(gt=0)]
+
+
+class EccDbe(_Fault):
+    kind: Literal["ecc.dbe"]
+    count: Annotated[int, Field(ge=1)] = 1
+    at_s: NonNegSeconds = 0.0
+
+
+class RowRemapPending(_Fault):
+    kind: Literal["ecc.row_remap_pending"]
+
+
+class RowRemapFailure(_Fault):
+    kind: Literal["ecc.row_remap_failure"]
+
+
+class RetiredPages(_Fault):
+    kind: Literal["ecc.retired_pages"]
+    count: Annotated[int, Field(ge=1)]
+
+
+class BusFallOff(_Fault):
+    kind: Literal["bus.fall_off"]
+    at_s: NonNegSeconds
+
+
+class Xid(_Fault):
+    kind: Literal["xid"]
+    code: Annotated[int, Field(ge=1)]
+    at_s: NonNegSeconds = 0.0
+
+
+class PowerCapped(_Fault):
+    kind: Literal["power.capped"]
+    watts: Annotated[float, Field(gt=0)]
+
+
+class PowerAuxUnplugged(_Fault):
+    kind: Literal["power.aux_unplugged"]
+
+
+class InforomCorrupt(_Fault):
+    kind: Literal["firmware.inforom_corrupt"]
+
+
+FAULT_KINDS: dict[str, type[_Fault]] = {
+    m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
+    for m in (
+        StuckBit, Transition, Coupling, AddressDecoder, Retention, Intermittent,
+        ComputeSdc, ComputeHang, ComputeSlow, ThermalResistance,
+        FanStalled, FanWeak, FanTachFault, PcieDowntrained, PcieReplays,
+        EccSbeStorm, EccDbe, RowRemapPending, RowRemapFailure, RetiredPages,
+        BusFallOff, Xid, PowerCapped, PowerAuxUnplugged, InforomCorrupt,
+    )
+}
+MEMORY_FAULTS = (StuckBit, Transition, Coupling, AddressDecoder, Retention, Intermittent)
+Fault = _Fault
+
+
+class FaultError(ValueError):
+    """A fault spec is invalid; ``field`` is the offending parameter (or ``kind``)."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int | None = None) -> _Fault:
+    """Validate one fault table from a rack config."""
+    if not isinstance(spec, dict):
+        raise FaultError("faults", f"a fault must be a table like {{ kind = ... }}, got {spec!r}")
+    kind = spec.get("kind")
+    if kind not in FAULT_KINDS:
+        raise FaultError("kind", f"unknown fault kind {kind!r} (known: {', '.join(sorted(FAULT_KINDS))})")
+    try:
+        fault = FAULT_KINDS[kind].model_validate(spec, context={"memory_bytes": memory_bytes})
+    except ValidationError as e:
+        err = e.errors()[0]
+        field = ".".join(str(p) for p in err["loc"]) or "kind"
+        msg = err["msg"].removeprefix("Value error, ")
+        if err["type"] == "extra_forbidden":
+            msg = f"unknown parameter {field!r} for {kind}"
+        elif err["type"] == "missing":
+            msg = f"missing parameter {field!r} for {kind}"
+        raise FaultError(field, msg) from None
+    fan = getattr(fault, "fan", None)
+    if fan is not None and fans is not None and fan >= fans:
+        have = "no fans" if fans == 0 else f"fans 0-{fans - 1}"
+        raise FaultError("fan", f"fan {fan} does not exist on this card ({have})")
+    return fault

@@ -1,0 +1,224 @@
+"""Device profiles: what a healthy card of one SKU looks like, with every figure in units.
+
+Profiles live as TOML in ``fixtures/profiles/``; each figure is a string with its unit
+(``tdp = "700 W"``) and is validated when the profile loads. Thresholds that the verdict
+engine and the stages use live here, per profile, never as literals in code.
+"""
+
+from __future__ import annotations
+
+import functools
+import tomllib
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from drivers.units import (
+    MHz,
+    RPM,
+    TFLOPS,
+    CPerW,
+    Celsius,
+    Count,
+    GBps,
+    MiB,
+    Percent,
+    PerMinute,
+    Seconds,
+    Watts,
+)
+
+PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "profiles"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MemorySpec(_Strict):
+    type: str  # "HBM3", "GDDR6X"
+    kind: Literal["hbm", "gddr"]
+    chips: int = Field(gt=0)  # HBM stacks or GDDR chips; address -> (address // 256) % chips
+    total: MiB
+    bandwidth: GBps
+
+
+class FanPoint(_Strict):
+    duty: Percent
+    rpm: RPM
+
+
+class CoolingSpec(_Strict):
+    kind: Literal["passive", "fan"]
+    fans: int = Field(ge=0)
+    fan_curve: list[FanPoint] = []  # card fans: RPM at commanded duty (healthy)
+    rpm_tolerance: Percent = 15.0  # healthy band around the curve, +-
+    default_duty: Percent = 40.0
+    chassis_fans: int = Field(default=0, ge=0)  # bench/chassis fans that cool a passive card
+    chassis_fan_curve: list[FanPoint] = []  # bench/chassis fans (passive cards)
+    chassis_default_duty: Percent = 60.0
+
+    @model_validator(mode="after")
+    def _fans_have_a_curve(self) -> CoolingSpec:
+        if self.kind == "fan" and (self.fans < 1 or len(self.fan_curve) < 2):
+            raise ValueError("a fan-cooled profile needs fans >= 1 and a fan_curve of 2+ points")
+        if self.kind == "passive" and (self.fans != 0 or self.chassis_fans < 1 or len(self.chassis_fan_curve) < 2):
+            raise ValueError("a passive profile has fans = 0, chassis_fans >= 1 and a chassis_fan_curve")
+        return self
+
+    @property
+    def fault_fans(self) -> int:
+        """How many fans a fan fault may name: the card's own, else the chassis fans."""
+        return self.fans if self.kind == "fan" else self.chassis_fans
+
+    def rpm_at(self, duty_pct: float, chassis: bool = False) -> float:
+        """Healthy RPM at a duty, linear between curve points."""
+        curve = self.chassis_fan_curve if chassis else self.fan_curve
+        if not curve:
+            return 0.0
+        pts = sorted((p.duty, p.rpm) for p in curve)
+        if duty_pct <= pts[0][0]:
+            return pts[0][1]
+        for (d0, r0), (d1, r1) in zip(pts, pts[1:], strict=False):
+            if duty_pct <= d1:
+                return r0 + (r1 - r0) * (duty_pct - d0) / (d1 - d0)
+        return pts[-1][1]
+
+
+class PcieSpec(_Strict):
+    gen: int = Field(ge=1, le=6)
+    width: int = Field(ge=1, le=32)
+    floor_gen: int = Field(ge=1, le=6)  # below this the link is a fail (DCGM floor), else warn
+    floor_width: int = Field(ge=1, le=32)
+    replays_per_min_max: PerMinute  # DCGM: ceil(lanes x per-lane rate)/min
+    replays_per_test_max: Count = 80.0
+    h2d_bandwidth: GBps = 0.0  # what the trained link should carry, for PCIe-under-load
+
+
+class PowerSpec(_Strict):
+    tdp: Watts  # default power limit
+    min_limit: Watts  # lowest limit the driver allows
+    idle: Watts
+    slot: Watts  # what the card can draw from the slot alone (aux unplugged)
+    target_fraction_min: Percent = 75.0  # DCGM targeted_power: below this of the target fails
+
+
+class ThermalSpec(_Strict):
+    inlet: Celsius  # typical inlet air at the bench
+    theta_min: CPerW  # healthy band of steady-state rise per watt at default airflow
+    theta_max: CPerW
+    theta_fail: CPerW  # above this: thermal.high_resistance
+    tau: Seconds  # first-order time constant
+    slowdown: Celsius
+    shutdown: Celsius
+    max_operating: Celsius
+
+    @model_validator(mode="after")
+    def _ordered(self) -> ThermalSpec:
+        if not (self.theta_min < self.theta_max <= self.theta_fail):
+            raise ValueError("need theta_min < theta_max <= theta_fail")
+        if not (self.max_operating <= self.slowdown < self.shutdown):
+            raise ValueError("need max_operating <= slowdown < shutdown")
+        return self
+
+
+class ClockSpec(_Strict):
+    max: MHz
+    base: MHz
+    min: MHz  # floor under thermal/power throttling
+
+
+class ComputeSpec(_Strict):
+    dtypes: list[str]
+    target: dict[str, TFLOPS]  # sustained dense matmul rate a healthy card reaches, per dtype
+    slow_fraction: Percent = 95.0  # DCGM targeted_stress: below this of target is slow
+    peer_gap: Percent = 10.0  # more than this behind the best identical card is slow
+
+
+class EccSpec(_Strict):
+    supported: bool
+    sbe_warn_total: Count = 20e6  # fleet checkers' DRAM correctable total
+    sbe_rate_warn: PerMinute = 10.0  # rising during a run
+    retired_pages_max: Count = 63.0  # pre-Ampere page retirement (SBE+DBE)
+    retired_pages_dbe_max: Count = 15.0
+    remapped_uncorrectable_max: Count = 512.0
+
+
+class SimSpec(_Strict):
+    """Physics of the mock card only; real backends ignore it."""
+
+    theta_noise: Percent = 8.0  # card-to-card spread of theta inside the healthy band (1 sigma)
+    airflow_theta_gain: float = 0.6  # theta x (1 + gain x (1 - airflow)) as airflow drops to 0
+    stalled_fan_airflow: float = 0.15  # airflow fraction left through a dead fan (convection)
+    rpm_noise: Percent = 2.0
+    power_noise: Percent = 1.5
+    temp_noise: Celsius = 0.3
+
+
+class Profile(_Strict):
+    name: str
+    vendor: Literal["nvidia", "huawei"]
+    model: str  # the product name the device reports
+    match: list[str] = []  # substrings of real device names that select this profile
+    memory: MemorySpec
+    cooling: CoolingSpec
+    pcie: PcieSpec
+    power: PowerSpec
+    thermal: ThermalSpec
+    clocks: ClockSpec
+    compute: ComputeSpec
+    ecc: EccSpec
+    sim: SimSpec = SimSpec()
+    sources: list[str] = []  # where the figures come from
+
+
+class ProfileError(ValueError):
+    """A profile is missing or invalid; the message names the file and the field."""
+
+
+def _format_validation(path: Path, err: ValidationError) -> str:
+    first = err.errors()[0]
+    loc = ".".join(str(p) for p in first["loc"]) or "(top)"
+    return f"{path}: {loc}: {first['msg']}"
+
+
+def load_profile_file(path: Path) -> Profile:
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise ProfileError(f"{path}: cannot read: {e.strerror}") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ProfileError(f"{path}: invalid TOML: {e}") from None
+    try:
+        return Profile.model_validate(data)
+    except ValidationError as e:
+        raise ProfileError(_format_validation(path, e)) from None
+
+
+def available_profiles() -> list[str]:
+    return sorted(p.stem for p in PROFILE_DIR.glob("*.toml"))
+
+
+@functools.cache
+def load_profile(name: str) -> Profile:
+    """Load a profile by name from ``fixtures/profiles/``."""
+    path = PROFILE_DIR / f"{name}.toml"
+    if not path.is_file():
+        raise ProfileError(f"unknown profile {name!r} (have: {', '.join(available_profiles())})")
+    prof = load_profile_file(path)
+    if prof.name != name:
+        raise ProfileError(f"{path}: name: {prof.name!r} does not match the file name")
+    return prof
+
+
+def profile_for_model(model_name: str) -> Profile | None:
+    """The profile whose ``match`` strings occur in a real device's product name, if any."""
+    low = model_name.lower()
+    best: tuple[int, Profile] | None = None
+    for name in available_profiles():
+        prof = load_profile(name)
+        for pattern in prof.match:
+            if pattern.lower() in low and (best is None or len(pattern) > best[0]):
+                best = (len(pattern), prof)
+    return best[1] if best else None

@@ -1,0 +1,77 @@
+"""Backend registry: a vendor backend is one module plus ``@register_backend``.
+
+A backend does two things, in two processes: ``discover`` runs in the harness and turns one
+``[[hosts.devices]]`` entry of the rack config into locators (one per card, picklable dicts);
+``open`` runs in the card's worker process and turns a locator into a live Device. Its config
+keys are a strict pydantic model, so the rack config is validated per backend.
+Third parties add backends through the ``burnin.backends`` entry-point group.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+from abc import ABC, abstractmethod
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from drivers.api import Device
+
+# modules that define the built-in backends (imported lazily: nvml needs pynvml only when used)
+_BUILTIN = {"mock": "drivers.mock", "nvml": "drivers.nvml", "ascend": "drivers.ascend"}
+
+
+class BackendConfig(BaseModel):
+    """Keys every ``[[hosts.devices]]`` entry may have; backends subclass it with their own."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    backend: str
+    slot: int | None = None
+    serial: str | None = None  # the serial the bench expects (mock: the card's serial)
+
+
+class Backend(ABC):
+    name: ClassVar[str]
+    Config: ClassVar[type[BackendConfig]] = BackendConfig
+
+    @abstractmethod
+    def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
+        """Locators for the cards this entry names. Raise BackendUnavailable if it cannot run.
+
+        A locator is a picklable dict with at least ``backend`` and ``slot``; ``context`` carries
+        the config file's directory (``config_dir``) for relative paths.
+        """
+
+    @abstractmethod
+    def open(self, locator: dict[str, Any]) -> Device:
+        """Open one card in the current (worker) process."""
+
+
+_REGISTRY: dict[str, type[Backend]] = {}
+
+
+def register_backend(cls: type[Backend]) -> type[Backend]:
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def backend_names() -> list[str]:
+    names = set(_BUILTIN) | set(_REGISTRY)
+    names |= {ep.name for ep in importlib.metadata.entry_points(group="burnin.backends")}
+    return sorted(names)
+
+
+def get_backend(name: str) -> Backend:
+    """The backend called ``name``; KeyError if none is known by that name."""
+    if name not in _REGISTRY:
+        if name in _BUILTIN:
+            importlib.import_module(_BUILTIN[name])
+        else:
+            for ep in importlib.metadata.entry_points(group="burnin.backends"):
+                if ep.name == name:
+                    register_backend(ep.load())
+    if name not in _REGISTRY:
+        raise KeyError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
+    return _REGISTRY[name]()

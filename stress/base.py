@@ -1,0 +1,123 @@
+"""The stage interface: what a check that runs on one card looks like to the harness.
+
+A stage is one class in one module of ``stress/`` decorated with ``@register_stage``; the
+registry finds it by importing every module of the package (third parties: the
+``burnin.stages`` entry-point group). A stage talks to the device API only, declares its plan
+parameters as a strict pydantic model (so a typo in a plan is an exit-2 error naming the field),
+and returns a TestResult whose findings carry their repair action.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.metadata
+import pkgutil
+from abc import ABC, abstractmethod
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict
+
+from drivers.api import Device, DeviceEvent, Telemetry
+from drivers.profiles import Profile
+from harness.model import Finding, TestResult
+
+
+class StageParams(BaseModel):
+    """Base of every stage's parameters: unknown keys are errors."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    timeout_s: float = 1800.0  # wall-clock watchdog for the whole stage on this card
+
+
+EmitFn = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class StageContext:
+    """What a stage gets: the device, its profile, its parameters and a way to report.
+
+    ``state`` is shared by the stages of one card session (e.g. the health stage's baseline
+    counters, the thermal stage's theta for the compute stage's heat-versus-silicon call).
+    ``instruments`` maps a role (``fan_controller``, ``tachometer``, ``relay``) to a bench
+    instrument driver, when the rack config has one.
+    """
+
+    device: Device
+    profile: Profile
+    params: Any  # the stage's StageParams subclass instance
+    serial: str
+    slot: int = 0
+    emit: EmitFn = lambda kind, data: None
+    instruments: dict[str, Any] = field(default_factory=dict)
+    state: dict[str, Any] = field(default_factory=dict)
+    prior: list[TestResult] = field(default_factory=list)
+
+    def progress(self, fraction: float, message: str = "") -> None:
+        self.emit("progress", {"fraction": max(0.0, min(1.0, fraction)), "message": message})
+
+    def sample(self, tag: str = "") -> Telemetry:
+        """Read telemetry and record it as a sample (it lands in the store)."""
+        t = self.device.telemetry()
+        self.emit("sample", {"tag": tag, **t.to_dict()})
+        return t
+
+    def drain_events(self) -> list[DeviceEvent]:
+        """New device events, also kept in ``state['events']`` for later stages."""
+        new = self.device.events()
+        self.state.setdefault("events", []).extend(new)
+        return new
+
+
+class Stage(ABC):
+    name: ClassVar[str]
+    Params: ClassVar[type[StageParams]] = StageParams
+    requires: ClassVar[frozenset[str]] = frozenset()  # device handles needed: memory, compute, fans
+
+    @abstractmethod
+    def run(self, ctx: StageContext) -> TestResult: ...
+
+    @classmethod
+    def compare_peers(cls, results: list[tuple[str, Profile, TestResult]]) -> dict[str, list[Finding]]:
+        """Run-level findings from comparing identical cards (key -> findings). Default: none."""
+        return {}
+
+
+_REGISTRY: dict[str, type[Stage]] = {}
+_LOADED = False
+
+
+def register_stage(cls: type[Stage]) -> type[Stage]:
+    if cls.name in _REGISTRY and _REGISTRY[cls.name] is not cls:
+        raise ValueError(f"two stages named {cls.name!r}")
+    _REGISTRY[cls.name] = cls
+    return cls
+
+
+def _load_all() -> None:
+    global _LOADED
+    if _LOADED:
+        return
+    import stress
+
+    for mod in pkgutil.walk_packages(stress.__path__, "stress."):
+        if mod.name.rsplit(".", 1)[-1].startswith("_"):
+            continue
+        importlib.import_module(mod.name)
+    for ep in importlib.metadata.entry_points(group="burnin.stages"):
+        register_stage(ep.load())
+    _LOADED = True
+
+
+def stages() -> dict[str, type[Stage]]:
+    _load_all()
+    return dict(_REGISTRY)
+
+
+def get_stage(name: str) -> type[Stage]:
+    all_stages = stages()
+    if name not in all_stages:
+        raise KeyError(f"unknown stage {name!r} (have: {', '.join(sorted(all_stages))})")
+    return all_stages[name]
