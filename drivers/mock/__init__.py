@@ -1,0 +1,58 @@
+"""The mock backend: simulated cards with fault injection (mock-faults.md)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pydantic import Field
+
+from drivers.api import Device
+from drivers.mock.faults import parse_fault
+from drivers.registry import Backend, BackendConfig, register_backend
+
+
+class MockConfig(BackendConfig):
+    profile: str
+    serial: str
+    slot: int | None = None
+    memory_mib: int = Field(default=64, ge=1, le=65536)
+    seed: int | None = None
+    faults: list[dict[str, Any]] = []
+
+
+@register_backend
+class MockBackend(Backend):
+    name = "mock"
+    Config = MockConfig
+
+    def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
+        assert isinstance(cfg, MockConfig)
+        return [
+            {
+                "backend": "mock",
+                "slot": cfg.slot if cfg.slot is not None else context.get("index", 0),
+                "serial": cfg.serial,
+                "profile": cfg.profile,
+                "memory_mib": cfg.memory_mib,
+                "seed": cfg.seed,
+                "faults": list(cfg.faults),
+                "host": context.get("host", "local"),
+            }
+        ]
+
+    def open(self, locator: dict[str, Any]) -> Device:
+        from drivers.mock.device import MIB, MockDevice
+        from drivers.profiles import load_profile
+
+        profile = load_profile(locator["profile"])
+        size = locator["memory_mib"] * MIB
+        faults = [parse_fault(f, size, profile.cooling.fault_fans) for f in locator["faults"]]
+        return MockDevice(
+            profile,
+            serial=locator["serial"],
+            slot=locator["slot"],
+            memory_mib=locator["memory_mib"],
+            seed=locator["seed"],
+            faults=faults,
+            host=locator.get("host", "local"),
+        )
