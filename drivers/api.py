@@ -236,6 +236,18 @@ class ComputeHandle(ABC):
         """Hold the device at ``intensity`` (0-1) of full load for ``seconds``."""
 
 
+class TransferHandle(ABC):
+    """Host<->device copies over PCIe, timed on the device's clock (for PCIe-under-load)."""
+
+    @abstractmethod
+    def host_to_device(self, nbytes: int) -> float:
+        """Copy ``nbytes`` from pinned host memory to the device; returns seconds taken."""
+
+    @abstractmethod
+    def device_to_host(self, nbytes: int) -> float:
+        """Copy ``nbytes`` from the device to pinned host memory; returns seconds taken."""
+
+
 class Device(ABC):
     """One accelerator. Every call may raise DeviceLost once the card has left the bus."""
 
@@ -265,6 +277,10 @@ class Device(ABC):
 
     @property
     def compute(self) -> ComputeHandle | None:
+        return None
+
+    @property
+    def transfer(self) -> TransferHandle | None:
         return None
 
     def close(self) -> None:  # noqa: B027 - optional hook

@@ -25,6 +25,7 @@ from drivers.api import (
     MemoryHandle,
     PcieLink,
     Telemetry,
+    TransferHandle,
     Unsupported,
 )
 from drivers.mock import faults as F
@@ -102,6 +103,7 @@ class MockDevice(Device):
         self._slot_powered = True
         self._memory: MemoryHandle | None = None
         self._compute: ComputeHandle | None = None
+        self._transfer: TransferHandle | None = None
         self._memory_bytes = memory_mib * MIB
         self._mem_rng = np.random.default_rng(mem_seed)
         self._comp_rng = np.random.default_rng(comp_seed)
@@ -249,6 +251,14 @@ class MockDevice(Device):
             comp_faults = [f for f in self.faults if isinstance(f, (F.ComputeSdc, F.ComputeHang, F.ComputeSlow))]
             self._compute = MockCompute(self.physics, comp_faults, self._comp_rng, guard=self.guard)
         return self._compute
+
+    @property
+    def transfer(self) -> TransferHandle | None:
+        if self._transfer is None:
+            from drivers.mock.transfer import MockTransfer
+
+            self._transfer = MockTransfer(self)
+        return self._transfer
 
     # bench plant: what the simulated bench controller (port = "sim") is wired to --------------
     def chassis_fans(self) -> int:
