@@ -76,6 +76,10 @@ class TestResult:
             d["error"] = self.error
         return d
 
+    def to_dict_full(self) -> dict[str, Any]:
+        """``to_dict`` plus the findings: what crosses from a worker to the harness."""
+        return {**self.to_dict(), "findings": [f.to_dict() for f in self.findings]}
+
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> TestResult:
         return cls(

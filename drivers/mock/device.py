@@ -272,7 +272,8 @@ class MockDevice(Device):
         return self.physics.fan_states[ch].duty_pct if self.physics.chassis else 0.0
 
     def chassis_rpm(self, ch: int) -> float:
-        return self.physics.fan_noisy_rpm(ch) if self.physics.chassis else 0.0
+        # the fan's own tach wire: reads 0 under fan.tach_fault though the fan spins (BenchPlant)
+        return self.physics.fan_reported_rpm(ch) if self.physics.chassis else 0.0
 
     def card_fan_true_rpm(self, fan: int) -> float | None:
         if self.physics.chassis or not 0 <= fan < len(self.physics.fan_states):

@@ -1,0 +1,102 @@
+"""The ``ascend`` backend: Huawei Ascend NPUs through ``npu-smi`` (real or the simulator).
+
+Rack config keys: ``npu_smi`` (a path or a command line; a relative path resolves against the
+config file's directory, a bare name is looked up on PATH), ``npu_id`` (one card; default: all),
+``timeout_s`` (per npu-smi call). ``discover`` reads ``npu-smi info -l`` and ``info -m`` and
+returns one locator per NPU chip, never for the board MCU.
+"""
+
+from __future__ import annotations
+
+import os
+import shlex
+import shutil
+from pathlib import Path
+from typing import Any
+
+from pydantic import Field
+
+from drivers.api import BackendUnavailable, Device
+from drivers.ascend import parse
+from drivers.ascend.device import AscendDevice, NpuSmi
+from drivers.registry import Backend, BackendConfig, register_backend
+
+__all__ = ["AscendBackend", "AscendConfig", "AscendDevice", "NpuSmi", "resolve_npu_smi"]
+
+
+class AscendConfig(BackendConfig):
+    npu_smi: str = "npu-smi"
+    npu_id: int | None = Field(default=None, ge=0)
+    timeout_s: float = Field(default=20.0, gt=0)
+
+
+def resolve_npu_smi(spec: str, config_dir: str | Path | None) -> list[str]:
+    """The argv prefix for ``npu_smi``; BackendUnavailable when the program is not there."""
+    try:
+        argv = shlex.split(spec)
+    except ValueError as e:
+        raise BackendUnavailable(f"ascend: npu_smi {spec!r}: {e}") from None
+    if not argv:
+        raise BackendUnavailable("ascend: npu_smi is empty")
+    prog = argv[0]
+    if os.sep in prog or (os.altsep and os.altsep in prog):
+        path = Path(prog).expanduser()
+        if not path.is_absolute() and config_dir is not None:
+            path = Path(config_dir) / path
+        if not path.is_file():
+            raise BackendUnavailable(f"ascend: npu-smi not found: {path}")
+        argv[0] = str(path.resolve())
+    else:
+        found = shutil.which(prog)
+        if found is None:
+            raise BackendUnavailable(f"ascend: npu-smi not found on PATH: {prog!r} (set npu_smi in the rack config)")
+        argv[0] = found
+    # a script argument given relative to the config (``python3 fixtures/ascend/npu_smi_sim.py``)
+    if config_dir is not None:
+        for i, a in enumerate(argv[1:], 1):
+            cand = Path(config_dir) / a
+            if a.endswith(".py") and not Path(a).is_absolute() and cand.is_file():
+                argv[i] = str(cand.resolve())
+    return argv
+
+
+@register_backend
+class AscendBackend(Backend):
+    name = "ascend"
+    Config = AscendConfig
+
+    def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
+        assert isinstance(cfg, AscendConfig)
+        argv = resolve_npu_smi(cfg.npu_smi, context.get("config_dir"))
+        smi = NpuSmi(argv, cfg.timeout_s)
+        cards = parse.parse_list(smi.run(["info", "-l"]), "npu-smi info -l")
+        mapping = parse.parse_mapping(smi.run(["info", "-m"]), "npu-smi info -m")
+        chips = [m for m in mapping if not m.is_mcu]
+        found: list[tuple[int, int, int | None, str]] = [(m.npu_id, m.chip_id, m.logic_id, m.name) for m in chips]
+        mapped = {m.npu_id for m in chips}
+        for card in cards.cards:  # a card -l lists but -m does not map: assume its chip 0
+            if card.npu_id not in mapped:
+                found.append((card.npu_id, 0, None, ""))
+        found.sort()
+        if cfg.npu_id is not None:
+            # a named card that npu-smi no longer lists is still returned: opening it answers
+            # DeviceLost, so the run lists it with a bus.lost finding instead of dropping it
+            found = [f for f in found if f[0] == cfg.npu_id] or [(cfg.npu_id, 0, None, "")]
+        locators = []
+        for i, (npu_id, chip_id, logic_id, name) in enumerate(found):
+            locators.append({
+                "backend": self.name,
+                "slot": (cfg.slot + i) if cfg.slot is not None else npu_id,
+                "serial": cfg.serial,
+                "npu_id": npu_id,
+                "chip_id": chip_id,
+                "logic_id": logic_id,
+                "name": name,
+                "argv": argv,
+                "timeout_s": cfg.timeout_s,
+            })
+        return locators
+
+    def open(self, locator: dict[str, Any]) -> Device:
+        smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))
+        return AscendDevice(smi, int(locator["npu_id"]), int(locator.get("chip_id", 0)))

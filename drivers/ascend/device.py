@@ -1,0 +1,206 @@
+"""One Ascend NPU chip behind ``npu-smi``: identity, telemetry, counters and health events.
+
+Every call runs npu-smi as a subprocess with a timeout and parses its text (``parse.py``).
+A card that answers "invalid card id" (a card that fell off the bus answers like that) or
+that vanished from ``npu-smi info`` raises DeviceLost naming the NPU id; a missing npu-smi
+binary raises BackendUnavailable.
+"""
+
+from __future__ import annotations
+
+import subprocess
+from collections.abc import Sequence
+
+from drivers.api import (
+    THROTTLE_SW_THERMAL,
+    BackendUnavailable,
+    Clock,
+    Device,
+    DeviceError,
+    DeviceEvent,
+    DeviceLost,
+    ErrorCounters,
+    Identity,
+    PcieLink,
+    Telemetry,
+    WallClock,
+)
+from drivers.ascend import parse
+from drivers.profiles import Profile, profile_for_model
+
+# npu-smi exit statuses (low byte of its negative error codes) that mean "no such device"
+EXIT_INVALID_DEVICE = 209  # -9007
+EXIT_NOT_EXIST = 208  # -9008
+_LOST_TEXT = ("invalid card id", "invalid device", "does not exist", "not exist", "no such device")
+
+
+class NpuSmi:
+    """Runs one npu-smi command line (``argv`` prefix) with a timeout; maps failures to errors."""
+
+    def __init__(self, argv: Sequence[str], timeout_s: float = 20.0) -> None:
+        self.argv = list(argv)
+        self.timeout_s = timeout_s
+
+    def command(self, args: Sequence[str]) -> str:
+        return " ".join(["npu-smi", *args])
+
+    def run(self, args: Sequence[str], npu_id: int | None = None) -> str:
+        """stdout (+stderr) of ``npu-smi ARGS``; DeviceLost when ``npu_id`` is unknown to it."""
+        cmd = self.command(args)
+        try:
+            proc = subprocess.run(
+                [*self.argv, *args], capture_output=True, text=True, timeout=self.timeout_s,
+                errors="replace", check=False,
+            )
+        except FileNotFoundError:
+            raise BackendUnavailable(f"ascend: npu-smi not found: {self.argv[0]!r}") from None
+        except PermissionError:
+            raise BackendUnavailable(f"ascend: npu-smi is not executable: {self.argv[0]!r}") from None
+        except subprocess.TimeoutExpired:
+            who = f"NPU {npu_id}: " if npu_id is not None else ""
+            raise DeviceError(f"{who}{cmd} did not answer within {self.timeout_s:g} s") from None
+        out = proc.stdout + (proc.stderr or "")
+        if proc.returncode != 0:
+            first = next((ln.strip() for ln in out.splitlines() if ln.strip()), "no output")
+            low = out.lower()
+            if npu_id is not None and (
+                proc.returncode in (EXIT_INVALID_DEVICE, EXIT_NOT_EXIST) or any(t in low for t in _LOST_TEXT)
+            ):
+                raise DeviceLost(f"NPU {npu_id}: npu-smi no longer knows the card ({cmd}: {first})")
+            raise DeviceError(f"{cmd} failed with exit status {proc.returncode}: {first}")
+        return out
+
+
+class AscendDevice(Device):
+    """NPU chip ``chip_id`` (0 on 910B: chip 1 is the board MCU) of card ``npu_id``."""
+
+    backend = "ascend"
+
+    def __init__(self, npu_smi: NpuSmi, npu_id: int, chip_id: int = 0, clock: Clock | None = None) -> None:
+        self.smi = npu_smi
+        self.npu_id = npu_id
+        self.chip_id = chip_id
+        self.clock = clock or WallClock()
+        self._identity: Identity | None = None
+        self._profile: Profile | None = None
+        self._seen_codes: set[str] = set()
+
+    # ---------------------------------------------------------------- plumbing
+    def _run(self, *args: str) -> tuple[str, str]:
+        return self.smi.run(args, npu_id=self.npu_id), self.smi.command(args)
+
+    def _card_args(self, kind: str, chip: bool = False) -> list[str]:
+        args = ["info", "-t", kind, "-i", str(self.npu_id)]
+        return [*args, "-c", str(self.chip_id)] if chip else args
+
+    def _view(self, kind: str, parser, chip: bool = False):  # type: ignore[no-untyped-def]
+        text, cmd = self._run(*self._card_args(kind, chip))
+        return parser(text, cmd)
+
+    # ---------------------------------------------------------------- Device API
+    def identity(self) -> Identity:
+        if self._identity is not None:
+            return self._identity
+        board = self._view("board", parse.parse_board)
+        chip = self._view("board", parse.parse_board, chip=True)
+        memory = self._view("memory", parse.parse_memory, chip=True)
+        model = chip.chip_name or board.model or "unknown"
+        prof = profile_for_model(model)
+        self._profile = prof
+        firmware = {k: v for k, v in (
+            ("software_version", board.software_version),
+            ("firmware_version", board.firmware_version),
+            ("chip_firmware_version", chip.chip_firmware_version),
+        ) if v}
+        self._identity = Identity(
+            vendor="huawei",
+            model=model,
+            serial=board.serial,
+            uuid=None,
+            pci_bus_id=chip.pcie_bus or board.pcie_bus,
+            firmware=firmware,
+            profile=prof.name if prof else None,
+            memory_total_mib=memory.hbm_capacity_mb,  # npu-smi's "MB" are MiB (65536 on 910B3)
+        )
+        return self._identity
+
+    @property
+    def profile(self) -> Profile | None:
+        if self._identity is None:
+            self.identity()
+        return self._profile
+
+    def telemetry(self) -> Telemetry:
+        text, cmd = self._run("info")
+        table = parse.parse_info(text, cmd)
+        row = table.chip(self.npu_id, self.chip_id)
+        if row is None:
+            raise DeviceLost(f"NPU {self.npu_id}: missing from 'npu-smi info' (fell off the bus?)")
+        common = self._view("common", parse.parse_common).chip(self.chip_id)
+        temp = common.temperature_c if common.temperature_c is not None else row.temperature_c
+        power = common.power_w if common.power_w is not None else row.power_w
+        cur, rated = common.aicore_cur_freq_mhz, common.aicore_freq_mhz
+        util = common.aicore_usage_pct if common.aicore_usage_pct is not None else row.aicore_pct
+        return Telemetry(
+            time_s=self.clock.now(),
+            temperature_c=temp,
+            power_w=power,
+            power_limit_w=None,  # npu-smi does not report an enforced limit
+            clock_mhz=float(cur) if cur is not None else None,
+            clock_max_mhz=float(rated) if rated is not None else None,
+            utilization_pct=float(util) if util is not None else None,
+            memory_total_mib=row.hbm_total_mb,
+            memory_used_mib=row.hbm_used_mb,
+            fans_rpm=[],  # passive module: the chassis fans cool it
+            throttle=self._throttle(cur, rated, temp),
+            pcie=PcieLink(gen=None, width=None, max_gen=None, max_width=None),
+        )
+
+    def _throttle(self, cur: int | None, rated: int | None, temp: float | None) -> frozenset[str]:
+        """curFreq below Aicore Freq is throttling; npu-smi does not say why.
+
+        Only when the chip is at or above the profile's max operating temperature (just under
+        its slowdown) do we call it thermal; a power cap is not knowable from npu-smi, so any
+        other throttle is left unnamed.
+        """
+        if cur is None or rated is None or cur >= rated or temp is None:
+            return frozenset()
+        prof = self.profile
+        if prof is not None and temp >= prof.thermal.max_operating:
+            return frozenset({THROTTLE_SW_THERMAL})
+        return frozenset()
+
+    def counters(self) -> ErrorCounters:
+        ecc = self._view("ecc", parse.parse_ecc)
+        nxt = [n for n in (ecc.sbe_next_isolated_pages, ecc.dbe_next_isolated_pages) if n is not None]
+        return ErrorCounters(
+            ecc_enabled=None,  # npu-smi's ECC view does not print the enable flag
+            sbe_volatile=ecc.sbe,
+            dbe_volatile=ecc.dbe,
+            sbe_aggregate=ecc.sbe_aggregate,
+            dbe_aggregate=ecc.dbe_aggregate,
+            retired_pages_sbe=ecc.sbe_isolated_pages,
+            retired_pages_dbe=ecc.dbe_isolated_pages,
+            retired_pages_pending=(sum(nxt) > 0) if nxt else None,
+        )
+
+    def health(self) -> parse.Health:
+        """The raw health view of this chip (status, codes, texts)."""
+        return self._view("health", parse.parse_health, chip=True)
+
+    def events(self) -> list[DeviceEvent]:
+        """Health error codes not reported before, each once per session."""
+        h = self.health()
+        now = self.clock.now()
+        out = []
+        for code in h.chip.codes:
+            if code in self._seen_codes:
+                continue
+            self._seen_codes.add(code)
+            out.append(DeviceEvent(time_s=now, kind="health", code=code, message=h.info_for(code)))
+        return out
+
+    def reset(self) -> str:
+        """``npu-smi set -t reset -i ID -c CHIP`` (the chip must be idle); returns npu-smi's text."""
+        text, _ = self._run("set", "-t", "reset", "-i", str(self.npu_id), "-c", str(self.chip_id))
+        return text

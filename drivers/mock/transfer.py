@@ -1,0 +1,78 @@
+"""Host<->device copies on a simulated card, timed from the trained PCIe link.
+
+The bandwidth a copy gets is what the link *as trained* carries: lanes x per-lane transfer rate x
+line-code efficiency, times the DMA/protocol efficiency real cards reach with large pinned copies
+(about 80 %: a Gen4 x16 card moves ~25 GB/s, a Gen5 x16 card ~50 GB/s, which is what the profiles'
+``h2d_bandwidth`` says). A ``pcie.downtrained`` fault trains the link narrower or slower, so copies
+slow down in proportion. Each copy advances the card's simulated time (nothing sleeps), so the
+replay counter of a ``pcie.replays`` fault grows while the copies run.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+from drivers.api import PcieLink, TransferHandle
+
+if TYPE_CHECKING:
+    from drivers.mock.device import MockDevice
+
+# PCIe generation -> (GT/s per lane, line-code efficiency). Gen1-2: 8b/10b; Gen3-5: 128b/130b;
+# Gen6: PAM4 with 242/256 FLIT framing. Source: PCI-SIG base specifications.
+LINK_RATES: dict[int, tuple[float, float]] = {
+    1: (2.5, 8 / 10),
+    2: (5.0, 8 / 10),
+    3: (8.0, 128 / 130),
+    4: (16.0, 128 / 130),
+    5: (32.0, 128 / 130),
+    6: (64.0, 242 / 256),
+}
+DMA_EFFICIENCY = {"h2d": 0.80, "d2h": 0.80}  # large pinned copies on real cards (TLP headers, DLLPs)
+COPY_LATENCY_S = 10e-6  # launch + completion of one copy
+BANDWIDTH_NOISE = 0.01  # copy-to-copy spread (1 sigma)
+TRANSFER_INTENSITY = 0.1  # copy engines and memory busy, SMs idle: what the physics sees meanwhile
+
+
+def link_gbps(gen: int | None, width: int | None) -> float:
+    """Raw payload rate of a link in GB/s (after line coding, before protocol overhead)."""
+    if gen is None or width is None or gen not in LINK_RATES or width <= 0:
+        return 0.0
+    gts, enc = LINK_RATES[gen]
+    return gts * enc * width / 8.0
+
+
+class MockTransfer(TransferHandle):
+    """Timed copies over the mock card's trained link; every call goes through the bus guard."""
+
+    def __init__(self, device: MockDevice) -> None:
+        self._dev = device
+        self._rng = np.random.default_rng([device.seed & 0xFFFFFFFF, 0x7C1E])
+
+    def _link(self) -> PcieLink:
+        return self._dev.pcie_link()
+
+    def bandwidth_gbps(self, direction: str) -> float:
+        """Mean rate a large copy gets on the link as trained now."""
+        link = self._link()
+        return link_gbps(link.gen, link.width) * DMA_EFFICIENCY[direction]
+
+    def _copy(self, nbytes: int, direction: str) -> float:
+        self._dev.guard()
+        if isinstance(nbytes, bool) or not isinstance(nbytes, int | np.integer) or nbytes <= 0:
+            raise ValueError(f"{self._dev.serial}: transfer size must be a positive byte count, got {nbytes!r}")
+        bw = self.bandwidth_gbps(direction)
+        if bw <= 0:
+            raise ValueError(f"{self._dev.serial}: PCIe link has no usable bandwidth ({self._link()})")
+        bw *= max(0.5, 1.0 + float(self._rng.normal(0.0, BANDWIDTH_NOISE)))
+        seconds = COPY_LATENCY_S + int(nbytes) / (bw * 1e9)
+        self._dev.physics.advance(seconds, TRANSFER_INTENSITY)
+        self._dev.guard()  # the card may have left the bus during the copy
+        return seconds
+
+    def host_to_device(self, nbytes: int) -> float:
+        return self._copy(nbytes, "h2d")
+
+    def device_to_host(self, nbytes: int) -> float:
+        return self._copy(nbytes, "d2h")

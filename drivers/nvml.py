@@ -1,0 +1,628 @@
+"""NVIDIA backend through NVML (nvidia-ml-py, imported as ``pynvml``).
+
+Reads identity, telemetry, error counters and XID events, and drives the card's own fans where the
+driver allows it. Memory and compute handles come from a CUDA path elsewhere, so they are None here.
+
+Three rules shape every read:
+- "NVML cannot tell" (NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_PERMISSION) is a value: the field is
+  None (``fans_rpm == []`` on a fanless SXM card, ECC fields None on a GeForce card).
+- A card that no longer answers (GPU_IS_LOST; UNKNOWN / NOT_FOUND when a re-lookup of the card by
+  UUID also fails; XID 79) is ``DeviceLost``, with a message naming the index and serial.
+- ``pynvml`` is imported lazily, so this module imports on hosts without a GPU; without NVML,
+  ``discover`` raises ``BackendUnavailable`` (the CLI's exit 3).
+
+The device takes the pynvml module as a parameter, so the recorder (``drivers.nvml_record``) can
+wrap it and tests can hand it a fake.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from types import ModuleType
+from typing import Any
+
+from pydantic import Field
+
+from drivers.api import (
+    THROTTLE_APP_CLOCKS,
+    THROTTLE_HW_POWER_BRAKE,
+    THROTTLE_HW_SLOWDOWN,
+    THROTTLE_HW_THERMAL,
+    THROTTLE_IDLE,
+    THROTTLE_SW_POWER_CAP,
+    THROTTLE_SW_THERMAL,
+    THROTTLE_SYNC_BOOST,
+    BackendUnavailable,
+    Clock,
+    Device,
+    DeviceError,
+    DeviceEvent,
+    DeviceLost,
+    ErrorCounters,
+    FanControl,
+    Identity,
+    PcieLink,
+    Telemetry,
+    Unsupported,
+    WallClock,
+)
+from drivers.registry import Backend, BackendConfig, register_backend
+
+MIB = 1024 * 1024
+
+# NVML return codes by meaning (names, resolved against the module in use)
+_SOFT = frozenset({"NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NO_PERMISSION"})
+_LOST = frozenset({"NVML_ERROR_GPU_IS_LOST"})
+_MAYBE_LOST = frozenset({"NVML_ERROR_UNKNOWN", "NVML_ERROR_NOT_FOUND"})
+_NO_DRIVER = frozenset({"NVML_ERROR_LIBRARY_NOT_FOUND", "NVML_ERROR_DRIVER_NOT_LOADED"})
+_CONTROL_REFUSED = _SOFT | {"NVML_ERROR_INVALID_ARGUMENT"}
+
+# clocks-event (formerly "throttle") reason suffixes -> vendor-neutral names
+_THROTTLE_BITS = (
+    ("GpuIdle", THROTTLE_IDLE),
+    ("ApplicationsClocksSetting", THROTTLE_APP_CLOCKS),
+    ("SwPowerCap", THROTTLE_SW_POWER_CAP),
+    ("HwSlowdown", THROTTLE_HW_SLOWDOWN),
+    ("SyncBoost", THROTTLE_SYNC_BOOST),
+    ("SwThermalSlowdown", THROTTLE_SW_THERMAL),
+    ("HwThermalSlowdown", THROTTLE_HW_THERMAL),
+    ("HwPowerBrakeSlowdown", THROTTLE_HW_POWER_BRAKE),
+)
+
+# short descriptions of the XIDs a bench sees most (NVIDIA's XID catalogue)
+_XID_TEXT = {
+    13: "graphics engine exception",
+    31: "GPU memory page fault",
+    43: "GPU stopped processing",
+    45: "preemptive cleanup",
+    48: "double bit ECC error",
+    54: "auxiliary power is not connected",
+    61: "internal micro-controller breakpoint",
+    62: "internal micro-controller halt",
+    63: "ECC page retirement or row remapping recording event",
+    64: "ECC page retirement or row remapper recording failure",
+    74: "NVLink error",
+    79: "GPU has fallen off the bus",
+    92: "high single-bit ECC error rate",
+    94: "contained ECC error",
+    95: "uncontained ECC error",
+    119: "GSP RPC timeout",
+    120: "GSP error",
+}
+_XID_FELL_OFF = 79
+_MAX_DRAIN = 4096  # events per drain: a bound, not a budget
+
+_NA = object()  # "NVML cannot tell" inside this module; fields turn it into None
+
+
+def import_pynvml() -> ModuleType:
+    """The pynvml module, or BackendUnavailable with one line saying why."""
+    try:
+        return importlib.import_module("pynvml")
+    except ImportError as e:
+        raise BackendUnavailable(
+            f"nvml: cannot import pynvml ({e}; pip install nvidia-ml-py) (is the NVIDIA driver installed?)"
+        ) from None
+
+
+def _error_names(module: Any) -> dict[int, str]:
+    names = _ERROR_NAMES.get(id(module))
+    if names is None:
+        names = {}
+        for name in dir(module):
+            if name.startswith("NVML_ERROR_"):
+                names.setdefault(getattr(module, name), name)
+        _ERROR_NAMES[id(module)] = names
+    return names
+
+
+_ERROR_NAMES: dict[int, dict[int, str]] = {}
+
+
+def error_name(nv: Any, err: BaseException) -> str:
+    """``NVML_ERROR_NOT_SUPPORTED`` for an NVMLError, by the constants of the module that raised it."""
+    code = getattr(err, "value", None)
+    module = sys.modules.get(type(err).__module__, nv)
+    return _error_names(module).get(code) or _error_names(nv).get(code) or f"NVML_ERROR_CODE_{code}"
+
+
+def nvml_init(nv: Any) -> None:
+    """``nvmlInit``; an NVML that cannot start is BackendUnavailable (exit 3), not a traceback."""
+    try:
+        nv.nvmlInit()
+    except nv.NVMLError as e:
+        name = error_name(nv, e)
+        hint = "is the NVIDIA driver installed?" if name in _NO_DRIVER else "is the NVIDIA driver healthy?"
+        raise BackendUnavailable(f"nvml: NVML did not start: {e} [{name}] ({hint})") from None
+    except OSError as e:
+        raise BackendUnavailable(f"nvml: cannot load libnvidia-ml: {e} (is the NVIDIA driver installed?)") from None
+
+
+def nvml_shutdown(nv: Any) -> None:
+    try:
+        nv.nvmlShutdown()
+    except nv.NVMLError:
+        pass
+
+
+def _cuda_version(v: int) -> str:
+    """NVML reports the CUDA driver API version as 1000*major + 10*minor (12040 -> "12.4")."""
+    return f"{v // 1000}.{(v % 1000) // 10}"
+
+
+class NvmlDevice(Device):
+    """One NVIDIA GPU through NVML. Every public call raises DeviceLost once the card is gone."""
+
+    backend = "nvml"
+
+    def __init__(
+        self,
+        nv: Any,
+        handle: Any,
+        index: int,
+        uuid: str | None = None,
+        clock: Clock | None = None,
+        owns_init: bool = True,
+    ) -> None:
+        self._nv = nv
+        self._h = handle
+        self.index = index
+        self.clock = clock or WallClock()
+        self._owns_init = owns_init
+        self._closed = False
+        self._lost: str | None = None
+        self._label = f"GPU {index}"
+        self._uuid: str | None = uuid
+        self._uuid = uuid or self._read("nvmlDeviceGetUUID")
+        self.serial: str | None = self._read("nvmlDeviceGetSerial") or None
+        self._label = f"GPU {index} ({self._describe()})"
+        self._num_fans = int(self._read("nvmlDeviceGetNumFans") or 0)
+        self._fans = NvmlFanControl(self) if self._num_fans > 0 else None
+        self._xid_bit = int(nv.nvmlEventTypeXidCriticalError)
+        self._event_set = self._register_events()
+
+    def _describe(self) -> str:
+        return f"serial {self.serial}" if self.serial else f"uuid {self._uuid}" if self._uuid else "no serial"
+
+    # error handling -----------------------------------------------------------------------------
+    def _guard(self) -> None:
+        if self._lost is not None:
+            raise DeviceLost(self._lost)
+
+    def _mark_lost(self, why: str) -> DeviceLost:
+        if self._lost is None:
+            self._lost = f"nvml: {self._label}: {why}"
+        return DeviceLost(self._lost)
+
+    def _gone(self) -> bool:
+        """After UNKNOWN/NOT_FOUND: is the card really gone? Look it up again by UUID."""
+        nv = self._nv
+        try:
+            if self._uuid:
+                nv.nvmlDeviceGetHandleByUUID(self._uuid)
+            else:
+                nv.nvmlDeviceGetHandleByIndex(self.index)
+            nv.nvmlDeviceGetUUID(self._h)
+        except nv.NVMLError:
+            return True
+        return False
+
+    def _classify(self, err: Any, call: str, on: dict[str, Any] | None = None, soft: frozenset[str] = _SOFT) -> Any:
+        """Turn an NVML error into a field value (``_NA`` or ``on[name]``) or raise."""
+        name = error_name(self._nv, err)
+        if on and name in on:
+            return on[name]
+        if name in _LOST:
+            raise self._mark_lost(f"{call}: {err} (the GPU fell off the bus or the driver lost it)")
+        if name in _MAYBE_LOST:
+            if self._gone():
+                raise self._mark_lost(f"{call}: {err}, and the GPU no longer answers by UUID")
+            return _NA
+        if name in soft:
+            return _NA
+        raise DeviceError(f"nvml: {self._label}: {call} failed: {err} [{name}]")
+
+    def _try(self, fn: str, *args: Any, on: dict[str, Any] | None = None, device: bool = True) -> Any:
+        """Call ``pynvml.fn(handle, *args)``; ``_NA`` where NVML cannot tell."""
+        self._guard()
+        nv = self._nv
+        func = getattr(nv, fn, None)
+        if func is None:  # an older nvidia-ml-py without this call
+            return _NA
+        try:
+            return func(self._h, *args) if device else func(*args)
+        except nv.NVMLError as e:
+            return self._classify(e, fn, on)
+
+    def _read(self, fn: str, *args: Any, device: bool = True) -> Any:
+        v = self._try(fn, *args, device=device)
+        return None if v is _NA else v
+
+    def _field(self, field_id: int, what: str) -> int | float | None:
+        """One ``nvmlDeviceGetFieldValues`` value; each field carries its own return code."""
+        values = self._read("nvmlDeviceGetFieldValues", [field_id])
+        if not values:
+            return None
+        v = values[0]
+        if v.nvmlReturn != self._nv.NVML_SUCCESS:
+            self._classify(self._nv.NVMLError(v.nvmlReturn), f"nvmlDeviceGetFieldValues({what})")
+            return None
+        member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+        return getattr(v.value, member.get(int(v.valueType), "ullVal"))
+
+    # identity ----------------------------------------------------------------------------------
+    def identity(self) -> Identity:
+        from drivers.profiles import profile_for_model
+
+        nv = self._nv
+        name = self._read("nvmlDeviceGetName") or "unknown NVIDIA GPU"
+        pci = self._read("nvmlDeviceGetPciInfo")
+        fw: dict[str, str] = {}
+        for key, fn, args in (
+            ("vbios", "nvmlDeviceGetVbiosVersion", ()),
+            ("inforom_image", "nvmlDeviceGetInforomImageVersion", ()),
+            ("inforom_oem", "nvmlDeviceGetInforomVersion", (nv.NVML_INFOROM_OEM,)),
+            ("inforom_ecc", "nvmlDeviceGetInforomVersion", (nv.NVML_INFOROM_ECC,)),
+        ):
+            v = self._read(fn, *args)
+            if v:
+                fw[key] = str(v)
+        driver = self._read("nvmlSystemGetDriverVersion", device=False)
+        if driver:
+            fw["driver"] = str(driver)
+        cuda = self._read("nvmlSystemGetCudaDriverVersion", device=False)
+        if cuda:
+            fw["cuda_driver"] = _cuda_version(int(cuda))
+        mem = self._read("nvmlDeviceGetMemoryInfo")
+        prof = profile_for_model(name)
+        return Identity(
+            vendor="nvidia",
+            model=name,
+            serial=self.serial,
+            uuid=self._uuid,
+            pci_bus_id=str(pci.busId) if pci is not None else None,
+            firmware=fw,
+            profile=prof.name if prof else None,
+            memory_total_mib=int(mem.total) // MIB if mem is not None else None,
+        )
+
+    # telemetry ---------------------------------------------------------------------------------
+    def telemetry(self) -> Telemetry:
+        nv = self._nv
+        self._guard()
+        t = self.clock.now()
+        temp = self._read("nvmlDeviceGetTemperature", nv.NVML_TEMPERATURE_GPU)
+        power_mw = self._read("nvmlDeviceGetPowerUsage")
+        limit_mw = self._read("nvmlDeviceGetEnforcedPowerLimit")
+        clock = self._read("nvmlDeviceGetClockInfo", nv.NVML_CLOCK_SM)
+        clock_max = self._read("nvmlDeviceGetMaxClockInfo", nv.NVML_CLOCK_SM)
+        util = self._read("nvmlDeviceGetUtilizationRates")
+        mem = self._read("nvmlDeviceGetMemoryInfo")
+        rpm, duty = self._fan_readings()
+        mem_temp = self._field(nv.NVML_FI_DEV_MEMORY_TEMP, "NVML_FI_DEV_MEMORY_TEMP")
+        return Telemetry(
+            time_s=t,
+            temperature_c=float(temp) if temp is not None else None,
+            power_w=power_mw / 1000.0 if power_mw is not None else None,
+            power_limit_w=limit_mw / 1000.0 if limit_mw is not None else None,
+            clock_mhz=float(clock) if clock is not None else None,
+            clock_max_mhz=float(clock_max) if clock_max is not None else None,
+            utilization_pct=float(util.gpu) if util is not None else None,
+            memory_total_mib=int(mem.total) // MIB if mem is not None else None,
+            memory_used_mib=int(mem.used) // MIB if mem is not None else None,
+            fans_rpm=rpm,
+            fans_duty_pct=duty,
+            throttle=self._throttle(),
+            pcie=self._pcie(),
+            memory_temperature_c=float(mem_temp) if mem_temp is not None else None,
+        )
+
+    def _fan_readings(self) -> tuple[list[int | None], list[float | None]]:
+        """Per fan: RPM where the driver measures it, and NVML's intended speed in percent.
+
+        nvidia-ml-py's ``nvmlDeviceGetFanSpeedRPM(handle)`` only asks for fan 0, so further fans
+        report RPM None (their duty is still known).
+        """
+        if self._num_fans == 0:
+            return [], []
+        duty: list[float | None] = []
+        for fan in range(self._num_fans):
+            d = self._read("nvmlDeviceGetFanSpeed_v2", fan)
+            duty.append(float(d) if d is not None else None)
+        rpm0 = self._read("nvmlDeviceGetFanSpeedRPM")
+        rpm: list[int | None] = [int(rpm0) if rpm0 is not None else None]
+        rpm += [None] * (self._num_fans - 1)
+        return rpm, duty
+
+    def _throttle(self) -> frozenset[str]:
+        reasons = self._read("nvmlDeviceGetCurrentClocksEventReasons")
+        if reasons is None:  # drivers before 535 only know the older name
+            reasons = self._read("nvmlDeviceGetCurrentClocksThrottleReasons")
+        if reasons is None:
+            return frozenset()
+        out = set()
+        for suffix, neutral in _THROTTLE_BITS:
+            bit = getattr(self._nv, "nvmlClocksEventReason" + suffix, None)
+            if bit is None:
+                bit = getattr(self._nv, "nvmlClocksThrottleReason" + suffix)
+            if int(reasons) & int(bit):
+                out.add(neutral)
+        return frozenset(out)
+
+    def _pcie(self) -> PcieLink | None:
+        vals = [
+            self._read(fn)
+            for fn in (
+                "nvmlDeviceGetCurrPcieLinkGeneration",
+                "nvmlDeviceGetCurrPcieLinkWidth",
+                "nvmlDeviceGetMaxPcieLinkGeneration",
+                "nvmlDeviceGetMaxPcieLinkWidth",
+            )
+        ]
+        if all(v is None for v in vals):
+            return None
+        gen, width, max_gen, max_width = (int(v) if v is not None else None for v in vals)
+        return PcieLink(gen=gen, width=width, max_gen=max_gen, max_width=max_width)
+
+    # counters ----------------------------------------------------------------------------------
+    def counters(self) -> ErrorCounters:
+        nv = self._nv
+        self._guard()
+        mode = self._read("nvmlDeviceGetEccMode")
+        cor, unc = nv.NVML_MEMORY_ERROR_TYPE_CORRECTED, nv.NVML_MEMORY_ERROR_TYPE_UNCORRECTED
+        vol, agg = nv.NVML_VOLATILE_ECC, nv.NVML_AGGREGATE_ECC
+
+        def ecc(kind: int, counter: int) -> int | None:
+            v = self._read("nvmlDeviceGetTotalEccErrors", kind, counter)
+            return int(v) if v is not None else None
+
+        # drivers without the SRAM location answer INVALID_ARGUMENT: "cannot tell", not a bug
+        sram = self._try(
+            "nvmlDeviceGetMemoryErrorCounter", unc, agg, nv.NVML_MEMORY_LOCATION_SRAM,
+            on={"NVML_ERROR_INVALID_ARGUMENT": _NA},
+        )
+        rows = self._read("nvmlDeviceGetRemappedRows")
+        sbe_pages = self._read("nvmlDeviceGetRetiredPages", nv.NVML_PAGE_RETIREMENT_CAUSE_MULTIPLE_SINGLE_BIT_ECC_ERRORS)
+        dbe_pages = self._read("nvmlDeviceGetRetiredPages", nv.NVML_PAGE_RETIREMENT_CAUSE_DOUBLE_BIT_ECC_ERROR)
+        pending = self._read("nvmlDeviceGetRetiredPagesPendingStatus")
+        replays = self._read("nvmlDeviceGetPcieReplayCounter")
+        inforom = self._try("nvmlDeviceValidateInforom", on={"NVML_ERROR_CORRUPTED_INFOROM": False})
+        return ErrorCounters(
+            ecc_enabled=bool(mode[0] == nv.NVML_FEATURE_ENABLED) if mode is not None else None,
+            sbe_volatile=ecc(cor, vol),
+            dbe_volatile=ecc(unc, vol),
+            sbe_aggregate=ecc(cor, agg),
+            dbe_aggregate=ecc(unc, agg),
+            sram_uncorrectable=int(sram) if sram is not _NA else None,
+            remapped_rows_correctable=int(rows[0]) if rows is not None else None,
+            remapped_rows_uncorrectable=int(rows[1]) if rows is not None else None,
+            row_remap_pending=bool(rows[2]) if rows is not None else None,
+            row_remap_failure=bool(rows[3]) if rows is not None else None,
+            retired_pages_sbe=len(sbe_pages) if sbe_pages is not None else None,
+            retired_pages_dbe=len(dbe_pages) if dbe_pages is not None else None,
+            retired_pages_pending=bool(pending) if pending is not None else None,
+            pcie_replays=int(replays) if replays is not None else None,
+            inforom_valid=None if inforom is _NA else inforom is not False,
+        )
+
+    # events ------------------------------------------------------------------------------------
+    def _register_events(self) -> Any:
+        """An event set for critical XIDs, registered now: NVML only queues events after this."""
+        nv = self._nv
+        try:
+            event_set = nv.nvmlEventSetCreate()
+        except nv.NVMLError as e:
+            self._classify(e, "nvmlEventSetCreate")
+            return None
+        if self._try("nvmlDeviceRegisterEvents", self._xid_bit, event_set) is _NA:
+            try:
+                nv.nvmlEventSetFree(event_set)
+            except nv.NVMLError:
+                pass
+            return None
+        return event_set
+
+    def events(self) -> list[DeviceEvent]:
+        """XIDs since the last call (drained with a zero timeout). XID 79 marks the card lost."""
+        nv = self._nv
+        self._guard()
+        out: list[DeviceEvent] = []
+        if self._event_set is None:
+            return out
+        for _ in range(_MAX_DRAIN):
+            try:
+                data = nv.nvmlEventSetWait_v2(self._event_set, 0)
+            except nv.NVMLError as e:
+                if error_name(nv, e) == "NVML_ERROR_TIMEOUT":
+                    break
+                if out:  # deliver what we drained; the loss shows on the next call
+                    try:
+                        self._classify(e, "nvmlEventSetWait_v2")
+                    except DeviceLost:
+                        pass
+                    break
+                if self._classify(e, "nvmlEventSetWait_v2") is _NA:
+                    break
+                continue
+            if int(data.eventType) & self._xid_bit:
+                code = int(data.eventData)
+                text = _XID_TEXT.get(code, "")
+                out.append(DeviceEvent(self.clock.now(), "xid", code, f"XID {code}" + (f": {text}" if text else "")))
+        if any(e.code == _XID_FELL_OFF for e in out):
+            self._mark_lost(f"XID {_XID_FELL_OFF} ({_XID_TEXT[_XID_FELL_OFF]})")
+        return out
+
+    # fans and lifetime ---------------------------------------------------------------------------
+    @property
+    def fans(self) -> FanControl | None:
+        return self._fans
+
+    def close(self) -> None:
+        """Restore the fans, free the event set, release NVML; safe to call twice, even when lost."""
+        if self._closed:
+            return
+        self._closed = True
+        nv = self._nv
+        if self._fans is not None and self._lost is None:
+            try:
+                self._fans.restore()
+            except DeviceError:
+                pass
+        if self._event_set is not None:
+            try:
+                nv.nvmlEventSetFree(self._event_set)
+            except nv.NVMLError:
+                pass
+            self._event_set = None
+        if self._owns_init:
+            nvml_shutdown(nv)
+
+
+class NvmlFanControl(FanControl):
+    """The card's own fans via ``nvmlDeviceSetFanSpeed_v2`` (root, and a driver that allows it)."""
+
+    def __init__(self, dev: NvmlDevice) -> None:
+        self._dev = dev
+        self._touched: set[int] = set()
+
+    @property
+    def count(self) -> int:
+        return self._dev._num_fans
+
+    def _check(self, fan: int) -> None:
+        if not 0 <= fan < self.count:
+            raise ValueError(f"nvml: {self._dev._label}: fan {fan} out of range (card has {self.count})")
+
+    def _control(self, fn: str, fan: int, *args: Any) -> None:
+        dev, nv = self._dev, self._dev._nv
+        dev._guard()
+        try:
+            getattr(nv, fn)(dev._h, fan, *args)
+        except AttributeError:
+            raise Unsupported(f"nvml: {dev._label}: this nvidia-ml-py has no {fn}") from None
+        except nv.NVMLError as e:
+            name = error_name(nv, e)
+            if name in _CONTROL_REFUSED:
+                raise Unsupported(
+                    f"nvml: {dev._label}: fan {fan} control refused by the driver ({name}; needs root)"
+                ) from None
+            dev._classify(e, fn, soft=frozenset())  # raises DeviceLost when the card is gone
+            raise DeviceError(f"nvml: {dev._label}: {fn} on fan {fan} failed: {e} [{name}]") from None
+
+    def set_duty(self, fan: int, duty_pct: float) -> None:
+        self._check(fan)
+        if not 0.0 <= duty_pct <= 100.0:
+            raise ValueError(f"nvml: {self._dev._label}: fan duty {duty_pct} % outside 0-100 %")
+        self._control("nvmlDeviceSetFanSpeed_v2", fan, int(round(duty_pct)))
+        self._touched.add(fan)
+
+    def duty(self, fan: int) -> float | None:
+        """NVML's intended fan speed in percent (what the card aims for, not a tach reading)."""
+        self._check(fan)
+        v = self._dev._read("nvmlDeviceGetFanSpeed_v2", fan)
+        return float(v) if v is not None else None
+
+    def restore(self) -> None:
+        """Hand every fan we commanded back to the driver's automatic policy."""
+        first: DeviceError | None = None
+        for fan in sorted(self._touched):
+            try:
+                self._control("nvmlDeviceSetDefaultFanSpeed_v2", fan)
+            except DeviceError as e:
+                first = first or e
+            else:
+                self._touched.discard(fan)
+        if first is not None:
+            raise first
+
+
+class NvmlConfig(BackendConfig):
+    index: int | None = Field(default=None, ge=0)  # None = every local NVIDIA GPU
+
+
+@register_backend
+class NvmlBackend(Backend):
+    name = "nvml"
+    Config = NvmlConfig
+
+    def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
+        """One locator per GPU this entry names.
+
+        A GPU the entry names but the host lacks (``index`` past the count, or a ``serial`` no GPU
+        has) still gets a locator marked ``missing``: opening it raises DeviceLost, so the card is
+        listed with a ``bus.lost`` finding instead of silently dropping out of the run.
+        """
+        assert isinstance(cfg, NvmlConfig)
+        nv = import_pynvml()
+        nvml_init(nv)
+        try:
+            try:
+                count = int(nv.nvmlDeviceGetCount())
+            except nv.NVMLError as e:
+                raise BackendUnavailable(f"nvml: cannot count GPUs: {e} (is the NVIDIA driver healthy?)") from None
+            gpus = [_probe(nv, i) for i in range(count)]
+        finally:
+            nvml_shutdown(nv)
+        host = context.get("host", "local")
+        if cfg.index is not None:
+            chosen = [gpus[cfg.index]] if cfg.index < count else [
+                _missing(cfg.index, cfg.serial, f"no GPU at index {cfg.index} (this host has {count})")
+            ]
+        else:
+            if count == 0:
+                raise BackendUnavailable("nvml: NVML found no NVIDIA GPU on this host (is the NVIDIA driver installed?)")
+            chosen = gpus
+        if cfg.serial is not None:
+            matching = [g for g in chosen if g["serial"] == cfg.serial]
+            where = f"index {cfg.index}" if cfg.index is not None else "this host"
+            chosen = matching or [_missing(cfg.index, cfg.serial, f"no GPU with serial {cfg.serial} at {where}")]
+        for pos, loc in enumerate(chosen):
+            loc["host"] = host
+            if cfg.slot is not None:
+                loc["slot"] = cfg.slot + pos
+        return chosen
+
+    def open(self, locator: dict[str, Any]) -> Device:
+        if locator.get("missing"):
+            raise DeviceLost(f"nvml: {locator['missing']}")
+        nv = import_pynvml()
+        nvml_init(nv)
+        index, uuid = int(locator["index"]), locator.get("uuid")
+        try:
+            handle = nv.nvmlDeviceGetHandleByUUID(uuid) if uuid else nv.nvmlDeviceGetHandleByIndex(index)
+        except nv.NVMLError as e:
+            nvml_shutdown(nv)
+            who = f"serial {locator.get('serial')}" if locator.get("serial") else f"uuid {uuid}"
+            raise DeviceLost(f"nvml: GPU {index} ({who}) not found: {e} (it left the bus or the driver lost it)") from None
+        try:
+            return NvmlDevice(nv, handle, index=index, uuid=uuid)
+        except DeviceError:
+            nvml_shutdown(nv)
+            raise
+
+
+def _probe(nv: Any, index: int) -> dict[str, Any]:
+    """Locator for GPU ``index``; a card that does not answer keeps its place (open says why)."""
+    loc: dict[str, Any] = {"backend": "nvml", "index": index, "slot": index, "serial": None, "uuid": None}
+    try:
+        h = nv.nvmlDeviceGetHandleByIndex(index)
+        loc["uuid"] = nv.nvmlDeviceGetUUID(h)
+    except nv.NVMLError:
+        return loc
+    try:
+        loc["serial"] = nv.nvmlDeviceGetSerial(h) or None
+    except nv.NVMLError:
+        pass  # GeForce cards have no serial through NVML
+    try:
+        loc["pci_bus_id"] = nv.nvmlDeviceGetPciInfo(h).busId
+    except nv.NVMLError:
+        pass
+    return loc
+
+
+def _missing(index: int | None, serial: str | None, why: str) -> dict[str, Any]:
+    return {
+        "backend": "nvml", "index": index, "slot": index if index is not None else 0,
+        "serial": serial, "uuid": None, "missing": why,
+    }

@@ -1,0 +1,210 @@
+"""The ``burnin`` command line (contract.md section 1) and its exit codes.
+
+0 every card passes; 1 the run finished and some card did not; 2 bad usage or input (one line
+naming file and field); 3 the harness could not run at all. No traceback reaches the user.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import HarnessUnavailable, UsageError
+
+EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+
+
+def _fail(exc: Exception) -> None:
+    code = getattr(exc, "exit_code", EXIT_UNAVAILABLE)
+    click.echo(f"burnin: {exc}", err=True)
+    sys.exit(code)
+
+
+def _load(config: str, plan: str | None) -> tuple[Any, Any]:
+    from harness.config import load_rack
+    from harness.plans import load_plan
+
+    cfg = load_rack(config)
+    plan_name = plan or cfg.rack.plan or "quick"
+    return cfg, load_plan(plan_name, base_dir=cfg.path.parent)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="burnin", prog_name="burnin")
+def main() -> None:
+    """burnin: diagnose accelerators on a bench or a rack, and say what to repair."""
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", default=None, help="Plan name (rack_configs/plans/) or path; default: the config's, else quick.")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the result document (JSON) here.")
+@click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's, else ./burnin.db).")
+@click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
+def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
+        html_path: str | None, db: str | None, quiet: bool) -> None:
+    """Run the plan on every device CONFIG names; verdict table on stdout."""
+    try:
+        cfg, pl = _load(config, plan)
+        doc = _execute(cfg, pl, db, quiet)
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    _write_outputs(doc, json_path, junit_path, html_path, db, cfg)
+    from harness.views.table import print_verdicts
+
+    print_verdicts(doc)
+    sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
+
+
+def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None) -> dict[str, Any]:
+    from harness.runner import Run, discover_cards, resolve_db
+    from harness.store import Store
+    from harness.views.progress import LiveProgress
+
+    store = Store(resolve_db(db, cfg))
+    try:
+        cards = discover_cards(cfg)
+        if resume_id is not None:
+            done = {r["key"] for r in store.run_cards(resume_id) if r["state"] in ("done", "lost", "hung")}
+            todo = [c for c in cards if c.key not in done]
+            for c in todo:
+                store.reset_card(resume_id, c.key)
+            runner_cards = todo
+        else:
+            runner_cards = cards
+        with LiveProgress(runner_cards, pl, enabled=not quiet) as progress:
+            r = Run(cfg, pl, store, listener=progress.on_event)
+            if resume_id is None:
+                r.start(runner_cards)
+            else:
+                r.resume(resume_id, runner_cards)
+            progress.set_run(r.run_id, store.path)
+            return r.execute()
+    finally:
+        store.close()
+
+
+def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str | None,
+                   html_path: str | None, db: str | None, cfg: Any) -> None:
+    try:
+        if json_path:
+            Path(json_path).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
+        if junit_path:
+            from harness.views.junit import to_junit
+
+            Path(junit_path).write_text(to_junit(doc), encoding="utf-8")
+        if html_path:
+            from harness.runner import resolve_db
+            from harness.views.html import to_html
+
+            Path(html_path).write_text(to_html(doc, db_path=resolve_db(db, cfg)), encoding="utf-8")
+    except OSError as e:
+        click.echo(f"burnin: cannot write report: {e.filename}: {e.strerror} (results are in the database)", err=True)
+        sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", default=None)
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False))
+def tui(config: str, plan: str | None, db: str | None) -> None:
+    """The same run, shown in the bench TUI."""
+    try:
+        cfg, pl = _load(config, plan)
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    try:
+        from harness.tui.app import run_tui
+    except ImportError:
+        click.echo("burnin: the TUI is not available yet; use `burnin run`", err=True)
+        sys.exit(EXIT_UNAVAILABLE)
+    sys.exit(run_tui(cfg, pl, db))
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--json", "as_json", is_flag=True, help="Print the burnin.devices/1 document.")
+def devices(config: str, as_json: bool) -> None:
+    """Enumerate devices: identity and a telemetry snapshot, no stress."""
+    from harness.config import load_rack
+    from harness.devices import list_devices
+    from harness.runner import discover_cards
+
+    try:
+        cfg = load_rack(config)
+        doc = list_devices(discover_cards(cfg))
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+    else:
+        from harness.views.table import print_devices
+
+        print_devices(doc)
+
+
+@main.command()
+@click.argument("serial")
+@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+@click.option("--json", "as_json", is_flag=True, help="Print every run of this card as JSON (card shape).")
+def history(serial: str, db: str, as_json: bool) -> None:
+    """Every run and verdict for one card, oldest first."""
+    from harness.store import Store
+    from harness.views.history import history_entries, print_history
+
+    if not Path(db).is_file():
+        _fail(UsageError(f"{db}: no such results database (--db)"))
+    store = Store(db)
+    try:
+        entries = history_entries(store, serial)
+    finally:
+        store.close()
+    if as_json:
+        click.echo(json.dumps(entries, indent=2, default=str))
+    else:
+        print_history(serial, entries)
+    if not entries:
+        click.echo(f"burnin: no runs recorded for serial {serial!r} in {db}", err=True)
+
+
+@main.command()
+@click.argument("run_id")
+@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False))
+@click.option("--quiet", "-q", is_flag=True)
+def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
+    """Continue an interrupted run; devices already finished keep their results."""
+    from harness.store import Store
+
+    if not Path(db).is_file():
+        _fail(UsageError(f"{db}: no such results database (--db)"))
+    store = Store(db)
+    run_row = store.run(run_id)
+    store.close()
+    if run_row is None:
+        _fail(UsageError(f"{db}: no run {run_id!r}"))
+        return
+    try:
+        cfg, pl = _load(run_row["config_path"], run_row["plan_path"])
+        doc = _execute(cfg, pl, db, quiet, resume_id=run_id)
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    _write_outputs(doc, json_path, None, None, db, cfg)
+    from harness.views.table import print_verdicts
+
+    print_verdicts(doc)
+    sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
+
+
+if __name__ == "__main__":
+    main()

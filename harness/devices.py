@@ -1,0 +1,62 @@
+"""``burnin devices``: identity, a telemetry snapshot and the health findings of each card,
+read in-process with no stress (the health stage with no observation window)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from drivers.api import Device, DeviceLost
+from drivers.profiles import ProfileError, load_profile
+from drivers.registry import get_backend
+from harness.runner import CardSlot
+from harness.session import bus_lost_finding
+from stress.base import StageContext
+from stress.health import HealthStage
+
+SCHEMA = "burnin.devices/1"
+
+
+def _telemetry(dev: Device) -> dict[str, Any]:
+    t = dev.telemetry()
+    return {
+        "temperature_c": t.temperature_c, "power_w": t.power_w, "power_limit_w": t.power_limit_w,
+        "memory_total_mib": t.memory_total_mib, "memory_used_mib": t.memory_used_mib,
+        "utilization_pct": t.utilization_pct, "clock_mhz": t.clock_mhz, "clock_max_mhz": t.clock_max_mhz,
+        "fans_rpm": list(t.fans_rpm),
+        "pcie": t.pcie.to_dict() if t.pcie else {"gen": None, "width": None, "max_gen": None, "max_width": None},
+    }
+
+
+def describe(card: CardSlot) -> dict[str, Any]:
+    entry: dict[str, Any] = {
+        "host": card.host, "slot": card.slot, "backend": card.backend,
+        "model": card.locator.get("profile"), "serial": card.locator.get("serial"), "vendor": None,
+        "uuid": None, "pci_bus_id": None, "firmware": {}, "telemetry": None, "findings": [],
+    }
+    dev: Device | None = None
+    try:
+        dev = get_backend(card.backend).open(card.locator)
+        ident = dev.identity()
+        entry.update(model=ident.model, serial=ident.serial, vendor=ident.vendor, uuid=ident.uuid,
+                     pci_bus_id=ident.pci_bus_id, firmware=ident.firmware)
+        entry["telemetry"] = _telemetry(dev)
+        try:
+            profile = load_profile(ident.profile or "")
+        except ProfileError:
+            return entry
+        ctx = StageContext(device=dev, profile=profile, params=HealthStage.Params(observe_s=0.0),
+                           serial=ident.serial or card.key, slot=card.slot)
+        entry["findings"] = [f.to_dict() for f in HealthStage().run(ctx).findings]
+    except DeviceLost as e:
+        entry["findings"].append(bus_lost_finding("devices", e).to_dict())
+    finally:
+        if dev is not None:
+            try:
+                dev.close()
+            except Exception:  # noqa: BLE001
+                pass
+    return entry
+
+
+def list_devices(cards: list[CardSlot]) -> dict[str, Any]:
+    return {"schema": SCHEMA, "devices": [describe(c) for c in cards]}

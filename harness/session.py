@@ -1,0 +1,169 @@
+"""One card's session, run inside its worker process: open, run the plan's stages, tear down.
+
+Like an OpenHTF plug, the card has a lifetime the session owns: whatever happens (a stage
+raises, the card falls off the bus, a kernel hangs) fan settings are restored, instruments are
+closed and the device is released. Every measurement leaves the process as an event the moment
+it exists, so a crash later loses nothing already measured.
+"""
+
+from __future__ import annotations
+
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from drivers.api import Device, DeviceLost, KernelTimeout
+from drivers.profiles import ProfileError, load_profile
+from drivers.registry import get_backend
+from harness.model import Finding, TestResult
+from stress.base import StageContext, get_stage
+
+Emit = Callable[[str, dict[str, Any]], None]
+
+
+@dataclass
+class CardJob:
+    """Everything a worker needs to test one card (picklable)."""
+
+    key: str  # "host/slot", unique in the run
+    locator: dict[str, Any]
+    stages: list[tuple[str, dict[str, Any]]]
+    instruments: list[dict[str, Any]] = field(default_factory=list)
+
+
+def bus_lost_finding(test: str, err: BaseException) -> Finding:
+    return Finding(
+        code="bus.lost", severity="fail", action="reseat", test=test,
+        message=f"the card stopped answering during {test}: {err}",
+        evidence={"xid": 79, "error": str(err)},
+    )
+
+
+def hang_finding(test: str, err: BaseException) -> Finding:
+    return Finding(
+        code="compute.hang", severity="fail", action="reset_and_retest", test=test,
+        message=f"a kernel did not finish within the watchdog during {test}: {err}",
+        evidence={"error": str(err)},
+    )
+
+
+def _identity_event(dev: Device) -> dict[str, Any]:
+    ident = dev.identity()
+    return ident.to_dict()
+
+
+def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
+    """Open the bench instruments this card's slot uses; a failure is reported, not fatal."""
+    out: dict[str, Any] = {}
+    if not job.instruments:
+        return out
+    try:
+        from drivers.instruments import open_instrument
+    except ImportError:
+        return out
+    for inst in job.instruments:
+        try:
+            out["bench"] = open_instrument(inst, plant=dev)
+        except Exception as e:  # noqa: BLE001 - reported as a finding, the run goes on
+            emit("finding", Finding(
+                code="instrument.unavailable", severity="warn", action="none", test="session",
+                message=f"bench instrument on {inst.get('port')}: {e}",
+                evidence={"port": inst.get("port")},
+            ).to_dict())
+    return out
+
+
+def run_card_session(job: CardJob, emit: Emit) -> str:
+    """Run every stage on one card; returns the outcome state ("done" or "lost")."""
+    backend = get_backend(job.locator["backend"])
+    try:
+        dev = backend.open(job.locator)
+        ident = _identity_event(dev)
+    except DeviceLost as e:
+        emit("test", _lost_result("discover", e).to_dict_full())
+        return "lost"
+    emit("identity", ident)
+    try:
+        profile = load_profile(ident.get("profile") or job.locator.get("profile", ""))
+    except ProfileError as e:
+        emit("test", TestResult(
+            name="discover", status="error", error=str(e),
+            findings=[Finding(code="harness.no_profile", severity="fail", action="fix_host", test="discover",
+                              message=f"no profile for model {ident.get('model')!r}: add one to fixtures/profiles/")],
+        ).to_dict_full())
+        return "done"
+    instruments = _open_instruments(job, dev, emit)
+    ctx = StageContext(
+        device=dev, profile=profile, params=None, serial=ident.get("serial") or job.key,
+        slot=int(job.locator.get("slot", 0)), emit=emit, instruments=instruments,
+    )
+    outcome = "done"
+    try:
+        for index, (name, params) in enumerate(job.stages):
+            cls = get_stage(name)
+            missing = [h for h in sorted(cls.requires) if getattr(dev, h, None) is None]
+            emit("stage_start", {"index": index, "stage": name, "timeout_s": params.get("timeout_s", 1800.0)})
+            if missing:
+                res = TestResult(name=name, status="skipped", error=f"device has no {', '.join(missing)} handle")
+                emit("test", {**res.to_dict_full(), "index": index})
+                continue
+            ctx.params = cls.Params.model_validate(params)
+            t0 = _safe_now(dev)
+            try:
+                res = cls().run(ctx)
+            except DeviceLost as e:
+                res = _lost_result(name, e)
+                res.duration_s = _safe_now(dev) - t0
+                outcome = "lost"
+            except KernelTimeout as e:
+                res = TestResult(name=name, status="fail", findings=[hang_finding(name, e)], error=str(e))
+                res.duration_s = _safe_now(dev) - t0
+                outcome = "hung"
+            except Exception as e:  # noqa: BLE001 - a stage bug costs that test, not the card
+                res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}")
+                res.metrics["traceback"] = traceback.format_exc(limit=5)
+            ctx.prior.append(res)
+            emit("test", {**res.to_dict_full(), "index": index})
+            if outcome != "done":
+                for later, (lname, _) in enumerate(job.stages[index + 1:], start=index + 1):
+                    skipped = TestResult(name=lname, status="skipped", error=f"card {outcome}")
+                    emit("test", {**skipped.to_dict_full(), "index": later})
+                break
+    finally:
+        _teardown(dev, instruments)
+    return outcome
+
+
+def _safe_now(dev: Device) -> float:
+    try:
+        return dev.clock.now()
+    except Exception:  # noqa: BLE001
+        return 0.0
+
+
+def _lost_result(test: str, err: BaseException) -> TestResult:
+    return TestResult(name=test, status="error", error=str(err), findings=[bus_lost_finding(test, err)])
+
+
+def _teardown(dev: Device, instruments: dict[str, Any]) -> None:
+    """Restore fans, close instruments and the device, whatever state they are in."""
+    fans = None
+    try:
+        fans = dev.fans
+    except Exception:  # noqa: BLE001
+        fans = None
+    if fans is not None:
+        try:
+            fans.restore()
+        except Exception:  # noqa: BLE001 - a lost card cannot be restored; nothing else to do
+            pass
+    for inst in instruments.values():
+        try:
+            inst.close()
+        except Exception:  # noqa: BLE001
+            pass
+    try:
+        dev.close()
+    except Exception:  # noqa: BLE001
+        pass

@@ -1,0 +1,95 @@
+"""The verdict engine: from a card's findings (and its history) to its verdict and actions.
+
+Stages propose each finding's action from what they measured; this engine de-duplicates what
+several stages saw, applies the rules that need history (a fault that follows the card to
+another slot, or that a reset does not fix, escalates to ``rma``) and derives the verdict as
+contract.md says. It never measures anything.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.model import Finding, actions_of, verdict_of
+
+SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
+
+# A fault that recurs once escalates to rma (verdict-rules.md: "rma if it recurs", "DBE again
+# after remap"); any other reset-fixable fault escalates on its third run.
+RECUR_ONCE_RMA = frozenset({"compute.hang", "ecc.dbe", "xid.119", "xid.120", "xid.143"})
+RESET_FIXABLE_RUNS_TO_RMA = 3
+# Faults that, seen again in a different slot, follow the card rather than the slot.
+FOLLOWS_CARD = frozenset({"bus.lost", "pcie.link_degraded", "pcie.replays"})
+
+
+@dataclass
+class CardVerdict:
+    findings: list[Finding]
+    verdict: str
+    actions: list[str]
+    notes: list[str] = field(default_factory=list)
+
+
+def _loc_key(f: Finding) -> str:
+    return json.dumps(f.location, sort_keys=True, default=str)
+
+
+def dedupe(findings: list[Finding]) -> list[Finding]:
+    """One finding per (code, location): the most severe, first seen among equals."""
+    best: dict[tuple[str, str], Finding] = {}
+    order: list[tuple[str, str]] = []
+    for f in findings:
+        k = (f.code, _loc_key(f))
+        if k not in best:
+            best[k] = f
+            order.append(k)
+        elif SEVERITY_RANK[f.severity] > SEVERITY_RANK[best[k].severity]:
+            best[k] = f
+    return [best[k] for k in order]
+
+
+def _prior_codes(history: list[dict[str, Any]]) -> list[tuple[int | None, set[str]]]:
+    """(slot, fail codes) of each earlier run of this serial."""
+    out = []
+    for h in history:
+        codes = {f["code"] for f in (h.get("findings") or []) if f.get("severity") == "fail"}
+        out.append((h.get("slot"), codes))
+    return out
+
+
+def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int | None) -> list[str]:
+    """Apply history rules in place; returns notes explaining each escalation."""
+    notes: list[str] = []
+    prior = _prior_codes(history)
+    for f in findings:
+        if f.severity != "fail" or f.action == "rma":
+            continue
+        runs_with = [s for s, codes in prior if f.code in codes]
+        if not runs_with:
+            continue
+        why = ""
+        if f.code in FOLLOWS_CARD:
+            other_slots = sorted({s for s in runs_with if s is not None and s != slot})
+            if other_slots:
+                why = f"also seen in slot(s) {other_slots}: the fault follows the card"
+            else:
+                f.message += " (seen before in this slot: try another slot)"
+        elif f.code in RECUR_ONCE_RMA:
+            why = f"recurs ({len(runs_with) + 1} runs of this card)"
+        elif f.action == "reset_and_retest" and len(runs_with) + 1 >= RESET_FIXABLE_RUNS_TO_RMA:
+            why = f"a reset has not fixed it in {len(runs_with) + 1} runs"
+        if why:
+            f.evidence = {**f.evidence, "escalated_from": f.action, "escalation": why}
+            f.action = "rma"
+            f.message += f"; {why}"
+            notes.append(f"{f.code}: {why}")
+    return notes
+
+
+def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = None, slot: int | None = None) -> CardVerdict:
+    merged = dedupe(findings)
+    notes = escalate(merged, history or [], slot)
+    merged.sort(key=lambda f: (-SEVERITY_RANK[f.severity], f.test, f.code))
+    return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes)

@@ -1,0 +1,36 @@
+"""JUnit XML from a result document: one testsuite per card, one testcase per test, so CI
+systems show each card's failures with the findings as the failure text."""
+
+from __future__ import annotations
+
+import xml.etree.ElementTree as ET
+from typing import Any
+
+
+def to_junit(doc: dict[str, Any]) -> str:
+    suites = ET.Element("testsuites", name=f"burnin {doc['plan']} {doc['rack']}")
+    for card in doc["cards"]:
+        name = f"{card['host']}/{card['slot']} {card.get('serial')}"
+        tests = card["tests"]
+        failures = sum(t["status"] == "fail" for t in tests)
+        errors = sum(t["status"] == "error" for t in tests)
+        skipped = sum(t["status"] == "skipped" for t in tests)
+        suite = ET.SubElement(suites, "testsuite", name=name, tests=str(len(tests)), failures=str(failures),
+                              errors=str(errors), skipped=str(skipped),
+                              time=f"{sum(t.get('duration_s') or 0 for t in tests):.3f}")
+        props = ET.SubElement(suite, "properties")
+        for k in ("serial", "model", "backend", "verdict"):
+            ET.SubElement(props, "property", name=k, value=str(card.get(k)))
+        ET.SubElement(props, "property", name="actions", value=",".join(card["actions"]))
+        for t in tests:
+            case = ET.SubElement(suite, "testcase", classname=name, name=t["name"], time=f"{t.get('duration_s') or 0:.3f}")
+            mine = [f for f in card["findings"] if f["test"] == t["name"] and f["severity"] == "fail"]
+            text = "\n".join(f"{f['code']} [{f['action']}]: {f['message']}" for f in mine)
+            if t["status"] == "fail":
+                ET.SubElement(case, "failure", message=mine[0]["code"] if mine else "fail").text = text
+            elif t["status"] == "error":
+                ET.SubElement(case, "error", message=str(t.get("error", "error"))).text = text or t.get("error")
+            elif t["status"] == "skipped":
+                ET.SubElement(case, "skipped", message=str(t.get("error") or "skipped"))
+    ET.indent(suites)
+    return '<?xml version="1.0" encoding="UTF-8"?>\n' + ET.tostring(suites, encoding="unicode") + "\n"

@@ -1,0 +1,71 @@
+"""The verdict table a technician reads at a glance, and the devices listing (rich, stdout)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+from rich.text import Text
+
+VERDICT_STYLE = {"pass": "bold green", "repair": "bold yellow", "rma": "bold red", "retest": "bold magenta"}
+
+
+def _console() -> Console:
+    """Terminal width on a tty; wide when piped, so a log keeps one card per line."""
+    probe = Console()
+    return Console(soft_wrap=False, highlight=False, width=None if probe.is_terminal else 200)
+
+
+def top_finding(card: dict[str, Any]) -> str:
+    """The fail finding that explains the verdict best (first after sorting), plus a count."""
+    fails = [f for f in card["findings"] if f["severity"] == "fail"]
+    if not fails:
+        warns = [f for f in card["findings"] if f["severity"] == "warn"]
+        return f"(warn) {warns[0]['message']}" if warns else ""
+    more = f"  (+{len(fails) - 1} more)" if len(fails) > 1 else ""
+    return f"{fails[0]['code']}: {fails[0]['message']}{more}"
+
+
+def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title=f"burnin {doc['plan']} on {doc['rack']}  (run {doc['run_id']})", title_justify="left",
+                  show_lines=False, expand=False)
+    table.add_column("host/slot", no_wrap=True)
+    table.add_column("serial", no_wrap=True)
+    table.add_column("model", no_wrap=True)
+    table.add_column("verdict", no_wrap=True)
+    table.add_column("actions")
+    table.add_column("why", overflow="fold", min_width=30, max_width=100)
+    counts: dict[str, int] = {}
+    for c in doc["cards"]:
+        v = c["verdict"]
+        counts[v] = counts.get(v, 0) + 1
+        table.add_row(
+            f"{c['host']}/{c['slot']}", str(c.get("serial") or "?"), str(c.get("model") or "?"),
+            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-", top_finding(c),
+        )
+    console.print(table)
+    summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
+    console.print(f"{len(doc['cards'])} cards: {summary}")
+
+
+def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
+    console = console or _console()
+    table = Table(title="devices", title_justify="left")
+    for col in ("host/slot", "backend", "model", "serial", "pci", "temp C", "power W", "limit W", "fans rpm", "pcie", "findings"):
+        table.add_column(col, no_wrap=col != "findings")
+    for d in doc["devices"]:
+        t = d.get("telemetry") or {}
+        pcie = t.get("pcie") or {}
+        link = f"gen{pcie.get('gen')} x{pcie.get('width')}" if pcie.get("gen") else "-"
+        fans = ",".join(str(r) for r in t.get("fans_rpm") or []) or "-"
+        fnd = "; ".join(f"{f['severity']}:{f['code']}" for f in d["findings"]) or "-"
+        table.add_row(f"{d['host']}/{d['slot']}", d["backend"], str(d.get("model")), str(d.get("serial")),
+                      str(d.get("pci_bus_id")), _n(t.get("temperature_c")), _n(t.get("power_w")),
+                      _n(t.get("power_limit_w")), fans, link, fnd)
+    console.print(table)
+
+
+def _n(v: Any) -> str:
+    return "-" if v is None else (f"{v:.0f}" if isinstance(v, float) else str(v))

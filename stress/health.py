@@ -1,0 +1,219 @@
+"""Health stage: what counters, flags, link state and events say, with no stress applied.
+
+The checks of a fleet health daemon (DCGM health watches, GPUd, Azure NHC), with the rule
+table of verdict-rules.md; every threshold comes from the card's profile. Run first it reads a
+baseline and watches the counters over a short idle window (replay and SBE rates); run again
+with ``final = true`` at the end of a plan it judges what grew during the whole session.
+"""
+
+from __future__ import annotations
+
+import functools
+import math
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from drivers.api import DeviceEvent, ErrorCounters, PcieLink, Telemetry
+from harness.model import Finding, TestResult, test_status
+from stress.base import Stage, StageContext, StageParams, register_stage
+
+XID_CATALOGUE = Path(__file__).resolve().parent.parent / "fixtures" / "xid_catalogue.toml"
+POWER_LIMIT_TOLERANCE_W = 1.0  # an enforced limit this close to the profile's TDP is not a cap
+
+
+class HealthParams(StageParams):
+    observe_s: float = 60.0  # idle window over which replay and SBE rates are measured
+    final: bool = False  # judge the whole session against the baseline taken by the first run
+    timeout_s: float = 600.0
+
+
+@functools.cache
+def xid_catalogue() -> dict[str, Any]:
+    return tomllib.loads(XID_CATALOGUE.read_text(encoding="utf-8"))
+
+
+def xid_rule(code: int) -> dict[str, Any]:
+    cat = xid_catalogue()
+    return {**cat["default"], **cat["xid"].get(str(code), {})}
+
+
+def _f(code: str, severity: str, action: str, message: str, **kw: Any) -> Finding:
+    return Finding(code=code, severity=severity, action=action, test="health", message=message, **kw)  # type: ignore[arg-type]
+
+
+def link_findings(link: PcieLink | None, ctx: StageContext) -> list[Finding]:
+    if link is None or link.gen is None or link.max_gen is None:
+        return []
+    if link.gen >= link.max_gen and (link.width or 0) >= (link.max_width or 0):
+        return []
+    floor = ctx.profile.pcie
+    below_floor = link.gen < floor.floor_gen or (link.width or 0) < floor.floor_width
+    return [
+        _f(
+            "pcie.link_degraded",
+            "fail",
+            "reseat",
+            f"PCIe link trained at gen{link.gen} x{link.width}, card max gen{link.max_gen} x{link.max_width}"
+            + (f" (below the gen{floor.floor_gen} x{floor.floor_width} floor)" if below_floor else ""),
+            location={"link": "pcie"},
+            evidence={"gen": link.gen, "width": link.width, "max_gen": link.max_gen,
+                      "max_width": link.max_width, "below_floor": below_floor},
+        )
+    ]
+
+
+def counter_findings(c: ErrorCounters, ctx: StageContext) -> list[Finding]:
+    """Findings from counter levels and flags (not rates)."""
+    e = ctx.profile.ecc
+    out: list[Finding] = []
+    if c.dbe_volatile:
+        out.append(_f("ecc.dbe", "fail", "reset_and_retest",
+                      f"{c.dbe_volatile} uncorrectable (double-bit) ECC errors since the last reset: reset and rescan",
+                      evidence={"dbe_volatile": c.dbe_volatile, "dbe_aggregate": c.dbe_aggregate}))
+    if c.row_remap_failure:
+        out.append(_f("ecc.row_remap_failure", "fail", "rma",
+                      "row remapping failed: a memory bank is out of spare rows",
+                      evidence={"remapped_rows_uncorrectable": c.remapped_rows_uncorrectable}))
+    if c.row_remap_pending:
+        out.append(_f("ecc.row_remap_pending", "fail", "reset_and_retest",
+                      "a row remap is pending: it is applied at the next GPU reset",
+                      evidence={"remapped_rows_uncorrectable": c.remapped_rows_uncorrectable}))
+    if c.remapped_rows_uncorrectable is not None and c.remapped_rows_uncorrectable >= e.remapped_uncorrectable_max:
+        out.append(_f("ecc.row_remap_failure", "fail", "rma",
+                      f"{c.remapped_rows_uncorrectable} rows remapped for uncorrectable errors "
+                      f"(limit {e.remapped_uncorrectable_max:.0f}): memory wear-out",
+                      evidence={"remapped_rows_uncorrectable": c.remapped_rows_uncorrectable}))
+    sbe_pages, dbe_pages = c.retired_pages_sbe or 0, c.retired_pages_dbe or 0
+    if sbe_pages + dbe_pages:
+        over = sbe_pages + dbe_pages >= e.retired_pages_max or dbe_pages > e.retired_pages_dbe_max
+        out.append(_f("ecc.retired_pages", "fail" if over else "warn", "rma" if over else "none",
+                      f"{sbe_pages + dbe_pages} retired pages ({sbe_pages} SBE, {dbe_pages} DBE; limits "
+                      f"{e.retired_pages_max:.0f} total, {e.retired_pages_dbe_max:.0f} DBE)",
+                      evidence={"retired_sbe": sbe_pages, "retired_dbe": dbe_pages}))
+    if c.sram_uncorrectable:
+        out.append(_f("ecc.sram_uncorrectable", "fail", "rma",
+                      f"{c.sram_uncorrectable} uncorrectable on-die SRAM errors",
+                      evidence={"sram_uncorrectable": c.sram_uncorrectable}))
+    if c.sbe_aggregate is not None and c.sbe_aggregate > e.sbe_warn_total:
+        out.append(_f("ecc.sbe_rate", "warn", "none",
+                      f"{c.sbe_aggregate} lifetime correctable errors (fleet limit {e.sbe_warn_total:.0f})",
+                      evidence={"sbe_aggregate": c.sbe_aggregate}))
+    if c.inforom_valid is False:
+        out.append(_f("firmware.inforom_corrupt", "fail", "reflash_firmware",
+                      "InfoROM checksum check failed", location={}, evidence={"inforom_valid": False}))
+    if c.aux_power_ok is False:
+        out.append(_f("power.aux_unplugged", "fail", "check_power",
+                      "auxiliary power is not connected: the card runs on slot power only",
+                      evidence={"aux_power_ok": False}))
+    return out
+
+
+def rate_findings(before: ErrorCounters, after: ErrorCounters, minutes: float, ctx: StageContext) -> list[Finding]:
+    """Findings from how fast counters grew over ``minutes``."""
+    out: list[Finding] = []
+    if minutes <= 0:
+        return out
+    pc = ctx.profile.pcie
+    if before.pcie_replays is not None and after.pcie_replays is not None:
+        delta = after.pcie_replays - before.pcie_replays
+        rate = delta / minutes
+        if rate > pc.replays_per_min_max or delta > pc.replays_per_test_max:
+            out.append(_f("pcie.replays", "fail", "reseat",
+                          f"PCIe replay counter grew {delta} in {minutes:.1f} min ({rate:.1f}/min; limit "
+                          f"{pc.replays_per_min_max:.0f}/min, {pc.replays_per_test_max:.0f} per test)",
+                          location={"link": "pcie"},
+                          evidence={"replays": delta, "per_minute": round(rate, 2), "minutes": round(minutes, 2)}))
+    if before.sbe_volatile is not None and after.sbe_volatile is not None:
+        delta = after.sbe_volatile - before.sbe_volatile
+        rate = delta / minutes
+        if rate > ctx.profile.ecc.sbe_rate_warn:
+            out.append(_f("ecc.sbe_rate", "warn", "none",
+                          f"correctable ECC errors rising at {rate:.0f}/min ({delta} in {minutes:.1f} min): "
+                          "weak cells; the memory scan decides",
+                          evidence={"sbe_delta": delta, "per_minute": round(rate, 2)}))
+    return out
+
+
+def power_limit_findings(t: Telemetry, ctx: StageContext) -> list[Finding]:
+    tdp = ctx.profile.power.tdp
+    if t.power_limit_w is None or t.power_limit_w >= tdp - POWER_LIMIT_TOLERANCE_W:
+        return []
+    return [_f("power.capped", "fail", "fix_host",
+               f"enforced power limit {t.power_limit_w:.0f} W is below the profile's {tdp:.0f} W: a host setting",
+               evidence={"power_limit_w": t.power_limit_w, "profile_tdp_w": tdp})]
+
+
+def event_findings(events: list[DeviceEvent]) -> list[Finding]:
+    out: list[Finding] = []
+    for ev in events:
+        if ev.kind == "xid":
+            rule = xid_rule(int(ev.code))
+            code = rule.get("finding") or f"xid.{ev.code}"
+            out.append(_f(code, rule["severity"], rule["action"],
+                          f"XID {ev.code}: {rule['meaning']}",
+                          evidence={"xid": int(ev.code), "at_s": round(ev.time_s, 1), "detail": ev.message}))
+        elif ev.kind == "health":
+            out.append(_health_code_finding(ev))
+    return out
+
+
+def _health_code_finding(ev: DeviceEvent) -> Finding:
+    try:
+        from drivers.ascend.codes import classify_health_code
+
+        c = classify_health_code(str(ev.code))
+    except ImportError:
+        c = {"code": f"npu.{ev.code}", "severity": "fail", "action": "reset_and_retest",
+             "message": f"health error code {ev.code}"}
+    return _f(c["code"], c["severity"], c["action"], c["message"],
+              evidence={"error_code": str(ev.code), "detail": ev.message, "at_s": round(ev.time_s, 1)})
+
+
+@register_stage
+class HealthStage(Stage):
+    name = "health"
+    Params = HealthParams
+
+    def run(self, ctx: StageContext) -> TestResult:
+        p: HealthParams = ctx.params
+        dev = ctx.device
+        t0 = dev.clock.now()
+        findings: list[Finding] = []
+        ident = dev.identity()
+        ctx.state.setdefault("identity", ident)
+        counters = dev.counters()
+        telemetry = ctx.sample("health")
+        if p.final and "health_baseline" in ctx.state:
+            base, base_t = ctx.state["health_baseline"]
+            before, minutes = base, (t0 - base_t) / 60.0
+        else:
+            ctx.state["health_baseline"] = (counters, t0)
+            if p.observe_s > 0:
+                ctx.progress(0.1, f"watching counters for {p.observe_s:.0f} s")
+                dev.clock.sleep(p.observe_s)
+            before, counters, minutes = counters, dev.counters(), p.observe_s / 60.0
+        findings += link_findings(telemetry.pcie, ctx)
+        findings += counter_findings(counters, ctx)
+        findings += rate_findings(before, counters, minutes, ctx)
+        findings += power_limit_findings(telemetry, ctx)
+        ctx.drain_events()
+        findings += event_findings(ctx.state.get("events", []))
+        metrics: dict[str, Any] = {
+            "temperature_c": telemetry.temperature_c,
+            "power_w": telemetry.power_w,
+            "pcie_gen": telemetry.pcie.gen if telemetry.pcie else None,
+            "pcie_width": telemetry.pcie.width if telemetry.pcie else None,
+            "sbe_volatile": counters.sbe_volatile,
+            "dbe_volatile": counters.dbe_volatile,
+            "pcie_replays": counters.pcie_replays,
+            "window_min": round(minutes, 3) if math.isfinite(minutes) else None,
+        }
+        ctx.progress(1.0, "health read")
+        return TestResult(
+            name=self.name,
+            status=test_status(findings),
+            duration_s=dev.clock.now() - t0,
+            metrics=metrics,
+            findings=findings,
+        )
