@@ -176,6 +176,83 @@ class FanControl(ABC):
         """Return every fan to the policy the card had before we touched it."""
 
 
+@dataclass(frozen=True)
+class Pattern:
+    """What a memory primitive writes or expects at each byte, so real cards can generate it in a
+    kernel instead of shipping it: a repeating byte pattern (length divides 4 KiB), or each 8-byte
+    little-endian word holding its own byte offset (address-in-address); ``invert`` complements."""
+
+    repeat: bytes = b"\x00"
+    address: bool = False
+    invert: bool = False
+
+    def __post_init__(self) -> None:
+        if not self.address and (not self.repeat or 4096 % len(self.repeat)):
+            raise ValueError(f"pattern length {len(self.repeat)} does not divide 4096")
+
+    def expand(self, offset: int, nbytes: int) -> np.ndarray:
+        """The pattern's bytes for ``[offset, offset + nbytes)`` (uint8)."""
+        if self.address:
+            w0 = offset // 8
+            words = np.arange(w0 * 8, (-(-(offset + nbytes) // 8)) * 8, 8, dtype="<u8")
+            out = words.view(np.uint8)[offset - w0 * 8 : offset - w0 * 8 + nbytes]
+        else:
+            n, phase = len(self.repeat), offset % len(self.repeat)
+            out = np.frombuffer(self.repeat * (-(-(nbytes + phase) // n)), np.uint8)[phase : phase + nbytes]
+        return np.invert(out) if self.invert else out.copy()
+
+
+@dataclass
+class Mismatches:
+    """What a verify found, bounded: the first ``limit`` failing bytes (ascending) with what was
+    expected and read, plus counts over every failing byte-read (per bit, per chip) however many."""
+
+    address: np.ndarray  # int64 byte offsets
+    expected: np.ndarray  # uint8
+    got: np.ndarray  # uint8: the (first) wrong value read
+    hits: np.ndarray  # int64: how many of the reads of that byte were wrong
+    total: int  # failing byte-reads, all of them
+    bit_counts: np.ndarray  # int64[8]: failing byte-reads per bit
+    chip_counts: np.ndarray  # int64[chips], chip = (offset // 256) % chips
+    reads: int = 1
+
+    @classmethod
+    def empty(cls, chips: int = 1, reads: int = 1) -> Mismatches:
+        z = np.zeros(0, np.int64)
+        return cls(z, z.astype(np.uint8), z.astype(np.uint8), z, 0, np.zeros(8, np.int64),
+                   np.zeros(max(1, chips), np.int64), reads)
+
+    @classmethod
+    def of(cls, offset: int, want: np.ndarray, got: np.ndarray, limit: int, chips: int = 1) -> Mismatches:
+        """Compare one read of ``[offset, offset + len(got))`` against ``want``."""
+        idx = np.flatnonzero(got != want)
+        m = cls.empty(chips)
+        if idx.size:
+            diff = np.bitwise_xor(got[idx], want[idx])
+            m.total = int(idx.size)
+            m.bit_counts = np.unpackbits(diff[:, None], axis=1, bitorder="little").sum(0).astype(np.int64)
+            m.chip_counts = np.bincount(((idx + offset) // 256) % max(1, chips), minlength=max(1, chips))
+            keep = idx[:limit]
+            m.address, m.expected, m.got = keep + offset, want[keep].copy(), got[keep].copy()
+            m.hits = np.ones(keep.size, np.int64)
+        return m
+
+    def merge(self, other: Mismatches, limit: int) -> Mismatches:
+        """Fold in another verify (of a different range, or another read of the same one)."""
+        addr = np.concatenate([self.address, other.address])
+        order = np.argsort(addr, kind="stable")
+        uniq, first, counts = np.unique(addr[order], return_index=True, return_counts=True)
+        hits = np.add.reduceat(np.concatenate([self.hits, other.hits])[order], first) if uniq.size else self.hits
+        sel = order[first][:limit]
+        exp, got = np.concatenate([self.expected, other.expected]), np.concatenate([self.got, other.got])
+        return Mismatches(uniq[:limit], exp[sel], got[sel], hits[:limit], self.total + other.total,
+                          self.bit_counts + other.bit_counts, self.chip_counts + other.chip_counts,
+                          max(self.reads, other.reads))
+
+
+_SCAN_CHUNK = 1 << 24
+
+
 class MemoryHandle(ABC):
     """Byte-addressable device memory under test, ``size`` bytes from offset 0.
 
@@ -209,6 +286,40 @@ class MemoryHandle(ABC):
         want = np.frombuffer(bytes(pattern) * reps, dtype=np.uint8)[:nbytes]
         return np.flatnonzero(got != want) + offset
 
+    # Scan primitives (stress/memory). Defaults work through read/write in 16 MiB chunks; real
+    # backends run them as kernels, the mock resolves them per address exactly.
+    def _chunks(self, offset: int, nbytes: int, descending: bool) -> list[tuple[int, int]]:
+        out = [(o, min(_SCAN_CHUNK, offset + nbytes - o)) for o in range(offset, offset + nbytes, _SCAN_CHUNK)]
+        return out[::-1] if descending else out
+
+    def write_pattern(self, offset: int, nbytes: int, pattern: Pattern, descending: bool = False) -> None:
+        """Write ``pattern`` over a range."""
+        for lo, n in self._chunks(offset, nbytes, descending):
+            self.write(lo, pattern.expand(lo, n), descending=descending)
+
+    def march_element(self, offset: int, nbytes: int, expect: Pattern | None, write: Pattern | None,
+                      descending: bool = False, limit: int = 4096, chips: int = 1) -> Mismatches:
+        """One March element: for each address in order, read-verify against ``expect`` (if any),
+        then write ``write`` (if any). Returns the mismatches of the reads."""
+        acc = Mismatches.empty(chips)
+        for lo, n in self._chunks(offset, nbytes, descending):
+            if expect is not None:
+                acc = acc.merge(Mismatches.of(lo, expect.expand(lo, n), self.read(lo, n), limit, chips), limit)
+            if write is not None:
+                self.write(lo, write.expand(lo, n), descending=descending)
+        return acc
+
+    def verify_repeat(self, offset: int, nbytes: int, expect: Pattern, repeats: int = 1,
+                      limit: int = 4096, chips: int = 1) -> Mismatches:
+        """Read a range ``repeats`` times with no write in between; ``hits`` < ``repeats`` at a
+        byte means its reads disagreed (a transient read error, not a bad stored value)."""
+        acc = Mismatches.empty(chips, repeats)
+        for _ in range(repeats):
+            for lo, n in self._chunks(offset, nbytes, False):
+                acc = acc.merge(Mismatches.of(lo, expect.expand(lo, n), self.read(lo, n), limit, chips), limit)
+        acc.reads = repeats
+        return acc
+
 
 @dataclass(frozen=True)
 class LoadReport:
@@ -228,8 +339,15 @@ class ComputeHandle(ABC):
     def dtypes(self) -> tuple[str, ...]: ...
 
     @abstractmethod
-    def matmul(self, a: np.ndarray, b: np.ndarray, timeout_s: float = 60.0) -> np.ndarray:
-        """One product ``a @ b``; raises KernelTimeout if it does not finish in ``timeout_s``."""
+    def matmul(
+        self, a: np.ndarray, b: np.ndarray, timeout_s: float = 60.0, dtype: str | None = None
+    ) -> np.ndarray:
+        """One product ``a @ b``; raises KernelTimeout if it does not finish in ``timeout_s``.
+
+        ``dtype`` names the datatype the device computes in (a profile name: fp16, bf16, fp32,
+        fp64; None = from the arrays; bf16, which numpy lacks, comes as float32 arrays).
+        fp16/bf16 products accumulate and return in float32, as tensor-core GEMMs do.
+        """
 
     @abstractmethod
     def load(self, seconds: float, intensity: float = 1.0) -> LoadReport:

@@ -15,13 +15,13 @@ from typing import Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from drivers.units import (
-    MHz,
     RPM,
     TFLOPS,
-    CPerW,
     Celsius,
     Count,
+    CPerW,
     GBps,
+    MHz,
     MiB,
     Percent,
     PerMinute,

@@ -205,10 +205,10 @@ class Store:
         rows = self.db.execute(
             "SELECT rc.*, r.rack, r.plan, r.started_at AS run_started_at, r.finished_at AS run_finished_at "
             "FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
-            "WHERE rc.serial=? ORDER BY r.started_at, r.run_id", (serial,),
+            "WHERE rc.serial=? ORDER BY r.started_at, r.rowid", (serial,),
         ).fetchall()
         return [self._card_row(dict(r)) for r in rows]
 
     def latest_run_id(self) -> str | None:
-        row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC LIMIT 1").fetchone()
+        row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None

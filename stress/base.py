@@ -87,6 +87,7 @@ class Stage(ABC):
 
 _REGISTRY: dict[str, type[Stage]] = {}
 _LOADED = False
+_BROKEN: dict[str, str] = {}  # module -> why it failed to import (named when a stage is missing)
 
 
 def register_stage(cls: type[Stage]) -> type[Stage]:
@@ -105,7 +106,10 @@ def _load_all() -> None:
     for mod in pkgutil.walk_packages(stress.__path__, "stress."):
         if mod.name.rsplit(".", 1)[-1].startswith("_"):
             continue
-        importlib.import_module(mod.name)
+        try:
+            importlib.import_module(mod.name)
+        except Exception as e:  # noqa: BLE001 - one broken module must not hide every other stage
+            _BROKEN[mod.name] = f"{type(e).__name__}: {e}"
     for ep in importlib.metadata.entry_points(group="burnin.stages"):
         register_stage(ep.load())
     _LOADED = True
@@ -117,7 +121,18 @@ def stages() -> dict[str, type[Stage]]:
 
 
 def get_stage(name: str) -> type[Stage]:
+    """A registered stage by name, or a user's stage class by import path ``package.module:Class``."""
+    if ":" in name:
+        mod_name, _, attr = name.partition(":")
+        try:
+            cls = getattr(importlib.import_module(mod_name), attr)
+        except (ImportError, AttributeError) as e:
+            raise KeyError(f"cannot load stage {name!r}: {e}") from None
+        if not (isinstance(cls, type) and issubclass(cls, Stage)):
+            raise KeyError(f"{name!r} is not a Stage class")
+        return cls
     all_stages = stages()
     if name not in all_stages:
-        raise KeyError(f"unknown stage {name!r} (have: {', '.join(sorted(all_stages))})")
+        broken = "".join(f"; {m} failed to import ({why})" for m, why in sorted(_BROKEN.items()))
+        raise KeyError(f"unknown stage {name!r} (have: {', '.join(sorted(all_stages))}){broken}")
     return all_stages[name]

@@ -144,10 +144,8 @@ class NVMLError(Exception):
     def __str__(self) -> str:
         return NVMLError._errcode_to_string.get(self.value, "NVML Error with code %d" % self.value)
 
-    def __eq__(self, other: object) -> bool:
-        return self.value == getattr(other, "value", None)
-
-    __hash__ = Exception.__hash__
+    def __eq__(self, other):  # as in the real class (which makes errors unhashable too)
+        return self.value == other.value
 
 
 def _extractNVMLErrorsAsClasses() -> None:  # noqa: N802 - the real function's name

@@ -3,6 +3,7 @@ argument validation, and PROTOCOL.md's example session replayed byte for byte.""
 
 from __future__ import annotations
 
+import pickle
 import re
 from pathlib import Path
 
@@ -48,7 +49,7 @@ def test_every_command_round_trips(bench: BenchController) -> None:
     assert bench.identify().manufacturer == "BURNIN"
     for ch in range(bench.fans):
         bench.set_fan_duty(ch, 10.0 * (ch + 1) + 0.25)
-    assert plant._duty == [10.25, 20.25, 30.25, 40.25]  # the plant really was driven
+    assert [plant.chassis_duty(ch) for ch in range(4)] == [10.25, 20.25, 30.25, 40.25]  # really driven
     assert bench.fan_duty(2) == pytest.approx(30.25)
     assert bench.fan_rpm(2) == pytest.approx(0.3025 * 12000, abs=0.1)
     assert bench.tach_rpm(0) == pytest.approx(2400.0)
@@ -81,8 +82,15 @@ def test_power_cycle_turns_power_back_on_even_if_the_wait_is_interrupted(bench: 
 
 
 def test_error_queue_is_fifo_and_reports_each_kind(bench: BenchController) -> None:
-    for line in ("BOGUS:CMD", "FAN9:DUTY 5", "FAN1:DUTY fast", "FAN1:DUTY", "FAN1:DUTY 150",
-                 "SLOT1:POWER MAYBE", "TEMP:INLET? 3"):
+    for line in (
+        "BOGUS:CMD",
+        "FAN9:DUTY 5",
+        "FAN1:DUTY fast",
+        "FAN1:DUTY",
+        "FAN1:DUTY 150",
+        "SLOT1:POWER MAYBE",
+        "TEMP:INLET? 3",
+    ):
         bench.transport.write(line)
     assert [code for code, _ in bench.errors()] == [-113, -114, -104, -109, -222, -224, -108]
     assert bench.errors() == []
@@ -162,3 +170,14 @@ def test_protocol_md_example_session_replays_verbatim() -> None:
             assert raw.read(1) == b""  # commands really get no reply
     finally:
         b.close()
+
+
+def test_errors_pickle_across_processes() -> None:
+    """Card sessions may run in worker processes: the error must survive the trip intact."""
+    for err in (
+        InstrumentDisconnected("/dev/ttyUSB0", "TEMP:INLET?", "port lost"),
+        InstrumentRefused("/dev/ttyUSB0", "FAN1:DUTY 50.00", -300, "Device-specific error"),
+    ):
+        back = pickle.loads(pickle.dumps(err))
+        assert type(back) is type(err) and str(back) == str(err) and back.port == "/dev/ttyUSB0"
+    assert back.code == -300

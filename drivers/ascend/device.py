@@ -8,6 +8,9 @@ binary raises BackendUnavailable.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 import subprocess
 from collections.abc import Sequence
 
@@ -48,18 +51,24 @@ class NpuSmi:
         """stdout (+stderr) of ``npu-smi ARGS``; DeviceLost when ``npu_id`` is unknown to it."""
         cmd = self.command(args)
         try:
-            proc = subprocess.run(
-                [*self.argv, *args], capture_output=True, text=True, timeout=self.timeout_s,
-                errors="replace", check=False,
+            # own session, so a hung npu-smi is killed with any children it started
+            proc = subprocess.Popen(
+                [*self.argv, *args], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                errors="replace", start_new_session=True,
             )
         except FileNotFoundError:
             raise BackendUnavailable(f"ascend: npu-smi not found: {self.argv[0]!r}") from None
         except PermissionError:
             raise BackendUnavailable(f"ascend: npu-smi is not executable: {self.argv[0]!r}") from None
+        try:
+            stdout, stderr = proc.communicate(timeout=self.timeout_s)
         except subprocess.TimeoutExpired:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(proc.pid, signal.SIGKILL)
+            proc.communicate()
             who = f"NPU {npu_id}: " if npu_id is not None else ""
             raise DeviceError(f"{who}{cmd} did not answer within {self.timeout_s:g} s") from None
-        out = proc.stdout + (proc.stderr or "")
+        out = stdout + (stderr or "")
         if proc.returncode != 0:
             first = next((ln.strip() for ln in out.splitlines() if ln.strip()), "no output")
             low = out.lower()

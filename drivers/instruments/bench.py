@@ -188,8 +188,10 @@ class BenchController:
     def set_fan_duty(self, ch: int, pct: float) -> None:
         """Command chassis fan ``ch`` to ``pct`` percent duty (0-100)."""
         n = self._suffix("fan", ch)
-        if isinstance(pct, bool) or not isinstance(pct, int | float) or not (
-            math.isfinite(pct) and DUTY_RANGE[0] <= pct <= DUTY_RANGE[1]
+        if (
+            isinstance(pct, bool)
+            or not isinstance(pct, int | float)
+            or not (math.isfinite(pct) and DUTY_RANGE[0] <= pct <= DUTY_RANGE[1])
         ):
             raise ValueError(f"bench instrument {self.port}: fan duty {pct!r} is not a percentage 0-100")
         self._checked(FAN_DUTY.format(n=n, pct=float(pct)))

@@ -272,6 +272,8 @@ class BenchSimulator:
                 continue
             except OSError:
                 return  # the pty died under us; nothing more to serve
+            if not chunk:
+                return
             buf += chunk
             while b"\n" in buf:
                 raw, buf = buf.split(b"\n", 1)

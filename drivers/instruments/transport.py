@@ -40,6 +40,10 @@ class InstrumentError(Exception):
         self.detail = " ".join(detail.split())  # one line, whatever the OS said
         super().__init__(f"bench instrument {port}: {command!r}: {self.detail}")
 
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        """Picklable, so an error raised in a card session survives the trip to the engine."""
+        return (type(self), (self.port, self.command, self.detail))
+
 
 class InstrumentTimeout(InstrumentError):
     """No complete reply within the timeout, on every attempt."""
@@ -58,7 +62,11 @@ class InstrumentRefused(InstrumentError):
 
     def __init__(self, port: str, command: str, code: int, message: str) -> None:
         self.code = code
+        self.message = message
         super().__init__(port, command, f'refused: {code},"{message}"')
+
+    def __reduce__(self) -> tuple[type, tuple[object, ...]]:
+        return (type(self), (self.port, self.command, self.code, self.message))
 
 
 class Transport(Protocol):
@@ -224,7 +232,9 @@ class SerialTransport:
             except _TTY_ERRORS as e:
                 self.close()
                 if reopened:
-                    raise InstrumentDisconnected(self.port, label, f"port lost again after reopening ({_why(e)})") from e
+                    raise InstrumentDisconnected(
+                        self.port, label, f"port lost again after reopening ({_why(e)})"
+                    ) from e
                 lost = e
                 try:
                     self.open(label)

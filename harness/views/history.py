@@ -10,7 +10,7 @@ from rich.text import Text
 
 from harness.runner import card_document
 from harness.store import Store
-from harness.views.table import VERDICT_STYLE
+from harness.views.table import VERDICT_STYLE, report_console
 
 
 def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
@@ -24,7 +24,7 @@ def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
 
 
 def print_history(serial: str, entries: list[dict[str, Any]], console: Console | None = None) -> None:
-    console = console or Console(highlight=False)
+    console = console or report_console()
     table = Table(title=f"history of {serial}", title_justify="left")
     for col in ("started", "run", "rack", "plan", "slot", "verdict", "actions", "fail findings"):
         table.add_column(col, no_wrap=col not in ("fail findings",))

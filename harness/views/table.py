@@ -11,7 +11,7 @@ from rich.text import Text
 VERDICT_STYLE = {"pass": "bold green", "repair": "bold yellow", "rma": "bold red", "retest": "bold magenta"}
 
 
-def _console() -> Console:
+def report_console() -> Console:
     """Terminal width on a tty; wide when piped, so a log keeps one card per line."""
     probe = Console()
     return Console(soft_wrap=False, highlight=False, width=None if probe.is_terminal else 200)
@@ -28,7 +28,7 @@ def top_finding(card: dict[str, Any]) -> str:
 
 
 def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
-    console = console or _console()
+    console = console or report_console()
     table = Table(title=f"burnin {doc['plan']} on {doc['rack']}  (run {doc['run_id']})", title_justify="left",
                   show_lines=False, expand=False)
     table.add_column("host/slot", no_wrap=True)
@@ -51,7 +51,7 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
 
 
 def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
-    console = console or _console()
+    console = console or report_console()
     table = Table(title="devices", title_justify="left")
     for col in ("host/slot", "backend", "model", "serial", "pci", "temp C", "power W", "limit W", "fans rpm", "pcie", "findings"):
         table.add_column(col, no_wrap=col != "findings")

@@ -1,0 +1,409 @@
+"""Fan sweep: step the commanded duty and check every fan's RPM against the profile's curve.
+
+Card fans are commanded through the device (``device.fans``) and read from the card's own tach;
+a passive card's chassis fans are commanded and read through the bench controller. Where an
+independent reading exists (the bench's optical tachometer on card fans) it tells a dead fan from
+a dead tach wire; where none does, a fan that reads 0 RPM gets an airflow probe: hold full load
+with that fan at full and then at minimum duty, and see whether the die's rise per watt moves.
+A spinning fan moves it; a stalled one cannot. Fan settings are restored whatever happens.
+
+Findings: ``fan.stalled`` (not spinning), ``fan.weak`` (below the curve band), ``fan.tach_mismatch``
+(the reading disagrees with the fan), all ``replace_fan``. They also land in
+``ctx.state["fan_findings"]`` so the thermal stage can attribute heat to a fan before paste.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from statistics import fmean, median
+from typing import Any, TypeVar
+
+from pydantic import Field
+
+from drivers.api import Device, FanControl
+from drivers.profiles import Profile
+from harness.model import Finding, TestResult, test_status
+from stress.base import Stage, StageContext, StageParams, register_stage
+
+T = TypeVar("T")
+AIRFLOW_FAULTS = frozenset({"fan.stalled", "fan.weak"})  # findings that mean less air, not a bad reading
+
+
+# -- the bench, failing softly --------------------------------------------------------------------
+def _instrument_error_types() -> tuple[type[BaseException], ...]:
+    try:
+        from drivers.instruments import InstrumentError
+    except ImportError:  # pragma: no cover - instruments package absent
+        return ()
+    return (InstrumentError,)
+
+
+class BenchLink:
+    """The bench controller as a stage uses it: a failed call becomes an ``instrument.*`` finding
+    and ``None``, and the bench is not used again in this stage (no timeout after timeout)."""
+
+    def __init__(self, ctx: StageContext, test: str) -> None:
+        self.ctl: Any = ctx.instruments.get("bench") or ctx.instruments.get("fan_controller")
+        self.test = test
+        self.findings: list[Finding] = []
+        self._errors = _instrument_error_types()
+
+    @property
+    def ok(self) -> bool:
+        return self.ctl is not None
+
+    def call(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
+        if self.ctl is None:
+            return None
+        try:
+            return fn(*args)
+        except self._errors as e:
+            kind = type(e).__name__.removeprefix("Instrument").lower() or "error"
+            self.findings.append(Finding(
+                code=f"instrument.{kind}", severity="warn", action="none", test=self.test,
+                message=f"{what}: {e}; carrying on without the bench",
+                evidence={"port": getattr(e, "port", None), "command": getattr(e, "command", None)},
+            ))
+            self.ctl = None
+            return None
+
+    def has(self, method: str) -> bool:
+        return self.ctl is not None and callable(getattr(self.ctl, method, None))
+
+    def chassis_count(self) -> int:
+        n = self.call("chassis fan count", lambda: int(self.ctl.fans)) if self.has("set_fan_duty") else None
+        return n or 0
+
+    def tach(self, fan: int) -> float | None:
+        """Optical tach reading of card fan ``fan``; None when there is no head or no fan in view."""
+        if not self.has("tach_rpm"):
+            return None
+        heads = self.call("tachometer head count", lambda: int(self.ctl.tachs)) if hasattr(self.ctl, "tachs") else 1
+        if not heads or fan >= heads:
+            return None
+        rpm = self.call(f"tach {fan}", self.ctl.tach_rpm, fan)
+        return None if rpm is None or not math.isfinite(rpm) else float(rpm)
+
+
+# -- the fans under test --------------------------------------------------------------------------
+class FanSet:
+    """Fans that can be commanded and read: card fans (device) or chassis fans (bench)."""
+
+    kind: str
+    chassis: bool
+    bench: BenchLink
+
+    def count(self) -> int: ...
+    def set_all(self, duty: float) -> None: ...
+    def set_one(self, fan: int, duty: float) -> None: ...
+    def reported(self) -> list[float | None]: ...
+    def true(self, fan: int) -> float | None: ...
+    def restore(self) -> None: ...
+
+
+class CardFans(FanSet):
+    kind, chassis = "card", False
+
+    def __init__(self, dev: Device, fans: FanControl, bench: BenchLink) -> None:
+        self.dev, self.fans, self.bench = dev, fans, bench
+
+    def count(self) -> int:
+        return self.fans.count
+
+    def set_all(self, duty: float) -> None:
+        for i in range(self.count()):
+            self.fans.set_duty(i, duty)
+
+    def set_one(self, fan: int, duty: float) -> None:
+        self.fans.set_duty(fan, duty)
+
+    def reported(self) -> list[float | None]:
+        rpm = self.dev.telemetry().fans_rpm
+        return [None if r is None else float(r) for r in rpm] + [None] * (self.count() - len(rpm))
+
+    def true(self, fan: int) -> float | None:
+        return self.bench.tach(fan)
+
+    def restore(self) -> None:
+        self.fans.restore()
+
+
+class ChassisFans(FanSet):
+    kind, chassis = "chassis", True
+
+    def __init__(self, bench: BenchLink, n: int, default_duty: float) -> None:
+        self.bench, self.n = bench, n
+        ctl = bench.ctl
+        saved = [bench.call(f"chassis fan {ch} duty", ctl.fan_duty, ch) if bench.has("fan_duty") else None
+                 for ch in range(n)]
+        self.saved = [default_duty if d is None else d for d in saved]
+
+    def count(self) -> int:
+        return self.n
+
+    def set_all(self, duty: float) -> None:
+        for ch in range(self.n):
+            self.set_one(ch, duty)
+
+    def set_one(self, fan: int, duty: float) -> None:
+        if self.bench.ok:
+            self.bench.call(f"chassis fan {fan} duty", self.bench.ctl.set_fan_duty, fan, duty)
+
+    def reported(self) -> list[float | None]:
+        return [self.bench.call(f"chassis fan {ch} rpm", self.bench.ctl.fan_rpm, ch) if self.bench.ok else None
+                for ch in range(self.n)]
+
+    def true(self, fan: int) -> float | None:
+        return None  # the optical heads look at card fans; a chassis fan has only its own tach wire
+
+    def restore(self) -> None:
+        for ch, d in enumerate(self.saved):
+            self.set_one(ch, d)
+
+
+@contextmanager
+def restoring(fans: FanSet) -> Iterator[None]:
+    """Restore fan settings on the way out; a restore failure never hides the original error."""
+    try:
+        yield
+    except BaseException:
+        try:
+            fans.restore()
+        except Exception:  # noqa: BLE001 - the first error is the one to report
+            pass
+        raise
+    else:
+        fans.restore()
+
+
+# -- judging readings -----------------------------------------------------------------------------
+@dataclass
+class Step:
+    duty: float
+    expected: float
+    reported: float | None
+    true: float | None
+
+
+@dataclass
+class FanVerdict:
+    fan: int
+    steps: list[Step] = field(default_factory=list)
+
+
+def band(profile: Profile, expected: float) -> tuple[float, float]:
+    tol = profile.cooling.rpm_tolerance / 100.0
+    return expected * (1.0 - tol), expected * (1.0 + tol)
+
+
+def state_of(rpm: float | None, expected: float, profile: Profile, stall_fraction: float) -> str:
+    """``zero`` (not turning), ``low``/``high`` (outside the curve band), ``ok`` or ``na``."""
+    if rpm is None:
+        return "na"
+    lo, hi = band(profile, expected)
+    if rpm < stall_fraction * expected:
+        return "zero"
+    if rpm < lo:
+        return "low"
+    if rpm > hi:
+        return "high"
+    return "ok"
+
+
+def _finding(code: str, fan: int, kind: str, msg: str, step: Step, profile: Profile, extra: dict[str, Any]
+             ) -> Finding:
+    lo, hi = band(profile, step.expected)
+    return Finding(
+        code=code, severity="fail", action="replace_fan", test="fans",
+        message=f"{kind} fan {fan} {msg} at {step.duty:.0f}% duty (expected {lo:.0f}-{hi:.0f} RPM)",
+        location={"fan": fan, **({"chassis": True} if kind == "chassis" else {})},
+        evidence={"duty_pct": step.duty, "rpm": None if step.reported is None else round(step.reported),
+                  "tach_rpm": None if step.true is None else round(step.true),
+                  "expected_rpm": round(step.expected), **extra},
+    )
+
+
+class FanParams(StageParams):
+    duty_steps: list[float] = Field(default=[30.0, 50.0, 70.0, 100.0], min_length=1)
+    settle_s: float = Field(default=5.0, ge=0)  # spin-up after a duty change
+    reads: int = Field(default=3, ge=1)  # RPM readings per step (median)
+    read_interval_s: float = Field(default=1.0, ge=0)
+    stall_fraction: float = Field(default=0.1, gt=0, lt=1)  # below this of the curve: not turning
+    probe_taus: float = Field(default=4.0, gt=0)  # airflow probe: hold per phase, in thermal time constants
+    probe_samples: int = Field(default=5, ge=1)  # samples averaged at the end of each probe phase
+    airflow_min_change: float = Field(default=0.05, gt=0)  # rise per watt must move this much if the fan turns
+
+
+@register_stage
+class FanStage(Stage):
+    name = "fans"
+    Params = FanParams
+
+    def run(self, ctx: StageContext) -> TestResult:
+        prm: FanParams = ctx.params
+        dev, prof = ctx.device, ctx.profile
+        bench = BenchLink(ctx, "fans")
+        t0 = dev.clock.now()
+        fanset: FanSet
+        if dev.fans is not None and dev.fans.count > 0:
+            fanset = CardFans(dev, dev.fans, bench)
+        elif prof.cooling.kind == "passive" and bench.ok and min(bench.chassis_count(), prof.cooling.chassis_fans) > 0:
+            n = min(bench.chassis_count(), prof.cooling.chassis_fans)
+            fanset = ChassisFans(bench, n, prof.cooling.chassis_default_duty)
+        else:
+            why = "no card fans and no bench fan controller" if prof.cooling.kind == "passive" else "fans not controllable"
+            return TestResult("fans", "skipped", metrics={"reason": why}, findings=bench.findings)
+        findings: list[Finding] = []
+        metrics: dict[str, Any] = {"fans": fanset.count(), "kind": fanset.kind}
+        with restoring(fanset):
+            verdicts = self._sweep(ctx, fanset, prm)
+            metrics["sweep"] = {v.fan: [[s.duty, s.reported, s.true] for s in v.steps] for v in verdicts}
+            for v in verdicts:
+                f = self._judge(ctx, fanset, v, prm, metrics)
+                if f is not None:
+                    findings.append(f)
+        findings.extend(bench.findings)
+        ctx.state["fan_findings"] = [f for f in findings if f.code.startswith("fan.")]
+        ctx.state["fans_checked"] = bench.ok or not fanset.chassis
+        return TestResult("fans", test_status(findings), duration_s=dev.clock.now() - t0,
+                          metrics=metrics, findings=findings)
+
+    def _sweep(self, ctx: StageContext, fanset: FanSet, prm: FanParams) -> list[FanVerdict]:
+        prof, clock = ctx.profile, ctx.device.clock
+        n = fanset.count()
+        verdicts = [FanVerdict(i) for i in range(n)]
+        for k, duty in enumerate(prm.duty_steps):
+            fanset.set_all(duty)
+            clock.sleep(prm.settle_s)
+            reads: list[list[float | None]] = []
+            for r in range(prm.reads):
+                if r:
+                    clock.sleep(prm.read_interval_s)
+                reads.append(fanset.reported())
+            ctx.sample(f"fans {duty:.0f}%")
+            expected = prof.cooling.rpm_at(duty, chassis=fanset.chassis)
+            for i in range(n):
+                vals = [row[i] for row in reads if row[i] is not None]
+                verdicts[i].steps.append(Step(duty, expected, median(vals) if vals else None, fanset.true(i)))
+            ctx.progress((k + 1) / len(prm.duty_steps), f"fans: {duty:.0f}% duty")
+        return verdicts
+
+    def _judge(self, ctx: StageContext, fanset: FanSet, v: FanVerdict, prm: FanParams,
+               metrics: dict[str, Any]) -> Finding | None:
+        prof, kind = ctx.profile, fanset.kind
+        rep = [(s, state_of(s.reported, s.expected, prof, prm.stall_fraction)) for s in v.steps]
+        tru = [(s, state_of(s.true, s.expected, prof, prm.stall_fraction)) for s in v.steps]
+        if any(st != "na" for _, st in tru):  # an independent reading: it says what the fan does
+            for s, st in tru:
+                if st == "zero":
+                    return _finding("fan.stalled", v.fan, kind, f"is not turning (tachometer {s.true:.0f} RPM)",
+                                    s, prof, {})
+            for s, st in tru:
+                if st == "low":
+                    return _finding("fan.weak", v.fan, kind, f"turns at {s.true:.0f} RPM (tachometer)", s, prof, {})
+            for (s, rs), (_, ts) in zip(rep, tru, strict=True):
+                if rs != "na" and ts == "ok" and rs != "ok":
+                    return _finding("fan.tach_mismatch", v.fan, kind,
+                                    f"reports {s.reported:.0f} RPM but the tachometer sees {s.true:.0f} RPM",
+                                    s, prof, {})
+            return None
+        states = [st for _, st in rep if st != "na"]
+        if not states:
+            return None
+        if all(st == "zero" for st in states):
+            s = rep[-1][0]
+            probe = self._airflow_probe(ctx, fanset, v.fan, prm)
+            metrics.setdefault("airflow_probe", {})[v.fan] = probe
+            if probe.get("moves_air"):
+                return _finding("fan.tach_mismatch", v.fan, kind,
+                                f"reads {s.reported or 0:.0f} RPM but moves air (rise per watt"
+                                f" {probe['change']:+.0%} from full to minimum duty)", s, prof, {"probe": probe})
+            extra = {"probe": probe}
+            how = "moves no air" if "change" in probe else "could not check airflow"
+            return _finding("fan.stalled", v.fan, kind, f"reads {s.reported or 0:.0f} RPM and {how}", s, prof, extra)
+        for s, st in rep:
+            if st == "zero":
+                return _finding("fan.stalled", v.fan, kind, f"reads {s.reported:.0f} RPM", s, prof, {})
+        for s, st in rep:
+            if st == "low":
+                return _finding("fan.weak", v.fan, kind, f"reads {s.reported:.0f} RPM", s, prof, {})
+        return None
+
+    def _airflow_probe(self, ctx: StageContext, fanset: FanSet, fan: int, prm: FanParams) -> dict[str, Any]:
+        """Rise per watt with ``fan`` at minimum vs full duty, the others at their default."""
+        dev, prof = ctx.device, ctx.profile
+        if dev.compute is None:
+            return {"skipped": "no compute load to heat the card"}
+        curve = prof.cooling.chassis_fan_curve if fanset.chassis else prof.cooling.fan_curve
+        low_duty = min(p.duty for p in curve)
+        default = prof.cooling.chassis_default_duty if fanset.chassis else prof.cooling.default_duty
+        hold = prm.probe_taus * prof.thermal.tau
+        step = hold / max(prm.probe_samples * 2, 8)
+        inlet = inlet_reading(ctx, fanset.bench)
+        out: dict[str, Any] = {"inlet_c": inlet}
+        # minimum first: a still-warming card then biases a stalled fan's change negative, never past the bar
+        for phase, duty in (("min", low_duty), ("full", 100.0)):
+            fanset.set_all(default)
+            fanset.set_one(fan, duty)
+            ratios: list[float] = []
+            held = 0.0
+            while held < hold - 1e-9:
+                dev.compute.load(step, 1.0)
+                held += step
+                tel = ctx.sample(f"fans probe {fan} {phase}")
+                if hold - held < prm.probe_samples * step + 1e-9 and tel.temperature_c is not None and tel.power_w:
+                    ratios.append((tel.temperature_c - inlet) / tel.power_w)
+            if not ratios:
+                return {**out, "skipped": "no temperature/power readings"}
+            out[f"theta_{phase}"] = round(fmean(ratios), 5)
+        change = out["theta_min"] / out["theta_full"] - 1.0
+        out["change"] = round(change, 4)
+        out["moves_air"] = change > prm.airflow_min_change
+        return out
+
+
+def inlet_reading(ctx: StageContext, bench: BenchLink) -> float:
+    """Inlet air: the bench probe, else what the device reports, else the profile's bench figure."""
+    if bench.has("inlet_c"):
+        v = bench.call("inlet probe", bench.ctl.inlet_c)
+        if v is not None and math.isfinite(v):
+            return float(v)
+    tel_inlet = ctx.device.telemetry().inlet_c
+    return float(tel_inlet) if tel_inlet is not None else ctx.profile.thermal.inlet
+
+
+def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
+    """Airflow faults known for this card: the fan stage's, else a quick look at the fans now."""
+    if ctx.state.get("fans_checked"):
+        return [f for f in ctx.state.get("fan_findings", []) if f.code in AIRFLOW_FAULTS]
+    prof = ctx.profile
+    out: list[Finding] = []
+    if prof.cooling.kind == "fan":
+        tel = ctx.device.telemetry()
+        for i, (rpm, duty) in enumerate(zip(tel.fans_rpm, tel.fans_duty_pct, strict=False)):
+            if rpm is None or duty is None:
+                continue
+            true = bench.tach(i)
+            exp = prof.cooling.rpm_at(duty)
+            seen = true if true is not None else rpm
+            if seen < band(prof, exp)[0]:
+                out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
+                                   f"card fan {i} at {seen:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
+                                   location={"fan": i}, evidence={"rpm": seen, "duty_pct": duty}))
+    elif bench.has("fan_rpm"):
+        n = min(bench.chassis_count(), prof.cooling.chassis_fans)
+        for ch in range(n):
+            duty = bench.call(f"chassis fan {ch} duty", bench.ctl.fan_duty, ch) if bench.has("fan_duty") else None
+            duty = prof.cooling.chassis_default_duty if duty is None else duty
+            rpm = bench.call(f"chassis fan {ch} rpm", bench.ctl.fan_rpm, ch)
+            if rpm is None:
+                break
+            exp = prof.cooling.rpm_at(duty, chassis=True)
+            if rpm < band(prof, exp)[0]:
+                out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
+                                   f"chassis fan {ch} at {rpm:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
+                                   location={"fan": ch, "chassis": True}, evidence={"rpm": rpm, "duty_pct": duty}))
+    return out

@@ -1,0 +1,66 @@
+"""Shared helpers: write mock racks to TOML and run them through the real harness."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from click.testing import CliRunner
+
+from harness.cli import main
+
+PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return repr(v)
+
+
+def rack_toml(devices: list[dict[str, Any]], name: str = "test-rack", plan: str | None = None,
+              extra_rack: str = "", host_extra: str = "") -> str:
+    lines = ["[rack]", f'name = "{name}"']
+    if plan:
+        lines.append(f'plan = "{plan}"')
+    lines += [extra_rack, "", "[[hosts]]", 'name = "local"', host_extra]
+    for d in devices:
+        lines += ["", "[[hosts.devices]]"] + [f"{k} = {_toml_value(v)}" for k, v in d.items()]
+    return "\n".join(lines) + "\n"
+
+
+def mock_card(serial: str, slot: int, profile: str = "h100-sxm5-80gb", faults: list[dict[str, Any]] | None = None,
+              **kw: Any) -> dict[str, Any]:
+    d: dict[str, Any] = {"backend": "mock", "profile": profile, "serial": serial, "slot": slot}
+    if faults:
+        d["faults"] = faults
+    d.update(kw)
+    return d
+
+
+@pytest.fixture
+def write_rack(tmp_path: Path):
+    def _write(devices: list[dict[str, Any]], **kw: Any) -> Path:
+        p = tmp_path / "rack.toml"
+        p.write_text(rack_toml(devices, **kw), encoding="utf-8")
+        return p
+    return _write
+
+
+@pytest.fixture
+def burnin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """Run the CLI in-process (workers are real processes); returns (exit code, stdout, stderr)."""
+    monkeypatch.chdir(tmp_path)
+
+    def _run(*args: str) -> tuple[int, str, str]:
+        res = CliRunner().invoke(main, list(args), catch_exceptions=False)
+        return res.exit_code, res.stdout, res.stderr
+    return _run

@@ -1,0 +1,42 @@
+"""Stages that misbehave on purpose, to test the engine's supervision (loaded by import path)."""
+
+from __future__ import annotations
+
+import os
+import time
+
+from harness.model import TestResult
+from stress.base import Stage, StageContext, StageParams
+
+
+class CrashParams(StageParams):
+    only_serial: str = ""
+
+
+class CrashStage(Stage):
+    """Kills its worker process outright (like a segfault in a vendor library)."""
+
+    name = "crash"
+    Params = CrashParams
+
+    def run(self, ctx: StageContext) -> TestResult:
+        if ctx.serial == ctx.params.only_serial:
+            os._exit(13)
+        return TestResult(name=self.name, status="pass")
+
+
+class HangParams(StageParams):
+    only_serial: str = ""
+    timeout_s: float = 1.0
+
+
+class HangStage(Stage):
+    """Blocks in wall time (like a kernel that never returns) on one card."""
+
+    name = "hang"
+    Params = HangParams
+
+    def run(self, ctx: StageContext) -> TestResult:
+        if ctx.serial == ctx.params.only_serial:
+            time.sleep(600)
+        return TestResult(name=self.name, status="pass")
