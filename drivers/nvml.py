@@ -93,6 +93,9 @@ _XID_TEXT = {
 _XID_FELL_OFF = 79
 _MAX_DRAIN = 4096  # events per drain: a bound, not a budget
 
+# nvmlValueType_t -> the c_nvmlValue_t member that holds a field value
+VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+
 _NA = object()  # "NVML cannot tell" inside this module; fields turn it into None
 
 
@@ -173,11 +176,11 @@ class NvmlDevice(Device):
         self._closed = False
         self._lost: str | None = None
         self._label = f"GPU {index}"
-        self._uuid: str | None = uuid
-        self._uuid = uuid or self._read("nvmlDeviceGetUUID")
-        self.serial: str | None = self._read("nvmlDeviceGetSerial") or None
+        self._uuid: str | None = uuid  # _gone() needs it while the UUID is read
+        self._uuid = uuid or self._read_at_open("nvmlDeviceGetUUID")
+        self.serial: str | None = self._read_at_open("nvmlDeviceGetSerial") or None
         self._label = f"GPU {index} ({self._describe()})"
-        self._num_fans = int(self._read("nvmlDeviceGetNumFans") or 0)
+        self._num_fans = int(self._read_at_open("nvmlDeviceGetNumFans") or 0)
         self._fans = NvmlFanControl(self) if self._num_fans > 0 else None
         self._xid_bit = int(nv.nvmlEventTypeXidCriticalError)
         self._event_set = self._register_events()
@@ -239,6 +242,15 @@ class NvmlDevice(Device):
         v = self._try(fn, *args, device=device)
         return None if v is _NA else v
 
+    def _read_at_open(self, fn: str) -> Any:
+        """Open must not fail on a quirky answer: only a lost card stops it (DeviceLost)."""
+        try:
+            return self._read(fn)
+        except DeviceLost:
+            raise
+        except DeviceError:
+            return None
+
     def _field(self, field_id: int, what: str) -> int | float | None:
         """One ``nvmlDeviceGetFieldValues`` value; each field carries its own return code."""
         values = self._read("nvmlDeviceGetFieldValues", [field_id])
@@ -248,8 +260,7 @@ class NvmlDevice(Device):
         if v.nvmlReturn != self._nv.NVML_SUCCESS:
             self._classify(self._nv.NVMLError(v.nvmlReturn), f"nvmlDeviceGetFieldValues({what})")
             return None
-        member = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
-        return getattr(v.value, member.get(int(v.valueType), "ullVal"))
+        return getattr(v.value, VALUE_MEMBERS.get(int(v.valueType), "ullVal"))
 
     # identity ----------------------------------------------------------------------------------
     def identity(self) -> Identity:

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable, DeviceError
+from drivers.nvml import VALUE_MEMBERS
 
 SCHEMA = "burnin.nvml-snapshot/1"
 
@@ -28,8 +29,7 @@ SCHEMA = "burnin.nvml-snapshot/1"
 _PASS_PREFIXES = ("nvmlEventSet", "nvmlDeviceSet", "nvmlInit", "nvmlShutdown", "nvmlErrorString")
 _PASS = frozenset({"nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByUUID", "nvmlDeviceGetCount"})
 
-# nvmlValueType_t -> the c_nvmlValue_t member that holds the value
-VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
+__all__ = ["SCHEMA", "VALUE_MEMBERS", "RecordingNvml", "record", "snapshot_key", "to_jsonable", "main"]
 
 
 def _arg_key(a: Any) -> str | None:

@@ -20,6 +20,8 @@ from harness.model import Finding, TestResult
 from stress.base import StageContext, get_stage
 
 Emit = Callable[[str, dict[str, Any]], None]
+POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain
+POWER_CYCLE_SETTLE_S = 30.0  # time for the card to train its link and enumerate again
 
 
 @dataclass
@@ -54,24 +56,64 @@ def _identity_event(dev: Device) -> dict[str, Any]:
 
 
 def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
-    """Open the bench instruments this card's slot uses; a failure is reported, not fatal."""
+    """Open the bench instruments this card's slot uses; a failure is a finding, not fatal.
+
+    ``port = "sim"`` starts the bench simulator wired to this card (a mock card is its plant:
+    chassis fans, inlet/outlet probes, slot power); any other port is a real serial device.
+    """
     out: dict[str, Any] = {}
     if not job.instruments:
         return out
-    try:
-        from drivers.instruments import open_instrument
-    except ImportError:
-        return out
+    from drivers.instruments import StaticPlant, open_instrument
+
     for inst in job.instruments:
+        port = str(inst.get("port"))
         try:
-            out["bench"] = open_instrument(inst, plant=dev)
+            plant = None
+            if port == "sim":
+                plant = dev if hasattr(dev, "set_chassis_duty") else StaticPlant()
+            bench = open_instrument(port, plant=plant, timeout_s=float(inst.get("timeout_s", 1.0)),
+                                    retries=int(inst.get("retries", 2)), baudrate=int(inst.get("baudrate", 115200)))
+            bench.relay_channel = 0 if port == "sim" else int(job.locator.get("slot", 0))  # type: ignore[attr-defined]
+            bench.power_cycle_enabled = bool(inst.get("power_cycle"))  # type: ignore[attr-defined]
+            out["bench"] = bench
         except Exception as e:  # noqa: BLE001 - reported as a finding, the run goes on
             emit("finding", Finding(
                 code="instrument.unavailable", severity="warn", action="none", test="session",
-                message=f"bench instrument on {inst.get('port')}: {e}",
-                evidence={"port": inst.get("port")},
+                message=f"bench instrument on {port}: {e}", evidence={"port": port},
             ).to_dict())
     return out
+
+
+def _power_cycle_and_reprobe(ctx: StageContext, err: DeviceLost, emit: Emit) -> Finding | None:
+    """After bus.lost: power-cycle the slot through the relay once and re-probe the card.
+
+    Returns what the re-probe says (None if no relay is configured): the card came back and
+    answered (the bus.lost stands, reseat), or it fell off again in this slot.
+    """
+    bench = ctx.instruments.get("bench")
+    if bench is None or not getattr(bench, "power_cycle_enabled", False):
+        return None
+    dev = ctx.device
+    try:
+        bench.power_cycle(bench.relay_channel, off_s=POWER_CYCLE_OFF_S, sleep=dev.clock.sleep)
+        dev.clock.sleep(POWER_CYCLE_SETTLE_S)
+    except Exception as e:  # noqa: BLE001 - the relay itself failed: say so, keep the finding
+        return Finding(code="instrument.error", severity="warn", action="none", test="session",
+                       message=f"slot power-cycle failed: {e}", evidence={"error": str(e)})
+    try:
+        dev.identity()
+        dev.counters()
+        back = True
+    except DeviceLost:
+        back = False
+    emit("progress", {"fraction": 1.0, "message": "power-cycled slot: card " + ("back" if back else "still lost")})
+    return Finding(
+        code="bus.lost", severity="fail", action="reseat", test="session",
+        message=("slot power-cycled: the card came back, but it had fallen off the bus: reseat and retest"
+                 if back else "slot power-cycled: the card fell off the bus again in the same slot"),
+        evidence={"xid": 79, "power_cycled": True, "lost_again": not back, "error": str(err)},
+    )
 
 
 def run_card_session(job: CardJob, emit: Emit) -> str:
@@ -116,6 +158,9 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = _lost_result(name, e)
                 res.duration_s = _safe_now(dev) - t0
                 outcome = "lost"
+                reprobe = _power_cycle_and_reprobe(ctx, e, emit)
+                if reprobe is not None:
+                    res.findings.append(reprobe)
             except KernelTimeout as e:
                 res = TestResult(name=name, status="fail", findings=[hang_finding(name, e)], error=str(e))
                 res.duration_s = _safe_now(dev) - t0

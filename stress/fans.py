@@ -47,6 +47,7 @@ class BenchLink:
 
     def __init__(self, ctx: StageContext, test: str) -> None:
         self.ctl: Any = ctx.instruments.get("bench") or ctx.instruments.get("fan_controller")
+        self.raw: Any = self.ctl  # kept after a failure: restoring fan settings is worth one more try
         self.test = test
         self.findings: list[Finding] = []
         self._errors = _instrument_error_types()
@@ -55,19 +56,23 @@ class BenchLink:
     def ok(self) -> bool:
         return self.ctl is not None
 
-    def call(self, what: str, fn: Callable[..., T], *args: Any) -> T | None:
-        if self.ctl is None:
+    def call(self, what: str, fn: Callable[..., T], *args: Any, force: bool = False) -> T | None:
+        """``fn(*args)``, or None once the bench has failed (``force``: try it anyway, once more)."""
+        if self.ctl is None and not (force and self.raw is not None):
             return None
         try:
             return fn(*args)
         except self._errors as e:
-            kind = type(e).__name__.removeprefix("Instrument").lower() or "error"
-            self.findings.append(Finding(
-                code=f"instrument.{kind}", severity="warn", action="none", test=self.test,
-                message=f"{what}: {e}; carrying on without the bench",
-                evidence={"port": getattr(e, "port", None), "command": getattr(e, "command", None)},
-            ))
+            if self.ctl is not None:  # one finding per failure, not one per later attempt
+                kind = type(e).__name__.removeprefix("Instrument").lower() or "error"
+                self.findings.append(Finding(
+                    code=f"instrument.{kind}", severity="warn", action="none", test=self.test,
+                    message=f"{what}: {e}; carrying on without the bench",
+                    evidence={"port": getattr(e, "port", None), "command": getattr(e, "command", None)},
+                ))
             self.ctl = None
+            if force:
+                self.raw = None
             return None
 
     def has(self, method: str) -> bool:
@@ -161,7 +166,9 @@ class ChassisFans(FanSet):
 
     def restore(self) -> None:
         for ch, d in enumerate(self.saved):
-            self.set_one(ch, d)
+            if self.bench.raw is None:
+                break
+            self.bench.call(f"restore chassis fan {ch} duty", self.bench.raw.set_fan_duty, ch, d, force=True)
 
 
 @contextmanager
@@ -232,7 +239,7 @@ class FanParams(StageParams):
     reads: int = Field(default=3, ge=1)  # RPM readings per step (median)
     read_interval_s: float = Field(default=1.0, ge=0)
     stall_fraction: float = Field(default=0.1, gt=0, lt=1)  # below this of the curve: not turning
-    probe_taus: float = Field(default=4.0, gt=0)  # airflow probe: hold per phase, in thermal time constants
+    probe_taus: float = Field(default=5.0, gt=0)  # airflow probe: hold per phase, in thermal time constants
     probe_samples: int = Field(default=5, ge=1)  # samples averaged at the end of each probe phase
     airflow_min_change: float = Field(default=0.05, gt=0)  # rise per watt must move this much if the fan turns
 
@@ -341,7 +348,7 @@ class FanStage(Stage):
         low_duty = min(p.duty for p in curve)
         default = prof.cooling.chassis_default_duty if fanset.chassis else prof.cooling.default_duty
         hold = prm.probe_taus * prof.thermal.tau
-        step = hold / max(prm.probe_samples * 2, 8)
+        step = hold / (prm.probe_samples * 5)  # the averaged samples span the last fifth of each phase
         inlet = inlet_reading(ctx, fanset.bench)
         out: dict[str, Any] = {"inlet_c": inlet}
         # minimum first: a still-warming card then biases a stalled fan's change negative, never past the bar

@@ -110,7 +110,7 @@ nvmlClocksThrottleReasonNone = 0x0000000000000000
 
 # --- errors: the real class's behaviour (NVMLError(code) builds the per-code subclass) ---------
 class NVMLError(Exception):
-    _valClassMapping: dict[int, type] = dict()  # noqa: N815 - the real attribute's name
+    _valClassMapping: dict[int, type] = dict()  # the real attribute's name
     _errcode_to_string = {
         NVML_ERROR_UNINITIALIZED: "Uninitialized",
         NVML_ERROR_INVALID_ARGUMENT: "Invalid Argument",
@@ -134,7 +134,7 @@ class NVMLError(Exception):
         NVML_ERROR_UNKNOWN: "Unknown Error",
     }
 
-    def __new__(typ, value):  # noqa: N804 - mirrors the real signature
+    def __new__(typ, value):  # mirrors the real signature
         if typ == NVMLError:
             typ = NVMLError._valClassMapping.get(value, typ)
         obj = Exception.__new__(typ)
@@ -142,13 +142,13 @@ class NVMLError(Exception):
         return obj
 
     def __str__(self) -> str:
-        return NVMLError._errcode_to_string.get(self.value, "NVML Error with code %d" % self.value)
+        return NVMLError._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
 
     def __eq__(self, other):  # as in the real class (which makes errors unhashable too)
         return self.value == other.value
 
 
-def _extractNVMLErrorsAsClasses() -> None:  # noqa: N802 - the real function's name
+def _extractNVMLErrorsAsClasses() -> None:  # the real function's name
     this_module = sys.modules[__name__]
     for err_name in [x for x in dir(this_module) if x.startswith("NVML_ERROR_")]:
         class_name = "NVMLError_" + string.capwords(err_name.replace("NVML_ERROR_", ""), "_").replace("_", "")
@@ -169,13 +169,13 @@ def _extractNVMLErrorsAsClasses() -> None:  # noqa: N802 - the real function's n
 _extractNVMLErrorsAsClasses()
 
 
-def nvmlExceptionClass(nvmlErrorCode: int) -> type:  # noqa: N802, N803
+def nvmlExceptionClass(nvmlErrorCode: int) -> type:
     if nvmlErrorCode not in NVMLError._valClassMapping:
-        raise ValueError("nvmlErrorCode %s is not valid" % nvmlErrorCode)
+        raise ValueError(f"nvmlErrorCode {nvmlErrorCode} is not valid")
     return NVMLError._valClassMapping[nvmlErrorCode]
 
 
-def nvmlErrorString(result: int) -> str:  # noqa: N802
+def nvmlErrorString(result: int) -> str:
     return NVMLError._errcode_to_string.get(result, "Unknown Error")
 
 
@@ -352,40 +352,40 @@ def install(monkeypatch: Any, snapshot: dict[str, Any] | str | Path) -> FakeNvml
 
 
 # --- the pynvml functions (same names and parameter names as nvidia-ml-py) ---------------------
-def nvmlInitWithFlags(flags):  # noqa: N802
+def nvmlInitWithFlags(flags):
     st = _st()
     if st.init_error:
         raise NVMLError(_code(st.init_error))
     st.refcount += 1
 
 
-def nvmlInit():  # noqa: N802
+def nvmlInit():
     nvmlInitWithFlags(0)
     return None
 
 
-def nvmlShutdown():  # noqa: N802
+def nvmlShutdown():
     st = _st()
     st.check_init()
     st.refcount -= 1
     return None
 
 
-def nvmlSystemGetDriverVersion():  # noqa: N802
+def nvmlSystemGetDriverVersion():
     return _st().system_answer("nvmlSystemGetDriverVersion")
 
 
-def nvmlSystemGetCudaDriverVersion():  # noqa: N802
+def nvmlSystemGetCudaDriverVersion():
     return _st().system_answer("nvmlSystemGetCudaDriverVersion")
 
 
-def nvmlDeviceGetCount():  # noqa: N802
+def nvmlDeviceGetCount():
     st = _st()
     st.check_init()
     return len(st.visible())
 
 
-def nvmlDeviceGetHandleByIndex(index):  # noqa: N802
+def nvmlDeviceGetHandleByIndex(index):
     st = _st()
     st.check_init()
     visible = st.visible()
@@ -398,7 +398,7 @@ def nvmlDeviceGetHandleByIndex(index):  # noqa: N802
     return _Handle(i)
 
 
-def nvmlDeviceGetHandleByUUID(uuid):  # noqa: N802
+def nvmlDeviceGetHandleByUUID(uuid):
     st = _st()
     st.check_init()
     for i in st.visible():
@@ -409,78 +409,78 @@ def nvmlDeviceGetHandleByUUID(uuid):  # noqa: N802
     raise NVMLError(NVML_ERROR_NOT_FOUND)
 
 
-def nvmlDeviceGetName(handle):  # noqa: N802
+def nvmlDeviceGetName(handle):
     return _st().answer("nvmlDeviceGetName", handle)
 
 
-def nvmlDeviceGetSerial(handle):  # noqa: N802
+def nvmlDeviceGetSerial(handle):
     return _st().answer("nvmlDeviceGetSerial", handle)
 
 
-def nvmlDeviceGetUUID(handle):  # noqa: N802
+def nvmlDeviceGetUUID(handle):
     return _st().answer("nvmlDeviceGetUUID", handle)
 
 
-def nvmlDeviceGetPciInfo(handle):  # noqa: N802
+def nvmlDeviceGetPciInfo(handle):
     return _struct(_st().answer("nvmlDeviceGetPciInfo", handle))
 
 
-def nvmlDeviceGetVbiosVersion(handle):  # noqa: N802
+def nvmlDeviceGetVbiosVersion(handle):
     return _st().answer("nvmlDeviceGetVbiosVersion", handle)
 
 
-def nvmlDeviceGetInforomVersion(handle, infoRomObject):  # noqa: N802, N803
+def nvmlDeviceGetInforomVersion(handle, infoRomObject):
     return _st().answer("nvmlDeviceGetInforomVersion", handle, infoRomObject)
 
 
-def nvmlDeviceGetInforomImageVersion(handle):  # noqa: N802
+def nvmlDeviceGetInforomImageVersion(handle):
     return _st().answer("nvmlDeviceGetInforomImageVersion", handle)
 
 
-def nvmlDeviceValidateInforom(handle):  # noqa: N802
+def nvmlDeviceValidateInforom(handle):
     _st().answer("nvmlDeviceValidateInforom", handle)
     return None
 
 
-def nvmlDeviceGetMemoryInfo(handle, version=None):  # noqa: N802
+def nvmlDeviceGetMemoryInfo(handle, version=None):
     return _struct(_st().answer("nvmlDeviceGetMemoryInfo", handle))
 
 
-def nvmlDeviceGetTemperature(handle, sensor):  # noqa: N802
+def nvmlDeviceGetTemperature(handle, sensor):
     return _st().answer("nvmlDeviceGetTemperature", handle, sensor)
 
 
-def nvmlDeviceGetPowerUsage(handle):  # noqa: N802
+def nvmlDeviceGetPowerUsage(handle):
     return _st().answer("nvmlDeviceGetPowerUsage", handle)
 
 
-def nvmlDeviceGetEnforcedPowerLimit(handle):  # noqa: N802
+def nvmlDeviceGetEnforcedPowerLimit(handle):
     return _st().answer("nvmlDeviceGetEnforcedPowerLimit", handle)
 
 
-def nvmlDeviceGetClockInfo(handle, type):  # noqa: N802, A002 - the real parameter's name
+def nvmlDeviceGetClockInfo(handle, type):  # the real parameter's name
     return _st().answer("nvmlDeviceGetClockInfo", handle, type)
 
 
-def nvmlDeviceGetMaxClockInfo(handle, type):  # noqa: N802, A002
+def nvmlDeviceGetMaxClockInfo(handle, type):
     return _st().answer("nvmlDeviceGetMaxClockInfo", handle, type)
 
 
-def nvmlDeviceGetUtilizationRates(handle):  # noqa: N802
+def nvmlDeviceGetUtilizationRates(handle):
     return _struct(_st().answer("nvmlDeviceGetUtilizationRates", handle))
 
 
-def nvmlDeviceGetNumFans(device):  # noqa: N802
+def nvmlDeviceGetNumFans(device):
     return _st().answer("nvmlDeviceGetNumFans", device)
 
 
-def nvmlDeviceGetFanSpeed_v2(handle, fan):  # noqa: N802
+def nvmlDeviceGetFanSpeed_v2(handle, fan):
     st = _st()
     recorded = st.answer("nvmlDeviceGetFanSpeed_v2", handle, fan)
     return st.fan_speed.get((handle.index, fan), recorded)
 
 
-def nvmlDeviceGetFanSpeedRPM(handle):  # noqa: N802
+def nvmlDeviceGetFanSpeedRPM(handle):
     """Fan 0 only, as in nvidia-ml-py; follows a commanded duty in proportion to the recording."""
     st = _st()
     rpm = st.answer("nvmlDeviceGetFanSpeedRPM", handle)
@@ -511,72 +511,72 @@ def _fan_control(fn: str, handle: Any, index: int, speed: int | None) -> int:
     return NVML_SUCCESS
 
 
-def nvmlDeviceSetFanSpeed_v2(handle, index, speed):  # noqa: N802
+def nvmlDeviceSetFanSpeed_v2(handle, index, speed):
     return _fan_control("nvmlDeviceSetFanSpeed_v2", handle, index, int(speed))
 
 
-def nvmlDeviceSetDefaultFanSpeed_v2(handle, index):  # noqa: N802
+def nvmlDeviceSetDefaultFanSpeed_v2(handle, index):
     return _fan_control("nvmlDeviceSetDefaultFanSpeed_v2", handle, index, None)
 
 
-def nvmlDeviceGetCurrentClocksEventReasons(handle):  # noqa: N802
+def nvmlDeviceGetCurrentClocksEventReasons(handle):
     return _st().answer("nvmlDeviceGetCurrentClocksEventReasons", handle)
 
 
-def nvmlDeviceGetCurrentClocksThrottleReasons(handle):  # noqa: N802
+def nvmlDeviceGetCurrentClocksThrottleReasons(handle):
     return _st().answer("nvmlDeviceGetCurrentClocksThrottleReasons", handle)
 
 
-def nvmlDeviceGetCurrPcieLinkGeneration(handle):  # noqa: N802
+def nvmlDeviceGetCurrPcieLinkGeneration(handle):
     return _st().answer("nvmlDeviceGetCurrPcieLinkGeneration", handle)
 
 
-def nvmlDeviceGetCurrPcieLinkWidth(handle):  # noqa: N802
+def nvmlDeviceGetCurrPcieLinkWidth(handle):
     return _st().answer("nvmlDeviceGetCurrPcieLinkWidth", handle)
 
 
-def nvmlDeviceGetMaxPcieLinkGeneration(handle):  # noqa: N802
+def nvmlDeviceGetMaxPcieLinkGeneration(handle):
     return _st().answer("nvmlDeviceGetMaxPcieLinkGeneration", handle)
 
 
-def nvmlDeviceGetMaxPcieLinkWidth(handle):  # noqa: N802
+def nvmlDeviceGetMaxPcieLinkWidth(handle):
     return _st().answer("nvmlDeviceGetMaxPcieLinkWidth", handle)
 
 
-def nvmlDeviceGetPcieReplayCounter(handle):  # noqa: N802
+def nvmlDeviceGetPcieReplayCounter(handle):
     return _st().answer("nvmlDeviceGetPcieReplayCounter", handle)
 
 
-def nvmlDeviceGetFieldValues(handle, fieldIds):  # noqa: N802, N803
+def nvmlDeviceGetFieldValues(handle, fieldIds):
     ids = [f if isinstance(f, int) else f[0] for f in fieldIds]
     return [_struct(v) for v in _st().answer("nvmlDeviceGetFieldValues", handle, ids)]
 
 
-def nvmlDeviceGetEccMode(handle):  # noqa: N802
+def nvmlDeviceGetEccMode(handle):
     return list(_st().answer("nvmlDeviceGetEccMode", handle))
 
 
-def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):  # noqa: N802, N803
+def nvmlDeviceGetTotalEccErrors(handle, errorType, counterType):
     return _st().answer("nvmlDeviceGetTotalEccErrors", handle, errorType, counterType)
 
 
-def nvmlDeviceGetMemoryErrorCounter(handle, errorType, counterType, locationType):  # noqa: N802, N803
+def nvmlDeviceGetMemoryErrorCounter(handle, errorType, counterType, locationType):
     return _st().answer("nvmlDeviceGetMemoryErrorCounter", handle, errorType, counterType, locationType)
 
 
-def nvmlDeviceGetRemappedRows(device):  # noqa: N802
+def nvmlDeviceGetRemappedRows(device):
     return tuple(_st().answer("nvmlDeviceGetRemappedRows", device))
 
 
-def nvmlDeviceGetRetiredPages(device, sourceFilter):  # noqa: N802, N803
+def nvmlDeviceGetRetiredPages(device, sourceFilter):
     return list(_st().answer("nvmlDeviceGetRetiredPages", device, sourceFilter))
 
 
-def nvmlDeviceGetRetiredPagesPendingStatus(device):  # noqa: N802
+def nvmlDeviceGetRetiredPagesPendingStatus(device):
     return int(_st().answer("nvmlDeviceGetRetiredPagesPendingStatus", device))
 
 
-def nvmlEventSetCreate():  # noqa: N802
+def nvmlEventSetCreate():
     st = _st()
     st.check_init()
     es = _EventSet()
@@ -584,14 +584,14 @@ def nvmlEventSetCreate():  # noqa: N802
     return es
 
 
-def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):  # noqa: N802, N803
+def nvmlDeviceRegisterEvents(handle, eventTypes, eventSet):
     st = _st()
     st.answer("nvmlDeviceRegisterEvents", handle, eventTypes)  # a recorded refusal raises here
     eventSet.registered.append((handle.index, int(eventTypes)))
     return None
 
 
-def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N802
+def nvmlEventSetWait_v2(eventSet, timeoutms):
     """The oldest queued event of a registered card; Timeout when none (no real waiting)."""
     st = _st()
     st.check_init()
@@ -610,11 +610,11 @@ def nvmlEventSetWait_v2(eventSet, timeoutms):  # noqa: N802
     raise NVMLError(NVML_ERROR_TIMEOUT)
 
 
-def nvmlEventSetWait(eventSet, timeoutms):  # noqa: N802, N803
+def nvmlEventSetWait(eventSet, timeoutms):
     return nvmlEventSetWait_v2(eventSet, timeoutms)
 
 
-def nvmlEventSetFree(eventSet):  # noqa: N802, N803
+def nvmlEventSetFree(eventSet):
     _st().check_init()
     eventSet.freed = True
     return None

@@ -134,8 +134,14 @@ def test_config_is_strict() -> None:
 
 
 def test_resolve_keeps_arguments_and_resolves_scripts() -> None:
-    argv = resolve_npu_smi(f"{sys.executable} npu_smi_sim.py --state sim_state.json", FIX)
-    assert argv[1] == str(SIM) and argv[2:] == ["--state", "sim_state.json"]
+    argv = resolve_npu_smi(f"{sys.executable} npu_smi_sim.py --state sim_state_faults.json", FIX)
+    assert argv[1] == str(SIM) and argv[2:] == ["--state", str(FIX / "sim_state_faults.json")]
+
+
+def test_state_given_on_the_npu_smi_command_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("NPU_SMI_SIM_STATE", raising=False)
+    locs = discover(npu_smi="./npu-smi --state sim_state_faults.json")
+    assert [loc["npu_id"] for loc in locs] == [1, 2, 3, 4, 5, 8, 9]  # NPU 6 is off the bus
 
 
 # --------------------------------------------------------------------------- device

@@ -51,11 +51,12 @@ def resolve_npu_smi(spec: str, config_dir: str | Path | None) -> list[str]:
         if found is None:
             raise BackendUnavailable(f"ascend: npu-smi not found on PATH: {prog!r} (set npu_smi in the rack config)")
         argv[0] = found
-    # a script argument given relative to the config (``python3 fixtures/ascend/npu_smi_sim.py``)
+    # file arguments given relative to the config, e.g. a simulator and its state:
+    # ``npu_smi = "python3 ../fixtures/ascend/npu_smi_sim.py --state faults.json"``
     if config_dir is not None:
         for i, a in enumerate(argv[1:], 1):
             cand = Path(config_dir) / a
-            if a.endswith(".py") and not Path(a).is_absolute() and cand.is_file():
+            if not a.startswith("-") and not Path(a).is_absolute() and cand.is_file():
                 argv[i] = str(cand.resolve())
     return argv
 

@@ -290,7 +290,9 @@ def open_instrument(
 
     ``port="sim"`` starts a :class:`BenchSimulator` in-process on a fresh pseudo-terminal,
     serving ``plant`` (default :class:`StaticPlant`) with ``faults``, and connects the real
-    pyserial path to it; ``close()`` stops it. ``plant``/``faults`` only apply to ``"sim"``.
+    pyserial path to it; ``close()`` stops it. ``plant``/``faults`` only apply to ``"sim"``;
+    faults count from the first line, so the handshake (``*CLS``, ``SYST:ERR?``, ``*IDN?`` and
+    three ``:COUNT?``) sees them too. Tests usually open clean and ``simulator.inject()`` later.
     """
     simulator: BenchSimulator | None = None
     if port == "sim":

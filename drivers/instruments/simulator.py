@@ -409,19 +409,4 @@ class BenchSimulator:
         return None
 
 
-def main() -> None:
-    """``python -m drivers.instruments.simulator``: serve a StaticPlant until Ctrl-C, so an
-    out-of-process harness run can point a real port path at it."""
-    from drivers.instruments.plant import StaticPlant
-
-    with BenchSimulator(StaticPlant()) as sim:
-        print(f"bench simulator on {sim.path} -> {sim.tty_path}; Ctrl-C to stop", flush=True)
-        with contextlib.suppress(KeyboardInterrupt):
-            threading.Event().wait()
-
-
-if __name__ == "__main__":
-    main()
-
-
 __all__ = ["ERRORS", "SCPI_NAN", "BenchSimulator", "SimFaults"]

@@ -113,6 +113,7 @@ def bad_rows(c: np.ndarray, ops: Operands) -> np.ndarray:
 @dataclass
 class Comparison:
     wrong: int = 0  # wrong elements found
+    nonfinite: int = 0  # of which NaN or Inf
     examples: list[ElementError] = field(default_factory=list)
 
 
@@ -141,4 +142,5 @@ def compare_rows(c: np.ndarray, ops: Operands, rows: np.ndarray | None, product:
             flipped_bits(expected, actual, c.dtype), not math.isfinite(actual),
         ))
     out.wrong += len(rr)
+    out.nonfinite += int(np.count_nonzero(~np.isfinite(got[rr, cc])))
     return len(rr)
