@@ -168,7 +168,8 @@ class Run:
             if row.get("serial"):
                 history = [h for h in self.store.card_history(row["serial"])
                            if h["run_id"] != self.run_id and h.get("findings") is not None]
-            v = judge_card(findings, history, row.get("slot"))
+            good = self.store.slot_known_good(row["host"], row["slot"], row.get("serial"), self.run_id)
+            v = judge_card(findings, history, row.get("slot"), slot_known_good=good)
             self.store.card_verdict(self.run_id, row["key"], v.verdict, v.actions, [f.to_dict() for f in v.findings])
 
 

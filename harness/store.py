@@ -209,6 +209,14 @@ class Store:
         ).fetchall()
         return [self._card_row(dict(r)) for r in rows]
 
+    def slot_known_good(self, host: str, slot: int, serial: str | None, run_id: str) -> bool:
+        """Did a different card pass in this host/slot in another run? Then the slot is good."""
+        row = self.db.execute(
+            "SELECT 1 FROM run_cards WHERE host=? AND slot=? AND verdict='pass' AND run_id<>? "
+            "AND serial IS NOT ? LIMIT 1", (host, slot, run_id, serial),
+        ).fetchone()
+        return row is not None
+
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None

@@ -59,12 +59,16 @@ def _prior_codes(history: list[dict[str, Any]]) -> list[tuple[int | None, set[st
     return out
 
 
-def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int | None) -> list[str]:
+def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int | None,
+             slot_known_good: bool = False) -> list[str]:
     """Apply history rules in place; returns notes explaining each escalation."""
     notes: list[str] = []
     prior = _prior_codes(history)
     for f in findings:
         if f.severity != "fail" or f.action == "rma":
+            continue
+        if f.code == "bus.lost" and f.evidence.get("lost_again") and slot_known_good:
+            _to_rma(f, "fell off the bus again after a power-cycle, in a slot where other cards pass", notes)
             continue
         runs_with = [s for s, codes in prior if f.code in codes]
         if not runs_with:
@@ -81,15 +85,20 @@ def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int |
         elif f.action == "reset_and_retest" and len(runs_with) + 1 >= RESET_FIXABLE_RUNS_TO_RMA:
             why = f"a reset has not fixed it in {len(runs_with) + 1} runs"
         if why:
-            f.evidence = {**f.evidence, "escalated_from": f.action, "escalation": why}
-            f.action = "rma"
-            f.message += f"; {why}"
-            notes.append(f"{f.code}: {why}")
+            _to_rma(f, why, notes)
     return notes
 
 
-def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = None, slot: int | None = None) -> CardVerdict:
+def _to_rma(f: Finding, why: str, notes: list[str]) -> None:
+    f.evidence = {**f.evidence, "escalated_from": f.action, "escalation": why}
+    f.action = "rma"
+    f.message += f"; {why}"
+    notes.append(f"{f.code}: {why}")
+
+
+def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = None, slot: int | None = None,
+               slot_known_good: bool = False) -> CardVerdict:
     merged = dedupe(findings)
-    notes = escalate(merged, history or [], slot)
+    notes = escalate(merged, history or [], slot, slot_known_good)
     merged.sort(key=lambda f: (-SEVERITY_RANK[f.severity], f.test, f.code))
     return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes)

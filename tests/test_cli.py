@@ -54,7 +54,7 @@ def test_devices_json_shape(write_rack, burnin):
 
 
 def test_history_follows_the_serial_across_runs(write_rack, burnin):
-    rack = write_rack([mock_card("H1", 0, faults=[{"kind": "pcie.downtrained", "gen": 3, "width": 16}])])
+    rack = write_rack([mock_card("H1", 0, faults=[{"kind": "pcie.downtrained", "gen": 5, "width": 8}])])
     assert burnin("run", str(rack), "--db", "h.db")[0] == 1
     rack = write_rack([mock_card("H1", 3)])  # repaired, in another slot
     assert burnin("run", str(rack), "--db", "h.db")[0] == 0

@@ -49,14 +49,13 @@ class _Acc:
         self.bits = np.zeros(8, np.int64)
         self.chip = np.zeros(self.chips, np.int64)
 
-    def add(self, addr: np.ndarray, want: np.ndarray, got: np.ndarray, hits: np.ndarray | None = None) -> None:
+    def add(self, addr: np.ndarray, want: np.ndarray, got: np.ndarray, hits: np.ndarray | None = None,
+            count: bool = True) -> None:
         if not addr.size:
             return
         h = np.ones(addr.size, np.int64) if hits is None else hits.astype(np.int64)
-        diff = np.bitwise_xor(want, got)
-        self.total += int(h.sum())
-        self.bits += (np.unpackbits(diff[:, None], axis=1, bitorder="little") * h[:, None]).sum(0)
-        self.chip += np.bincount((addr // 256) % self.chips, weights=h, minlength=self.chips).astype(np.int64)
+        if count:
+            self.count(addr, np.bitwise_xor(want, got), h)
         if self.kept < self.limit:
             k = self.limit - self.kept
             self.addr.append(addr[:k].astype(np.int64))
@@ -65,11 +64,12 @@ class _Acc:
             self.hits.append(h[:k])
             self.kept += min(k, addr.size)
 
-    def add_counts_only(self, addr: np.ndarray, diff: np.ndarray, times: int) -> None:
-        """Counts of stable mismatches seen on ``times`` reads (their records are added once)."""
-        self.total += int(addr.size) * (times - 1)
-        self.bits += np.unpackbits(diff[:, None], axis=1, bitorder="little").sum(0) * (times - 1)
-        self.chip += np.bincount((addr // 256) % self.chips, minlength=self.chips) * (times - 1)
+    def count(self, addr: np.ndarray, diff: np.ndarray, times: np.ndarray | None = None) -> None:
+        """Count failing byte-reads (``times`` reads each) by bit and by chip."""
+        h = np.ones(addr.size, np.int64) if times is None else times
+        self.total += int(h.sum())
+        self.bits += (np.unpackbits(diff[:, None], axis=1, bitorder="little") * h[:, None]).sum(0)
+        self.chip += np.bincount((addr // 256) % self.chips, weights=h, minlength=self.chips).astype(np.int64)
 
     def result(self) -> Mismatches:
         m = Mismatches.empty(self.chips, self.reads)
@@ -181,55 +181,36 @@ class MockMemory(MemoryHandle):
         self._begin(offset, nbytes, "verify_repeat")
         repeats = max(1, int(repeats))
         acc = _Acc(limit, chips, repeats)
-        lo_hi = (offset, offset + nbytes)
-        sp = self._in(self._special, *lo_hi)
+        hi = offset + nbytes
+        sp = self._in(self._special, offset, hi)
         for lo, n in self._spans(offset, nbytes, False):
-            idx = self._diff(self._mem[lo : lo + n], self._expand(expect, lo, n, offset))
+            want = self._expand(expect, lo, n, offset)
+            idx = self._diff(self._mem[lo : lo + n], want)
             if idx.size:
                 a = idx + lo
                 if sp.size:
                     keep = ~np.isin(a, sp)
                     a, idx = a[keep], idx[keep]
-                want = self._expand(expect, lo, n, offset)[idx]
-                got = self._mem[a]
-                acc.add(a, want, got, np.full(a.size, repeats))
-                acc.add_counts_only(a, np.bitwise_xor(want, got), 1)
+                acc.add(a, want[idx], self._mem[a], np.full(a.size, repeats))
         if sp.size:
-            want = expect.expand(0, self._size)[sp] if expect.address else self._expand_at(expect, sp)
+            want = self._expand_at(expect, sp)
             base = self._stuck(sp, self._mem[sp])
-            ia = self._in(self._in_addr, *lo_hi)
-            if ia.size:
-                i0, i1 = np.searchsorted(self._in_addr, [offset, offset + nbytes])
+            i0, i1 = np.searchsorted(self._in_addr, [offset, hi])
+            xor = np.zeros((repeats, sp.size), np.uint8)
+            if i1 > i0:
                 flips = self._rng.random((repeats, i1 - i0)) < self._in_p[i0:i1]
                 cols = np.searchsorted(sp, self._in_addr[i0:i1])
-                xor = np.zeros((repeats, sp.size), np.uint8)
-                np.bitwise_xor.at(xor, (slice(None), cols), (flips * self._in_mask[i0:i1]).astype(np.uint8))
-            else:
-                xor = np.zeros((1, sp.size), np.uint8)
-            reads = base[None, :] ^ xor  # (repeats or 1, n)
+                for j in range(i1 - i0):  # one column per intermittent bit
+                    xor[:, cols[j]] ^= flips[:, j].astype(np.uint8) * self._in_mask[i0 + j]
+            reads = base[None, :] ^ xor
             bad = reads != want[None, :]
-            if xor.shape[0] == 1 and repeats > 1:
-                bad = np.repeat(bad, repeats, 0)
-                reads = np.repeat(reads, repeats, 0)
             hits = bad.sum(0)
             hit = np.flatnonzero(hits)
             if hit.size:
                 first = bad[:, hit].argmax(0)
-                got = reads[first, hit]
-                acc.add(sp[hit], want[hit], got, hits[hit])
-                # counts per read, for bits: add the extra reads' differences
-                for r in range(repeats):
-                    rows = np.flatnonzero(bad[r, hit])
-                    sel = hit[rows]
-                    diff = reads[r, sel] ^ want[sel]
-                    diff_first = got[rows] ^ want[sel]
-                    acc.bits += np.unpackbits(diff[:, None], axis=1, bitorder="little").sum(0)
-                    acc.bits -= np.unpackbits(diff_first[:, None], axis=1, bitorder="little").sum(0) * (
-                        first[rows] == r
-                    )[None, :].T.sum(0) if False else 0
-                # the add() above counted each byte's first wrong read's bits once per hit; redo exactly
-                acc.bits -= (np.unpackbits((got ^ want[hit])[:, None], axis=1, bitorder="little")
-                             * hits[hit][:, None]).sum(0)
+                acc.add(sp[hit], want[hit], reads[first, hit], hits[hit], count=False)
+                rr, cc = np.nonzero(bad)
+                acc.count(sp[cc], reads[rr, cc] ^ want[cc])
         self._advance(nbytes * repeats)
         return acc.result()
 
@@ -378,14 +359,14 @@ class MockMemory(MemoryHandle):
     def _replay(self, ordr: np.ndarray, sp: np.ndarray, pre: np.ndarray, got_sp: np.ndarray,
                 offset: int, write: Pattern | np.ndarray | None, descending: bool) -> None:
         """Replay the order-dependent cells of one operation address by address."""
-        hi = offset + (write.size if isinstance(write, np.ndarray) else 0)
+        # every special address of the range is in ``cur``, including all victims and aliases there
         cur: dict[int, int] = {int(a): int(v) for a, v in zip(sp, pre, strict=True)}
-        lo_op, hi_op = offset, int(sp[-1]) + 1 if not hi else hi
-        in_op = lambda y: y in cur  # noqa: E731 - every ordered address of the range is in ``cur``
+        pos = {int(a): i for i, a in enumerate(sp)}
         writes = self._expand_at(write, ordr, offset) if write is not None else None
         seq = range(ordr.size - 1, -1, -1) if descending else range(ordr.size)
-        pos = {int(a): i for i, a in enumerate(sp)}
-        del lo_op, hi_op
+
+        def in_op(y: int) -> bool:
+            return y in cur
 
         def value(y: int) -> int:
             return cur[y] if in_op(y) else int(self._mem[y])
