@@ -10,6 +10,7 @@ from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
 from harness.runner import CardSlot
 from harness.session import bus_lost_finding
+from harness.verdict import dedupe
 from stress.base import StageContext
 from stress.health import HealthStage
 
@@ -46,7 +47,7 @@ def describe(card: CardSlot) -> dict[str, Any]:
             return entry
         ctx = StageContext(device=dev, profile=profile, params=HealthStage.Params(observe_s=0.0),
                            serial=ident.serial or card.key, slot=card.slot)
-        entry["findings"] = [f.to_dict() for f in HealthStage().run(ctx).findings]
+        entry["findings"] = [f.to_dict() for f in dedupe(HealthStage().run(ctx).findings)]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
     finally:

@@ -7,6 +7,7 @@ result document or the event stream. Nothing here talks to a device.
 
 from __future__ import annotations
 
+import os
 import secrets
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from stress.base import get_stage
 
 SCHEMA = "burnin.result/1"
 COMPUTE_STAGES = frozenset({"burn", "compute"})
+MOCK_CARDS_PER_CPU = 4
 
 Listener = Callable[[EngineEvent], None]
 
@@ -85,7 +87,7 @@ class Run:
         self.plan = plan
         self.store = store
         self.listener = listener or (lambda ev: None)
-        self.engine = engine or LocalEngine(parallel=cfg.rack.parallel)
+        self._engine = engine
         self.run_id = ""
         self.cards: list[CardSlot] = []
         self._stage_of: dict[str, str | None] = {}
@@ -104,7 +106,16 @@ class Run:
         self.run_id = run_id
         self.cards = cards
 
+    def _default_engine(self) -> Engine:
+        """Real cards all run at once (each is its own hardware); simulated cards share this
+        host's CPUs, so a large mock rack runs a few per core at a time."""
+        parallel = self.cfg.rack.parallel
+        if parallel is None and all(c.backend == "mock" for c in self.cards):
+            parallel = min(len(self.cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1
+        return LocalEngine(parallel=parallel or max(1, len(self.cards)))
+
     def execute(self) -> dict[str, Any]:
+        self.engine = self._engine or self._default_engine()
         stages = [(s.stage, s.params) for s in self.plan.stages]
         for c in self.cards:
             self.store.card_started(self.run_id, c.key, utcnow())

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 
 from pydantic import Field
 
-from drivers.api import Device, FanControl
+from drivers.api import Device, FanControl, Unsupported
 from drivers.profiles import Profile
 from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
@@ -266,7 +266,11 @@ class FanStage(Stage):
         findings: list[Finding] = []
         metrics: dict[str, Any] = {"fans": fanset.count(), "kind": fanset.kind}
         with restoring(fanset):
-            verdicts = self._sweep(ctx, fanset, prm)
+            try:
+                verdicts = self._sweep(ctx, fanset, prm)
+            except Unsupported as e:  # the card has fans but will not let the host command them
+                return TestResult("fans", "skipped", duration_s=dev.clock.now() - t0,
+                                  metrics={**metrics, "reason": f"fan control refused: {e}"}, findings=bench.findings)
             metrics["sweep"] = {v.fan: [[s.duty, s.reported, s.true] for s in v.steps] for v in verdicts}
             for v in verdicts:
                 f = self._judge(ctx, fanset, v, prm, metrics)
@@ -282,7 +286,12 @@ class FanStage(Stage):
         prof, clock = ctx.profile, ctx.device.clock
         n = fanset.count()
         verdicts = [FanVerdict(i) for i in range(n)]
-        for k, duty in enumerate(prm.duty_steps):
+        curve = [p.duty for p in (prof.cooling.chassis_fan_curve if fanset.chassis else prof.cooling.fan_curve)]
+        steps = [d for d in prm.duty_steps if min(curve) <= d <= max(curve)]  # the curve says nothing outside
+        if not steps:
+            raise ValueError(f"fans: duty_steps {prm.duty_steps} all lie outside the profile's fan curve"
+                             f" ({min(curve):g}-{max(curve):g} %)")
+        for k, duty in enumerate(steps):
             fanset.set_all(duty)
             clock.sleep(prm.settle_s)
             reads: list[list[float | None]] = []
@@ -295,7 +304,7 @@ class FanStage(Stage):
             for i in range(n):
                 vals = [row[i] for row in reads if row[i] is not None]
                 verdicts[i].steps.append(Step(duty, expected, median(vals) if vals else None, fanset.true(i)))
-            ctx.progress((k + 1) / len(prm.duty_steps), f"fans: {duty:.0f}% duty")
+            ctx.progress((k + 1) / len(steps), f"fans: {duty:.0f}% duty")
         return verdicts
 
     def _judge(self, ctx: StageContext, fanset: FanSet, v: FanVerdict, prm: FanParams,

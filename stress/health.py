@@ -14,7 +14,7 @@ import tomllib
 from pathlib import Path
 from typing import Any
 
-from drivers.api import DeviceEvent, ErrorCounters, PcieLink, Telemetry
+from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 
@@ -148,6 +148,22 @@ def power_limit_findings(t: Telemetry, ctx: StageContext) -> list[Finding]:
                evidence={"power_limit_w": t.power_limit_w, "profile_tdp_w": tdp})]
 
 
+def thermal_findings(t: Telemetry, ctx: StageContext) -> list[Finding]:
+    """A card already throttling for heat, or over its limit, before any stress: say so now;
+    the thermal stage finds the cause (fan, paste) under load."""
+    th = ctx.profile.thermal
+    temp = t.temperature_c
+    if temp is not None and temp >= th.shutdown:
+        return [_f("thermal.over_temp", "fail", "reset_and_retest",
+                   f"die at {temp:.0f} C, at or above the {th.shutdown:.0f} C shutdown point",
+                   evidence={"temperature_c": temp, "shutdown_c": th.shutdown})]
+    if t.throttle & THERMAL_THROTTLES or (temp is not None and temp >= th.slowdown):
+        return [_f("thermal.slowdown", "warn", "none",
+                   f"thermal throttling at {temp} C before any stress; the thermal stage finds the cause",
+                   evidence={"temperature_c": temp, "throttle": sorted(t.throttle)})]
+    return []
+
+
 def event_findings(events: list[DeviceEvent]) -> list[Finding]:
     out: list[Finding] = []
     for ev in events:
@@ -202,6 +218,7 @@ class HealthStage(Stage):
         findings += counter_findings(counters, ctx)
         findings += rate_findings(before, counters, minutes, ctx)
         findings += power_limit_findings(telemetry, ctx)
+        findings += thermal_findings(telemetry, ctx)
         ctx.drain_events()
         findings += event_findings(ctx.state.get("events", []))
         metrics: dict[str, Any] = {

@@ -48,6 +48,7 @@ class Fit:
     rmse: float
 
     def transient(self, t: float) -> float:
+        """How far below its steady state the die still is, ``t`` seconds into the load."""
         return self.amplitude * math.exp(-t / self.tau)
 
 
@@ -131,7 +132,9 @@ class ThermalStage(Stage):
                               error="too few temperature readings to fit a heating curve")
         t = np.array([s.time_s for s in pts], dtype=float)
         temp = np.array([s.temperature_c for s in pts], dtype=float)
-        fit = fit_first_order(t, temp)
+        # the firmware clamps the die at its slowdown point: only the curve before that is first-order
+        free = next((i for i, s in enumerate(pts) if s.throttle & THERMAL_THROTTLES), len(pts))
+        fit = fit_first_order(t[:free], temp[:free])
         if fit is not None and abs(fit.amplitude) < MIN_FIT_RISE_C:
             metrics["tau_note"] = f"card started within {MIN_FIT_RISE_C:g} °C of steady state: no curve to fit tau"
             fit = None  # too flat to say anything about tau; theta comes from the steady tail alone
@@ -144,7 +147,7 @@ class ThermalStage(Stage):
         if tail:
             if fit is not None and not tail_throttled and fit.tau > 0:
                 # project each tail sample to steady state with the fitted transient
-                vals = [(s.temperature_c - fit.transient(s.time_s - t[0]) - inlet) / s.power_w for s in tail]
+                vals = [(s.temperature_c + fit.transient(s.time_s - t[0]) - inlet) / s.power_w for s in tail]
             else:
                 vals = [(s.temperature_c - inlet) / s.power_w for s in tail]
             theta = fmean(vals)
@@ -163,7 +166,7 @@ class ThermalStage(Stage):
             "t_max_c": round(t_max, 1),
             "thermal_throttle_samples": len(hot),
         })
-        if theta is not None:
+        if judged and theta is not None:  # a small rise over an unmeasured inlet would mislead the compute stage
             ctx.state["theta_c_per_w"] = theta
         cause = _cause(theta if judged else None, suspects, ctx)
         ctx.state["thermal"] = {"theta_c_per_w": theta, "judged": judged, "slowdown": bool(hot), "t_max_c": t_max,

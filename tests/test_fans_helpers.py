@@ -11,7 +11,7 @@ from typing import Any
 from drivers.mock.device import MockDevice
 from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
-from harness.model import Finding, TestResult
+from harness import model
 from stress.base import StageContext, get_stage
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
@@ -56,7 +56,7 @@ class DirectBench:
 
 
 def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, Any] | None = None,
-              **params: Any) -> tuple[TestResult, StageContext, list[tuple[str, dict[str, Any]]]]:
+              **params: Any) -> tuple[model.TestResult, StageContext, list[tuple[str, dict[str, Any]]]]:
     cls = get_stage(name)
     events: list[tuple[str, dict[str, Any]]] = []
     ctx = StageContext(
@@ -68,9 +68,9 @@ def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, An
     return cls().run(ctx), ctx, events
 
 
-def fails(res: TestResult) -> list[Finding]:
+def fails(res: model.TestResult) -> list[model.Finding]:
     return [f for f in res.findings if f.severity == "fail"]
 
 
-def codes(res: TestResult, severity: str = "fail") -> set[tuple[str, str]]:
+def codes(res: model.TestResult, severity: str = "fail") -> set[tuple[str, str]]:
     return {(f.code, f.action) for f in res.findings if f.severity == severity}

@@ -134,3 +134,26 @@ def test_chassis_fans_restored_after_failure_mid_sweep(raise_device: bool) -> No
         assert not fails(res)  # a bench failure never blames the card
     assert [dev.chassis_duty(ch) for ch in range(4)] == [55.0] * 4
     assert "set 0 30.0" in bench.calls  # the sweep did move the fans before the failure
+
+
+class _LockedFans(MockDevice):
+    """A card whose fans exist but refuse host control (as many consumer boards do)."""
+
+    @property
+    def fans(self):  # type: ignore[override]
+        from drivers.api import Unsupported
+
+        fans = super().fans
+        assert fans is not None
+
+        def refuse(fan: int, duty: float) -> None:
+            raise Unsupported("fan policy is locked")
+
+        fans.set_duty = refuse  # type: ignore[method-assign]
+        return fans
+
+
+def test_locked_fan_control_is_skipped_not_an_error() -> None:
+    base = make_dev(BLOWER)
+    res, _, _ = run_stage("fans", _LockedFans(base.profile, serial="LOCK", seed=1))
+    assert res.status == "skipped" and "refused" in res.metrics["reason"]

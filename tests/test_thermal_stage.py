@@ -44,6 +44,14 @@ def test_soak_measures_the_card(profile: str) -> None:
 
 
 @pytest.mark.parametrize("profile", PROFILES)
+def test_short_soak_extrapolates_to_steady_state(profile: str) -> None:
+    # 150 s is ~3-5 time constants: the die is still climbing, the fitted transient makes up for it
+    dev = make_dev(profile, seed=11)
+    res, _, _ = run_stage("thermal", dev, DirectBench(dev), soak_s=150.0)
+    assert abs(res.metrics["theta_c_per_w"] / dev.physics.theta_eff() - 1) < 0.02
+
+
+@pytest.mark.parametrize("profile", PROFILES)
 def test_healthy_cards_never_fail(profile: str) -> None:
     for seed in range(20):
         dev = make_dev(profile, seed=seed, serial=f"OK-{seed}")
@@ -110,5 +118,6 @@ def test_bench_unplugged_mid_soak_keeps_the_soak() -> None:
 def test_low_power_card_is_not_judged_on_theta() -> None:
     # aux unplugged: ~75 W, a rise too small to read theta against an unmeasured inlet
     dev = make_dev("h100-sxm5-80gb", [{"kind": "power.aux_unplugged"}], seed=1)
-    res, _, _ = run_stage("thermal", dev, None, **SOAK)
+    res, ctx, _ = run_stage("thermal", dev, None, **SOAK)
     assert res.metrics["theta_judged"] is False and not res.findings
+    assert "theta_c_per_w" not in ctx.state

@@ -107,6 +107,11 @@ def heat_call(hot: Tally, cool: Tally | None, theta: float | None, theta_src: st
                            "marginal silicon at normal operating temperature", ev)
 
 
+def _v(x: float) -> str:
+    """A result value in full: an integral float as an integer, else its shortest exact repr."""
+    return str(int(x)) if math.isfinite(x) and x == int(x) else repr(x)
+
+
 def _t(x: float | None) -> str:
     return "?" if x is None else f"{x:.0f}"
 
@@ -130,7 +135,7 @@ def wrong_result_findings(hot: Tally, call: HeatCall) -> list[Finding]:
                 loc["bit"] = first.bits[0]
             bits = (f"bit {first.bits[0]} flipped" if len(first.bits) == 1
                     else f"bits {', '.join(map(str, first.bits))} differ")
-            head = (f": {first.dtype} C[{first.row},{first.col}] expected {first.expected:g} got {first.actual:g} "
+            head = (f": {first.dtype} C[{first.row},{first.col}] expected {_v(first.expected)} got {_v(first.actual)} "
                     f"({bits}) at {_t(temp)} C")
         what = "NaN/Inf results" if code == "compute.nan" else "wrong elements"
         msg = (f"{count} {what} in {hot.bad_products} of {hot.total_products} products{head}; "

@@ -1,0 +1,316 @@
+"""``burnin tui``: the bench screen. One row per card, the selected card's detail below.
+
+The app is a client of the event stream: the run executes in a worker thread (see bridge.py),
+events are folded into a BenchState as they arrive and the screen is redrawn at a steady rate,
+so a card streaming hundreds of samples a second cannot starve the keyboard.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+from pathlib import Path
+from typing import Any, ClassVar
+
+from rich.text import Text
+from textual import work
+from textual.app import App, ComposeResult
+from textual.binding import Binding, BindingType
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.widgets import DataTable, Footer, Header, Sparkline, Static
+from textual.widgets.data_table import CellDoesNotExist
+
+from harness.errors import HarnessUnavailable, UsageError
+from harness.runner import CardSlot
+from harness.tui import render
+from harness.tui.bridge import (
+    EngineUpdate,
+    RunFailed,
+    RunFinished,
+    RunStarted,
+    RunStopped,
+    execute_run,
+    prepare_engine,
+)
+from harness.tui.screens import QuitScreen
+from harness.tui.state import BenchState, CardState
+
+REDRAW_S = 0.1
+COLUMNS: tuple[tuple[str, str], ...] = (
+    ("slot", "slot"), ("serial", "serial"), ("model", "model"), ("stage", "stage"), ("progress", "progress"),
+    ("temp", "°C"), ("power", "W"), ("verdict", "verdict"), ("actions", "actions"),
+)
+
+
+def _cells(card: CardState) -> dict[str, Text | str]:
+    return {
+        "slot": card.key, "serial": Text(card.serial or "?", style="bold"), "model": card.model,
+        "stage": render.stage_cell(card), "progress": render.progress_cell(card),
+        "temp": render.number_cell(card.temperature_c), "power": render.number_cell(card.power_w),
+        "verdict": render.verdict_cell(card), "actions": render.actions_cell(card),
+    }
+
+
+class BenchApp(App[int]):
+    """The bench TUI for one run of a plan over a rack."""
+
+    TITLE = "burnin"
+    CSS = """
+    #cards { height: auto; max-height: 55%; }
+    #summary { height: 1; padding: 0 1; background: $boost; }
+    #detail { height: 1fr; border-top: solid $primary-darken-2; }
+    #detail-scroll { width: 1fr; padding: 0 1; }
+    #detail-scroll:focus { background: $boost; }
+    #telemetry { width: 38; padding: 0 1; border-left: solid $primary-darken-2; }
+    #telemetry Static { height: 1; }
+    #telemetry Sparkline { height: 3; margin-bottom: 1; }
+    #temp-spark > .sparkline--max-color { color: $error; }
+    #temp-spark > .sparkline--min-color { color: $warning 50%; }
+    #power-spark > .sparkline--max-color { color: $accent; }
+    #power-spark > .sparkline--min-color { color: $accent 30%; }
+    """
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("q", "request_quit", "Quit"),
+        Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
+        Binding("j", "down", "Down", show=False),
+        Binding("k", "up", "Up", show=False),
+        Binding("enter", "details", "Details", show=True),
+        Binding("escape", "show_cards", "Cards", show=True),
+        Binding("f", "filter", "Non-pass only"),
+    ]
+
+    def __init__(self, cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot]) -> None:
+        super().__init__()
+        self.cfg, self.plan, self.db_path, self.slots = cfg, plan, Path(db_path), cards
+        self.bench = BenchState(cards, len(plan.stages))
+        self.stop_flag = threading.Event()
+        self.engine = prepare_engine(self.stop_flag, cfg.rack.parallel)
+        self.phase = "running"  # running | stopping | finished | stopped | failed
+        self.error: str | None = None
+        self.exit_status = 1
+        self.only_attention = False
+        self.selected: str | None = cards[0].key if cards else None
+        self._dirty: set[str] = set()
+        self._visible: list[str] = []
+        self.title = f"burnin · {cfg.name}"
+        self.sub_title = f"plan {plan.name} · starting"
+
+    # layout ---------------------------------------------------------------------------------
+    def compose(self) -> ComposeResult:
+        yield Header()
+        yield DataTable(id="cards", cursor_type="row", zebra_stripes=True)
+        yield Static(id="summary")
+        with Horizontal(id="detail"):
+            yield VerticalScroll(Static(id="detail-body"), id="detail-scroll", can_focus=True)
+            with Vertical(id="telemetry"):
+                yield Static(id="temp-label")
+                yield Sparkline([], id="temp-spark", summary_function=max)
+                yield Static(id="power-label")
+                yield Sparkline([], id="power-spark", summary_function=max)
+        yield Footer()
+
+    def on_mount(self) -> None:
+        table = self.query_one("#cards", DataTable)
+        for key, label in COLUMNS:
+            table.add_column(label, key=key)
+        self._rebuild_table()
+        self._redraw_detail()
+        self._redraw_summary()
+        table.focus()
+        self.set_interval(REDRAW_S, self._tick)
+        self._run_worker()
+
+    @work(thread=True, exclusive=True, name="burnin-run", exit_on_error=False)
+    def _run_worker(self) -> None:
+        execute_run(self.cfg, self.plan, self.db_path, self.slots, self.engine, self.post_message)
+
+    # events from the run --------------------------------------------------------------------
+    def on_run_started(self, msg: RunStarted) -> None:
+        self.bench.run_id = msg.run_id
+        self.sub_title = f"plan {self.plan.name} · run {msg.run_id}"
+
+    def on_engine_update(self, msg: EngineUpdate) -> None:
+        card = self.bench.apply(msg.event)
+        if card is not None:
+            self._dirty.add(card.key)
+
+    def on_run_finished(self, msg: RunFinished) -> None:
+        self.bench.finish(msg.doc, msg.keys)
+        self.phase = "finished"
+        self.exit_status = self.bench.exit_code()
+        self._dirty.update(self.bench.cards)
+        self._tick()
+
+    def on_run_stopped(self, msg: RunStopped) -> None:
+        self.phase = "stopped"
+        self.exit_status = 1
+        self.exit(self.exit_status)
+
+    def on_run_failed(self, msg: RunFailed) -> None:
+        self.phase, self.error, self.exit_status = "failed", msg.error, msg.exit_code
+        self._redraw_summary()
+
+    # redraw ---------------------------------------------------------------------------------
+    def _tick(self) -> None:
+        """Apply what changed since the last tick: rows, the selected card's detail, the summary."""
+        dirty, self._dirty = self._dirty, set()
+        if self.only_attention and self._wanted() != self._visible:
+            self._rebuild_table()
+        else:
+            table = self.query_one("#cards", DataTable)
+            for key in dirty:
+                if key in self._visible:
+                    for col, value in _cells(self.bench.cards[key]).items():
+                        try:
+                            table.update_cell(key, col, value, update_width=col in ("stage", "actions", "serial"))
+                        except CellDoesNotExist:
+                            pass
+        if self.selected in dirty or self.phase != "running":
+            self._redraw_detail()
+        self._redraw_summary()
+
+    def _wanted(self) -> list[str]:
+        return [k for k, c in self.bench.cards.items() if not self.only_attention or c.needs_attention()]
+
+    def _rebuild_table(self) -> None:
+        table = self.query_one("#cards", DataTable)
+        keep = self.selected
+        table.clear()
+        self._visible = self._wanted()
+        for key in self._visible:
+            cells = _cells(self.bench.cards[key])
+            table.add_row(*(cells[c] for c, _ in COLUMNS), key=key)
+        if keep in self._visible:
+            table.move_cursor(row=self._visible.index(keep))
+        elif self._visible:
+            self.selected = self._visible[0]
+            table.move_cursor(row=0)
+        self._redraw_detail()
+
+    def _redraw_detail(self) -> None:
+        body = self.query_one("#detail-body", Static)
+        card = self.bench.cards.get(self.selected or "")
+        if card is None or (self.only_attention and self.selected not in self._visible):
+            body.update(Text("no card needs attention" if self.only_attention else "no cards", style="dim"))
+            self._spark(None)
+            return
+        body.update(render.detail_body(card))
+        self._spark(card)
+
+    def _spark(self, card: CardState | None) -> None:
+        temps = list(card.temps) if card else []
+        powers = list(card.powers) if card else []
+        self.query_one("#temp-label", Static).update(_spark_label("temperature", "°C", temps))
+        self.query_one("#power-label", Static).update(_spark_label("power", "W", powers))
+        self.query_one("#temp-spark", Sparkline).data = temps
+        self.query_one("#power-spark", Sparkline).data = powers
+
+    def _redraw_summary(self) -> None:
+        bar = self.query_one("#summary", Static)
+        counts, total = self.bench.counts(), len(self.bench.cards)
+        t = render.summary_text(counts, total, self.phase == "finished")
+        if self.phase == "finished":
+            t.append("   run finished; results in ", style="dim")
+            t.append(str(self.db_path), style="dim")
+            t.append("   q to quit", style="bold")
+        elif self.phase == "stopping":
+            t.append("   stopping: closing the card workers…", style="bold yellow")
+        elif self.phase == "failed":
+            t = Text(f"run failed: {self.error}   q to quit", style="bold red")
+        if self.only_attention:
+            t.append("   [filter: non-pass]", style="bold cyan")
+        bar.update(t)
+
+    # keys -----------------------------------------------------------------------------------
+    def on_data_table_row_highlighted(self, msg: DataTable.RowHighlighted) -> None:
+        if msg.row_key is not None and msg.row_key.value is not None:
+            self.selected = msg.row_key.value
+            self._redraw_detail()
+
+    def on_data_table_row_selected(self, msg: DataTable.RowSelected) -> None:
+        self.action_details()
+
+    def action_details(self) -> None:
+        self.query_one("#detail-scroll").focus()
+
+    def action_show_cards(self) -> None:
+        self.query_one("#cards", DataTable).focus()
+
+    def action_down(self) -> None:
+        self._move(+1)
+
+    def action_up(self) -> None:
+        self._move(-1)
+
+    def _move(self, step: int) -> None:
+        table = self.query_one("#cards", DataTable)
+        if self.focused is table or self.focused is None:
+            table.action_cursor_down() if step > 0 else table.action_cursor_up()
+        else:
+            scroll = self.query_one("#detail-scroll", VerticalScroll)
+            scroll.scroll_relative(y=step, animate=False)
+
+    def action_filter(self) -> None:
+        self.only_attention = not self.only_attention
+        self._rebuild_table()
+        self._redraw_summary()
+
+    def action_request_quit(self) -> None:
+        """Finished: quit. Running: ask first, then stop the workers cleanly (results stay)."""
+        if self.phase in ("finished", "failed", "stopped"):
+            self.exit(self.exit_status)
+        elif self.phase == "running" and not isinstance(self.screen, QuitScreen):
+            self.push_screen(QuitScreen(self.bench.run_id, self.db_path), self._quit_answer)
+
+    async def action_quit(self) -> None:
+        self.action_request_quit()
+
+    def _quit_answer(self, stop: bool | None) -> None:
+        if stop and self.phase == "running":
+            self.phase = "stopping"
+            self.stop_flag.set()
+            self._redraw_summary()
+
+    def card_row_keys(self) -> list[str]:
+        """The card keys the table shows, top to bottom (for tests and scripting)."""
+        return list(self._visible)
+
+
+def _spark_label(name: str, unit: str, values: list[float]) -> Text:
+    t = Text(f"{name} ", style="bold")
+    if not values:
+        return t + Text("no samples yet", style="dim")
+    t.append(f"{values[-1]:.0f} {unit}", style="bold")
+    t.append(f"  min {min(values):.0f} max {max(values):.0f}", style="dim")
+    return t
+
+
+def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
+    """Entry point of ``burnin tui``; exit code as ``burnin run`` (0 all pass, 1 otherwise)."""
+    from harness.runner import discover_cards, resolve_db
+
+    try:
+        cards = discover_cards(cfg)
+    except (UsageError, HarnessUnavailable) as e:
+        print(f"burnin: {e}", file=sys.stderr)
+        return int(getattr(e, "exit_code", 3))
+    db_path = resolve_db(db, cfg)
+    app = BenchApp(cfg, plan, db_path, cards)
+    code = app.run()
+    code = app.exit_status if code is None else code
+    _after(app, db_path)
+    return int(code)
+
+
+def _after(app: BenchApp, db_path: Path) -> None:
+    """Leave the verdicts in the terminal's scrollback once the screen is gone."""
+    rid = app.bench.run_id
+    if app.phase == "finished" and app.bench.doc is not None:
+        from harness.views.table import print_verdicts
+
+        print_verdicts(app.bench.doc)
+    elif app.phase in ("stopped", "stopping", "running") and rid:
+        print(f"burnin: run {rid} stopped; results so far are in {db_path}; "
+              f"continue it with: burnin resume {rid} --db {db_path}", file=sys.stderr)
+    elif app.phase == "failed":
+        print(f"burnin: {app.error}", file=sys.stderr)

@@ -1,0 +1,165 @@
+"""Rich renderables for the bench screen: table cells and the detail pane's tables.
+
+Pure functions of a CardState, so what the technician reads is decided in one place and can
+be checked without running the app.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group, RenderableType
+from rich.table import Table
+from rich.text import Text
+
+from harness.tui.state import CardState
+from harness.views.table import VERDICT_STYLE
+
+SEVERITY_STYLE = {"fail": "bold red", "warn": "yellow", "info": "dim"}
+STATUS_STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "skipped": "dim"}
+STATE_STYLE = {"lost": "bold red", "hung": "bold red", "failed": "bold magenta", "timed_out": "bold magenta",
+               "cancelled": "yellow"}
+BAR_WIDTH = 12
+METRICS_SHOWN = 5
+
+
+def progress_cell(card: CardState) -> Text:
+    """A bar plus where the card is: '███████░░░░░ 2/3' while running, the outcome after."""
+    filled = round(card.done_fraction * BAR_WIDTH)
+    if card.state == "pending":
+        return Text("·" * BAR_WIDTH + " waiting", style="dim")
+    style = STATE_STYLE.get(card.state, "green" if card.finished else "cyan")
+    bar = Text("█" * filled, style=style) + Text("░" * (BAR_WIDTH - filled), style="dim")
+    if card.finished:
+        tail = "done" if card.state == "done" else card.state.replace("_", " ")
+    else:
+        tail = f"{min(card.stage_index + 1, card.n_stages)}/{card.n_stages}"
+    return bar + Text(f" {tail}", style=STATE_STYLE.get(card.state, ""))
+
+
+def stage_cell(card: CardState) -> Text:
+    if card.state == "pending":
+        return Text("-", style="dim")
+    if card.finished:
+        return Text(card.stage or "-", style="dim")
+    msg = f" {card.message}" if card.message and card.message != card.stage else ""
+    return Text(f"{card.stage or 'starting'}{msg}")
+
+
+def number_cell(value: float | None, fmt: str = "{:.0f}") -> Text:
+    return Text("-", style="dim") if value is None else Text(fmt.format(value), justify="right")
+
+
+def verdict_cell(card: CardState) -> Text:
+    """The verdict engine's word once known; before that, what the findings so far suggest."""
+    if card.verdict is not None:
+        return Text(card.verdict.upper(), style=VERDICT_STYLE.get(card.verdict, "bold"))
+    if card.finished and card.state != "done":
+        return Text(card.state.replace("_", " "), style=STATE_STYLE.get(card.state, "dim"))
+    if card.fail_findings():
+        guess = card.provisional_verdict() or "fail"
+        return Text(f"{guess}?", style=VERDICT_STYLE.get(guess, "red").replace("bold ", "") + " italic")
+    return Text("…" if card.state == "running" else "", style="dim")
+
+
+def actions_cell(card: CardState) -> Text:
+    acts = card.live_actions()
+    return Text(", ".join(acts) if acts else "-", style="" if acts else "dim")
+
+
+def _location(loc: Any) -> str:
+    if not isinstance(loc, dict) or not loc:
+        return "-"
+    out = []
+    for k, v in loc.items():
+        out.append(f"{k}=0x{v:X}" if k == "address" and isinstance(v, int) else f"{k}={v}")
+    return " ".join(out)
+
+
+def _metric(v: Any) -> str | None:
+    if isinstance(v, bool) or v is None:
+        return None if v is None else str(v).lower()
+    if isinstance(v, float):
+        return f"{v:.4g}"
+    if isinstance(v, int | str):
+        s = str(v)
+        return s if len(s) <= 24 else s[:23] + "…"
+    return None  # lists and tables are for the JSON/HTML reports
+
+
+def metrics_text(metrics: dict[str, Any], limit: int = METRICS_SHOWN) -> str:
+    parts = [f"{k}={m}" for k, v in metrics.items() if k != "traceback" and (m := _metric(v)) is not None]
+    more = f" (+{len(parts) - limit})" if len(parts) > limit else ""
+    return "  ".join(parts[:limit]) + more
+
+
+def card_heading(card: CardState) -> Text:
+    t = Text()
+    t.append(f"{card.key}  ", style="bold")
+    t.append(f"{card.serial or '?'}  ", style="bold cyan")
+    t.append(card.model or "?", style="")
+    t.append("   ")
+    t.append_text(verdict_cell(card))
+    acts = card.live_actions()
+    if acts:
+        t.append("   actions: ", style="dim")
+        t.append(", ".join(acts), style="bold")
+    return t
+
+
+def findings_table(card: CardState) -> RenderableType:
+    if not card.findings:
+        return Text("no findings" + ("" if card.finished else " so far"), style="dim")
+    order = {"fail": 0, "warn": 1, "info": 2}
+    table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
+    table.add_column("sev", no_wrap=True)
+    table.add_column("code", no_wrap=True)
+    table.add_column("action", no_wrap=True)
+    table.add_column("where", no_wrap=True, max_width=28, overflow="ellipsis")
+    table.add_column("message", ratio=1, overflow="fold")
+    for f in sorted(card.findings, key=lambda f: order.get(f.get("severity", ""), 3)):
+        sev = str(f.get("severity", "?"))
+        table.add_row(Text(sev.upper(), style=SEVERITY_STYLE.get(sev, "")), Text(str(f.get("code")), style="bold"),
+                      str(f.get("action", "-")), _location(f.get("location")), str(f.get("message", "")))
+    return table
+
+
+def tests_table(card: CardState) -> RenderableType:
+    if not card.tests:
+        return Text("no tests finished yet", style="dim")
+    table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
+    table.add_column("test", no_wrap=True)
+    table.add_column("status", no_wrap=True)
+    table.add_column("time", no_wrap=True, justify="right")
+    table.add_column("key metrics", ratio=1, overflow="fold")
+    for t in card.tests:
+        st = str(t.get("status", "?"))
+        extra = metrics_text(t.get("metrics") or {})
+        if t.get("error") and st != "pass":
+            extra = f"{t['error']}  {extra}".strip()
+        table.add_row(str(t.get("name")), Text(st, style=STATUS_STYLE.get(st, "")),
+                      f"{float(t.get('duration_s') or 0):.1f}s", extra)
+    return table
+
+
+def detail_body(card: CardState) -> RenderableType:
+    parts: list[RenderableType] = [card_heading(card)]
+    if card.finished and card.state != "done":
+        parts.append(Text(f"{card.state.replace('_', ' ')}: {card.detail or ''}".rstrip(": "),
+                          style=STATE_STYLE.get(card.state, "")))
+    parts += [Text(""), Text("Findings", style="bold underline"), findings_table(card),
+              Text(""), Text("Tests", style="bold underline"), tests_table(card)]
+    return Group(*parts)
+
+
+def summary_text(counts: dict[str, int], total: int, finished: bool) -> Text:
+    t = Text()
+    order = ["pass", "repair", "rma", "retest"]
+    keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
+    t.append(f"{total} cards: " if finished else f"{total - counts.get('running', 0)}/{total} finished: ",
+             style="bold")
+    for i, k in enumerate(keys):
+        if i:
+            t.append(" · ", style="dim")
+        t.append(f"{counts[k]} {k}", style=VERDICT_STYLE.get(k, STATE_STYLE.get(k, "")))
+    return t

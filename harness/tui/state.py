@@ -1,0 +1,161 @@
+"""What the bench screen knows about each card, folded from engine events (no textual here).
+
+Kept apart from the widgets so the folding can be tested without a terminal and so the app
+can apply events at once but redraw at a steady rate.
+"""
+
+from __future__ import annotations
+
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Any
+
+from harness.engine import EngineEvent
+from harness.model import Finding, actions_of, verdict_of
+
+HISTORY_MAX = 600  # samples kept per card for the sparklines
+FINAL_OK = "done"
+
+
+@dataclass
+class CardState:
+    key: str
+    host: str
+    slot: int
+    serial: str
+    model: str
+    n_stages: int
+    state: str = "pending"  # pending | running | done | lost | hung | failed | timed_out | cancelled
+    detail: str | None = None
+    stage: str | None = None
+    stage_index: int = 0
+    fraction: float = 0.0
+    message: str = ""
+    temperature_c: float | None = None
+    power_w: float | None = None
+    temps: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
+    powers: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
+    tests: list[dict[str, Any]] = field(default_factory=list)
+    findings: list[dict[str, Any]] = field(default_factory=list)
+    verdict: str | None = None  # set only by the verdict engine, at the end of the run
+    actions: list[str] = field(default_factory=list)
+
+    @property
+    def finished(self) -> bool:
+        return self.state not in ("pending", "running")
+
+    @property
+    def done_fraction(self) -> float:
+        if self.finished:
+            return 1.0
+        return min(1.0, (self.stage_index + self.fraction) / max(1, self.n_stages))
+
+    def fail_findings(self) -> list[dict[str, Any]]:
+        return [f for f in self.findings if f.get("severity") == "fail"]
+
+    def provisional_verdict(self) -> str | None:
+        """What the findings so far point to (the verdict engine may still change it)."""
+        try:
+            return verdict_of([Finding.from_dict(f) for f in self.fail_findings()])
+        except (TypeError, ValueError, KeyError):
+            return None
+
+    def live_actions(self) -> list[str]:
+        if self.verdict is not None:
+            return self.actions
+        try:
+            return actions_of([Finding.from_dict(f) for f in self.findings])
+        except (TypeError, ValueError, KeyError):
+            return []
+
+    def needs_attention(self) -> bool:
+        """Not (or not yet known to be) a pass: what the 'non-pass' filter keeps."""
+        if self.verdict is not None:
+            return self.verdict != "pass"
+        return bool(self.fail_findings()) or (self.finished and self.state != FINAL_OK)
+
+
+class BenchState:
+    """Every card of the run, keyed like the engine's events ("host/slot")."""
+
+    def __init__(self, cards: list[Any], n_stages: int) -> None:
+        self.cards: dict[str, CardState] = {}
+        for c in cards:
+            loc = c.locator or {}
+            self.cards[c.key] = CardState(
+                key=c.key, host=c.host, slot=c.slot, serial=str(loc.get("serial") or ""),
+                model=str(loc.get("profile") or loc.get("model") or c.backend), n_stages=max(1, n_stages),
+            )
+        self.run_id = ""
+        self.doc: dict[str, Any] | None = None
+
+    def apply(self, ev: EngineEvent) -> CardState | None:
+        """Fold one event into its card; returns the card it changed (None if unknown)."""
+        card = self.cards.get(ev.key)
+        if card is None:
+            return None
+        d = ev.data or {}
+        if ev.kind == "identity":
+            card.serial = str(d.get("serial") or card.serial)
+            card.model = str(d.get("model") or card.model)
+            card.state = "running"
+        elif ev.kind == "stage_start":
+            card.state = "running"
+            card.stage = str(d.get("stage") or "")
+            card.stage_index = int(d.get("index") or 0)
+            card.fraction, card.message = 0.0, ""
+        elif ev.kind == "progress":
+            card.fraction = float(d.get("fraction") or 0.0)
+            card.message = str(d.get("message") or "")
+        elif ev.kind == "sample":
+            self._sample(card, d)
+        elif ev.kind == "test":
+            card.tests.append({k: v for k, v in d.items() if k != "findings"})
+            card.findings.extend(d.get("findings") or [])
+        elif ev.kind == "finding":
+            card.findings.append(d)
+        elif ev.kind == "outcome":
+            card.state = str(d.get("state") or FINAL_OK)
+            card.detail = d.get("detail")
+            card.fraction = 1.0
+        return card
+
+    @staticmethod
+    def _sample(card: CardState, d: dict[str, Any]) -> None:
+        t, p = d.get("temperature_c"), d.get("power_w")
+        if isinstance(t, int | float):
+            card.temperature_c = float(t)
+            card.temps.append(float(t))
+        if isinstance(p, int | float):
+            card.power_w = float(p)
+            card.powers.append(float(p))
+
+    def finish(self, doc: dict[str, Any], keys: list[str]) -> None:
+        """Take the verdict engine's word: verdicts, actions, the final findings and tests."""
+        self.doc = doc
+        for key, c in zip(keys, doc.get("cards", []), strict=False):
+            card = self.cards.get(key)
+            if card is None:
+                continue
+            card.verdict = c.get("verdict")
+            card.actions = list(c.get("actions") or [])
+            card.findings = list(c.get("findings") or [])
+            card.tests = list(c.get("tests") or card.tests)
+            card.serial = str(c.get("serial") or card.serial)
+            card.model = str(c.get("model") or card.model)
+            if card.state in ("pending", "running"):
+                card.state = str(c.get("state") or card.state)
+
+    def counts(self) -> dict[str, int]:
+        """Cards per final verdict (cards without one yet count under their state)."""
+        out: dict[str, int] = {}
+        for c in self.cards.values():
+            k = c.verdict or ("running" if not c.finished else c.state)
+            out[k] = out.get(k, 0) + 1
+        return out
+
+    def exit_code(self) -> int:
+        """As ``burnin run``: 0 when every card passed, 1 otherwise (including an unfinished run)."""
+        if self.doc is None or not self.cards:
+            return 1
+        return 0 if all(c.verdict == "pass" for c in self.cards.values()) else 1

@@ -1,0 +1,148 @@
+"""The ``memory`` stage: scan all of the card's memory with the plan's algorithms, then classify
+and locate every failing cell (address, bit, chip or stack) with its repair action."""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Literal
+
+import numpy as np
+from pydantic import Field, field_validator
+
+from harness.model import Finding, TestResult, test_status
+from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.memory import algorithms as A
+from stress.memory.diagnosis import Diagnoser, Diagnosis
+from stress.memory.records import ErrorLog
+
+Algorithm = Literal["march_c-", "walking_ones", "walking_zeros", "address", "moving_inversions",
+                    "bit_fade", "repeated_reads", "bandwidth"]
+QUICK: list[Algorithm] = ["march_c-", "address", "repeated_reads"]
+ALL: list[Algorithm] = ["march_c-", "walking_ones", "walking_zeros", "address", "moving_inversions",
+                        "repeated_reads", "bit_fade", "bandwidth"]
+
+
+class MemoryParams(StageParams):
+    algorithms: list[Algorithm] = Field(default_factory=lambda: list(QUICK), min_length=1)
+    backgrounds: list[str] = Field(default_factory=lambda: list(A.BACKGROUNDS), min_length=1)  # hex
+    fade_wait_s: float = Field(300.0, ge=0)  # bit-fade wait (memtest86 uses 5 min)
+    repeat_reads: int = Field(64, ge=1)  # reads per pattern in repeated_reads
+    random_patterns: int = Field(2, ge=1)  # moving-inversions passes
+    seed: int = 0  # moving-inversions patterns
+    walking_width: Literal[8, 16, 32, 64] = 32
+    bandwidth_s: float = Field(10.0, ge=0)  # bandwidth loop: device seconds ...
+    bandwidth_max_passes: int = Field(16, ge=1)  # ... or this many passes, whichever first
+    max_errors: int = Field(4096, ge=16)  # records and per-byte histories kept per card
+    max_diagnosed: int = Field(32, ge=0)  # failing bytes probed one by one
+    chip_fail_cells: int = Field(64, ge=1)  # more failing bytes on one chip: one chip finding
+    diagnose_reads: int = Field(64, ge=2)  # reads per value when probing a byte
+    report_records: int = Field(16, ge=0)  # records copied into the result's metrics
+    max_bytes: int | None = Field(None, ge=4096)  # test only the first bytes (default: all)
+    powerup_check: bool = True  # read memory before writing it (tells transition from stuck)
+    timeout_s: float = 1800.0
+
+    @field_validator("backgrounds")
+    @classmethod
+    def _hex(cls, v: list[str]) -> list[str]:
+        for b in v:
+            A.background(b)
+        return v
+
+
+def _plain(x: Any) -> Any:
+    """JSON-ready copy (numpy scalars and arrays to Python)."""
+    if isinstance(x, dict):
+        return {str(k): _plain(v) for k, v in x.items()}
+    if isinstance(x, (list, tuple, set)):
+        return [_plain(v) for v in (sorted(x) if isinstance(x, set) else x)]
+    if isinstance(x, np.ndarray):
+        return x.tolist()
+    if isinstance(x, np.generic):
+        return x.item()
+    return x
+
+
+@register_stage
+class MemoryStage(Stage):
+    name = "memory"
+    Params = MemoryParams
+    requires = frozenset({"memory"})
+
+    def run(self, ctx: StageContext) -> TestResult:
+        p: MemoryParams = ctx.params
+        mem = ctx.device.memory
+        if mem is None:
+            return TestResult(self.name, "skipped", error="the device offers no memory to test")
+        spec = ctx.profile.memory
+        hbm = spec.kind == "hbm"
+        where, action = ("stack", "rma") if hbm else ("chip", "replace_memory")
+        clock = ctx.device.clock
+        t0, w0 = clock.now(), time.perf_counter()
+        powerup = A.power_up_snapshot(mem, p.max_errors) if p.powerup_check else None
+        log = ErrorLog(spec.chips, p.max_errors, p.max_errors)
+        nbytes = min(mem.size, p.max_bytes or mem.size)
+        todo = list(dict.fromkeys(p.algorithms))
+        done = [0]
+
+        def step(name: str) -> None:
+            done[0] += 1
+            ctx.progress(done[0] / (len(todo) + 1), f"{name}: {log.total} failing reads so far")
+
+        scan = A.Scan(mem, log, clock, 0, nbytes, p.max_errors, step)
+        bw: A.BandwidthReport | None = None
+        bgs = [A.background(b) for b in p.backgrounds]
+        for algo in todo:
+            if algo == "march_c-":
+                A.march_c_minus(scan, bgs)
+            elif algo in ("walking_ones", "walking_zeros"):
+                A.walking(scan, algo == "walking_ones", p.walking_width)
+            elif algo == "address":
+                A.address_in_address(scan)
+            elif algo == "moving_inversions":
+                A.moving_inversions(scan, p.seed, p.random_patterns)
+            elif algo == "bit_fade":
+                A.bit_fade(scan, p.fade_wait_s)
+            elif algo == "repeated_reads":
+                A.repeated_reads(scan, p.repeat_reads)
+            elif algo == "bandwidth":
+                bw = A.bandwidth_loop(scan, p.bandwidth_s, p.bandwidth_max_passes)
+        scan_s, scan_wall = clock.now() - t0, time.perf_counter() - w0
+        diagnoses: list[Diagnosis] = []
+        if log.total:
+            fade = p.fade_wait_s if "bit_fade" in todo else 0.0
+            diagnoses = Diagnoser(mem, clock, log, powerup, p.diagnose_reads, fade).run(
+                p.max_diagnosed, p.chip_fail_cells)
+        ctx.progress(1.0, f"{len(diagnoses)} memory findings")
+        findings = [self._finding(d, log, where, action, spec.type) for d in diagnoses]
+        metrics = {
+            "bytes_tested": nbytes,
+            "bytes_verified": scan.bytes_verified,
+            "bytes_moved": scan.bytes_moved,
+            "algorithms": todo,
+            "errors_total": log.total,
+            f"errors_by_{where}": {str(i): int(n) for i, n in enumerate(log.by_chip) if n},
+            "errors_by_bit": log.by_bit.tolist(),
+            "errors_by_algorithm": dict(log.by_algorithm),
+            "failing_bytes": len(log.cells) + log.cells_dropped,
+            "records_kept": len(log.records),
+            "records": [r.to_dict() for r in log.records[: p.report_records]],
+            "powerup_known": powerup is not None,
+            "scan_s": round(scan_s, 6),
+            "scan_wall_s": round(scan_wall, 3),
+            "gbps": round(scan.bytes_moved / scan_s / 1e9, 3) if scan_s > 0 else None,
+            "wall_gbps": round(scan.bytes_moved / scan_wall / 1e9, 3) if scan_wall > 0 else None,
+        }
+        if bw is not None:
+            metrics["bandwidth"] = {"passes": bw.passes, "gbps": bw.gbps and round(bw.gbps, 3),
+                                    "wall_gbps": bw.wall_gbps and round(bw.wall_gbps, 3)}
+        return TestResult(self.name, test_status(findings), duration_s=clock.now() - t0,
+                          metrics=_plain(metrics), findings=findings)
+
+    @staticmethod
+    def _finding(d: Diagnosis, log: ErrorLog, where: str, action: str, mem_type: str) -> Finding:
+        chip = d.chip if d.chip is not None else log.chip_of(d.address)
+        fix = f"RMA the card ({mem_type} {where} {chip})" if action == "rma" else f"replace {mem_type} chip {chip}"
+        return Finding(code=d.code, severity="fail", action=action, test="memory",
+                       message=f"{d.message}, {where} {chip}: {fix}",
+                       location={"address": int(d.address), "bit": int(d.bit), where: int(chip)},
+                       evidence=_plain(d.evidence))
