@@ -165,7 +165,9 @@ class CudaGemmEngine:
             self._c = [[cp.empty((n, n), dtype=out) for _ in range(CHUNK)] for _ in range(2)]
             self._rows = [[cp.empty(n, dtype=cp.float64) for _ in range(CHUNK)] for _ in range(2)]
             self._flags = [cp.zeros(2 * CHUNK, dtype=cp.int64) for _ in range(2)]  # row fails, full fails
-            self._host = [cp.cuda.alloc_pinned_memory(2 * CHUNK * 8) for _ in range(2)]
+            import cupyx
+
+            self._host = [cupyx.empty_pinned((2 * CHUNK,), dtype=np.int64) for _ in range(2)]
             self._done = [cp.cuda.Event(block=False, disable_timing=True) for _ in range(2)]
             self._ev = [[(cp.cuda.Event(), cp.cuda.Event()) for _ in range(CHUNK)] for _ in range(2)]
             self._dev.synchronize()
@@ -217,8 +219,7 @@ class CudaGemmEngine:
         with self._stream:  # every kernel and copy below is ordered on this one stream
             flags.fill(0)
             self._enqueue_products(half, count, flags, indices)
-            host = np.frombuffer(self._host[half], dtype=np.int64, count=2 * CHUNK)
-            flags.get(stream=self._stream, out=host, blocking=False)
+            flags.get(stream=self._stream, out=self._host[half], blocking=False)  # async: pinned memory
             self._done[half].record(self._stream)
         return indices
 
@@ -241,7 +242,7 @@ class CudaGemmEngine:
 
     def _collect(self, half: int, indices: list[int], deadline_s: float, rep: BatchReport) -> None:
         _wait(self._done[half], deadline_s, f"a {self.dtype} {self.size}x{self.size} product")
-        host = np.frombuffer(self._host[half], dtype=np.int64, count=2 * CHUNK).copy()
+        host = self._host[half].copy()
         n = self.size
         for q, index in enumerate(indices):
             start, end = self._ev[half][q]
@@ -276,11 +277,12 @@ class CudaGemmEngine:
             got = c[r_idx, cc].get()
             want = ref[r_idx, cc].get()
             r_host, c_host = r_idx.get(), cc.get()
+            nonfinite = int(cp.count_nonzero(~cp.isfinite(c[bad]))) if count else 0
         for r, col, g, w in zip(r_host.tolist(), c_host.tolist(), got.tolist(), want.tolist(), strict=True):
             rep.errors.append(ElementError(self.dtype, index, r, col, float(w), float(g),
                                            flipped_bits(w, g, c.dtype), not np.isfinite(g)))
         rep.wrong_elements += count
-        rep.nonfinite += int(cp.count_nonzero(~cp.isfinite(c[bad]))) if count else 0
+        rep.nonfinite += nonfinite
         return count
 
     def run(self, products: int, timeout_s: float) -> BatchReport:

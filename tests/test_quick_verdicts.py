@@ -26,6 +26,18 @@ CASES = {
     "CAP": ("h100-sxm5-80gb", [{"kind": "power.capped", "watts": 350}], "retest", {"power.capped"}, ["fix_host"]),
     "AUX": ("rtx4090-blower-48gb", [{"kind": "power.aux_unplugged"}], "repair", {"power.aux_unplugged"}, ["check_power"]),
     "INFOROM": ("ascend-910b", [{"kind": "firmware.inforom_corrupt"}], "repair", {"firmware.inforom_corrupt"}, ["reflash_firmware"]),
+    # thermal, fans and power (issue 5): fan-cooled card, and passive cards through the bench controller
+    "PASTE-H": ("h100-sxm5-80gb", [{"kind": "thermal.resistance", "factor": 1.5}], "repair", {"thermal.high_resistance"}, ["repaste"]),
+    "PASTE-G": ("rtx4090-blower-48gb", [{"kind": "thermal.resistance", "factor": 1.5}], "repair", {"thermal.high_resistance"}, ["repaste"]),
+    "PASTE-A": ("ascend-910b", [{"kind": "thermal.resistance", "factor": 2.0}], "repair", {"thermal.high_resistance"}, ["repaste"]),
+    "STALL-G": ("rtx4090-blower-48gb", [{"kind": "fan.stalled", "fan": 0}], "repair", {"fan.stalled"}, ["replace_fan"]),
+    "STALL-H": ("h100-sxm5-80gb", [{"kind": "fan.stalled", "fan": 1}], "repair", {"fan.stalled"}, ["replace_fan"]),
+    "WEAK-G": ("rtx4090-blower-48gb", [{"kind": "fan.weak", "fan": 0, "max_fraction": 0.5}], "repair", {"fan.weak"}, ["replace_fan"]),
+    "WEAK-A": ("ascend-910b", [{"kind": "fan.weak", "fan": 2, "max_fraction": 0.6}], "repair", {"fan.weak"}, ["replace_fan"]),
+    "TACH-G": ("rtx4090-blower-48gb", [{"kind": "fan.tach_fault", "fan": 0}], "repair", {"fan.tach_mismatch"}, ["replace_fan"]),
+    "TACH-H": ("h100-sxm5-80gb", [{"kind": "fan.tach_fault", "fan": 3}], "repair", {"fan.tach_mismatch"}, ["replace_fan"]),
+    "CAP-A": ("ascend-910b", [{"kind": "power.capped", "watts": 200}], "retest", {"power.capped"}, ["fix_host"]),
+    "AUX-H": ("h100-sxm5-80gb", [{"kind": "power.aux_unplugged"}], "repair", {"power.aux_unplugged"}, ["check_power"]),
 }
 WARN_ONLY = {
     "SBE": ("h100-sxm5-80gb", [{"kind": "ecc.sbe_storm", "per_minute": 500}], "ecc.sbe_rate"),
@@ -51,7 +63,8 @@ def quick_doc(tmp_path_factory):
             cards.append(mock_card(f"OK-{profile}-{seed}", slot, profile, seed=seed * 7919))
             slot += 1
     rack = tmp / "rack.toml"
-    rack.write_text(rack_toml(cards, name="verdicts"))
+    bench = '\n[[hosts.instruments]]\nkind = "bench"\nport = "sim"\n'
+    rack.write_text(rack_toml(cards, name="verdicts", host_extra=bench))
     out = tmp / "r.json"
     res = CliRunner().invoke(main, ["run", str(rack), "--plan", "quick", "--json", str(out), "--db", str(tmp / "b.db"), "-q"])
     assert res.exit_code == 1, res.output

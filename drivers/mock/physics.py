@@ -65,7 +65,10 @@ class CardPhysics:
 
     def __post_init__(self) -> None:
         p = self.profile
-        self.theta_card = float(self.rng.uniform(p.thermal.theta_min, p.thermal.theta_max))
+        # card-to-card spread: centred in the healthy band, never outside it
+        lo, hi = p.thermal.theta_min, p.thermal.theta_max
+        mid = (lo + hi) / 2
+        self.theta_card = float(np.clip(self.rng.normal(mid, mid * p.sim.theta_noise / 100.0), lo, hi))
         for f in self.faults:
             if isinstance(f, F.ThermalResistance):
                 self.theta_card *= f.factor

@@ -36,10 +36,23 @@ from harness.tui.screens import QuitScreen
 from harness.tui.state import BenchState, CardState
 
 REDRAW_S = 0.1
-COLUMNS: tuple[tuple[str, str], ...] = (
-    ("slot", "slot"), ("serial", "serial"), ("model", "model"), ("stage", "stage"), ("progress", "progress"),
-    ("temp", "°C"), ("power", "W"), ("verdict", "verdict"), ("actions", "actions"),
+SPARK_MAX = 34  # cells: one bar per sample until the history is longer than this
+# (key, label, width): live columns get fixed widths so the table does not jump as values change
+COLUMNS: tuple[tuple[str, str, int | None], ...] = (
+    ("slot", "slot", None), ("serial", "serial", None), ("model", "model", None), ("stage", "stage", 30),
+    ("progress", "progress", render.BAR_WIDTH + 10), ("temp", "°C", 4), ("power", "W", 5),
+    ("verdict", "verdict", 8), ("actions", "actions", None),
 )
+
+
+class CardTable(DataTable[Any]):
+    """The card table; enter opens the selected card's detail (shown in the footer)."""
+
+    BINDINGS: ClassVar[list[BindingType]] = [
+        Binding("enter", "select_cursor", "Details"),
+        Binding("j", "cursor_down", "Move", key_display="j/k ↑↓"),
+        Binding("k", "cursor_up", "Up", show=False),
+    ]
 
 
 def _cells(card: CardState) -> dict[str, Text | str]:
@@ -72,10 +85,9 @@ class BenchApp(App[int]):
     BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "request_quit", "Quit"),
         Binding("ctrl+c", "request_quit", "Quit", show=False, priority=True),
-        Binding("j", "down", "Down", show=False),
-        Binding("k", "up", "Up", show=False),
-        Binding("enter", "details", "Details", show=True),
-        Binding("escape", "show_cards", "Cards", show=True),
+        Binding("j", "down", "Scroll", show=False),
+        Binding("k", "up", "Scroll", show=False),
+        Binding("escape", "show_cards", "Back to cards"),
         Binding("f", "filter", "Non-pass only"),
     ]
 
@@ -98,7 +110,7 @@ class BenchApp(App[int]):
     # layout ---------------------------------------------------------------------------------
     def compose(self) -> ComposeResult:
         yield Header()
-        yield DataTable(id="cards", cursor_type="row", zebra_stripes=True)
+        yield CardTable(id="cards", cursor_type="row", zebra_stripes=True)
         yield Static(id="summary")
         with Horizontal(id="detail"):
             yield VerticalScroll(Static(id="detail-body"), id="detail-scroll", can_focus=True)
@@ -111,8 +123,8 @@ class BenchApp(App[int]):
 
     def on_mount(self) -> None:
         table = self.query_one("#cards", DataTable)
-        for key, label in COLUMNS:
-            table.add_column(label, key=key)
+        for key, label, width in COLUMNS:
+            table.add_column(label, key=key, width=width)
         self._rebuild_table()
         self._redraw_detail()
         self._redraw_summary()
@@ -162,7 +174,7 @@ class BenchApp(App[int]):
                 if key in self._visible:
                     for col, value in _cells(self.bench.cards[key]).items():
                         try:
-                            table.update_cell(key, col, value, update_width=col in ("stage", "actions", "serial"))
+                            table.update_cell(key, col, value, update_width=col in ("actions", "serial", "model"))
                         except CellDoesNotExist:
                             pass
         if self.selected in dirty or self.phase != "running":
@@ -179,7 +191,7 @@ class BenchApp(App[int]):
         self._visible = self._wanted()
         for key in self._visible:
             cells = _cells(self.bench.cards[key])
-            table.add_row(*(cells[c] for c, _ in COLUMNS), key=key)
+            table.add_row(*(cells[c] for c, _, _ in COLUMNS), key=key)
         if keep in self._visible:
             table.move_cursor(row=self._visible.index(keep))
         elif self._visible:
@@ -202,8 +214,10 @@ class BenchApp(App[int]):
         powers = list(card.powers) if card else []
         self.query_one("#temp-label", Static).update(_spark_label("temperature", "°C", temps))
         self.query_one("#power-label", Static).update(_spark_label("power", "W", powers))
-        self.query_one("#temp-spark", Sparkline).data = temps
-        self.query_one("#power-spark", Sparkline).data = powers
+        for wid, values in (("#temp-spark", temps), ("#power-spark", powers)):
+            spark = self.query_one(wid, Sparkline)
+            spark.styles.width = max(1, min(len(values), SPARK_MAX))
+            spark.data = values
 
     def _redraw_summary(self) -> None:
         bar = self.query_one("#summary", Static)

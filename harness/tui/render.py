@@ -18,7 +18,7 @@ from harness.views.table import VERDICT_STYLE
 SEVERITY_STYLE = {"fail": "bold red", "warn": "yellow", "info": "dim"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "skipped": "dim"}
 STATE_STYLE = {"lost": "bold red", "hung": "bold red", "failed": "bold magenta", "timed_out": "bold magenta",
-               "cancelled": "yellow"}
+               "cancelled": "yellow", "running": "cyan", "waiting": "dim"}
 BAR_WIDTH = 12
 METRICS_SHOWN = 5
 
@@ -38,12 +38,20 @@ def progress_cell(card: CardState) -> Text:
 
 
 def stage_cell(card: CardState) -> Text:
+    """The stage a card is in, with the stage's own progress note when it gives one."""
     if card.state == "pending":
         return Text("-", style="dim")
     if card.finished:
-        return Text(card.stage or "-", style="dim")
-    msg = f" {card.message}" if card.message and card.message != card.stage else ""
-    return Text(f"{card.stage or 'starting'}{msg}")
+        if card.state == "done":
+            return Text("finished", style="dim")
+        return Text(f"in {card.stage or 'setup'}", style=STATE_STYLE.get(card.state, ""))
+    stage = card.stage or "starting"
+    msg = card.message.strip()
+    if not msg or msg == stage:
+        return Text(stage)
+    if msg.startswith(stage):
+        return Text(msg)
+    return Text(stage) + Text(f" {msg}", style="dim")
 
 
 def number_cell(value: float | None, fmt: str = "{:.0f}") -> Text:
@@ -156,8 +164,8 @@ def summary_text(counts: dict[str, int], total: int, finished: bool) -> Text:
     t = Text()
     order = ["pass", "repair", "rma", "retest"]
     keys = [k for k in order if k in counts] + sorted(k for k in counts if k not in order)
-    t.append(f"{total} cards: " if finished else f"{total - counts.get('running', 0)}/{total} finished: ",
-             style="bold")
+    unfinished = counts.get("running", 0) + counts.get("waiting", 0)
+    t.append(f"{total} cards: " if finished else f"{total - unfinished}/{total} finished: ", style="bold")
     for i, k in enumerate(keys):
         if i:
             t.append(" · ", style="dim")

@@ -45,8 +45,8 @@ class QuitScreen(ModalScreen[bool]):
         with Vertical():
             yield Static(text, id="question")
             with Horizontal():
-                yield Button("Stop and quit [y]", variant="error", id="yes")
-                yield Button("Keep running [n]", variant="primary", id="no")
+                yield Button("Stop and quit (y)", variant="error", id="yes")
+                yield Button("Keep running (n)", variant="primary", id="no")
 
     def on_button_pressed(self, event: Button.Pressed) -> None:
         self.dismiss(event.button.id == "yes")

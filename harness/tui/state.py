@@ -150,12 +150,12 @@ class BenchState:
         """Cards per final verdict (cards without one yet count under their state)."""
         out: dict[str, int] = {}
         for c in self.cards.values():
-            k = c.verdict or ("running" if not c.finished else c.state)
+            k = c.verdict or (c.state if c.state != "pending" else "waiting")
             out[k] = out.get(k, 0) + 1
         return out
 
     def exit_code(self) -> int:
         """As ``burnin run``: 0 when every card passed, 1 otherwise (including an unfinished run)."""
-        if self.doc is None or not self.cards:
+        if self.doc is None:
             return 1
-        return 0 if all(c.verdict == "pass" for c in self.cards.values()) else 1
+        return 0 if all(c.get("verdict") == "pass" for c in self.doc.get("cards", [])) else 1

@@ -113,6 +113,7 @@ class MemoryStage(Stage):
             diagnoses = Diagnoser(mem, clock, log, powerup, p.diagnose_reads, fade).run(
                 p.max_diagnosed, p.chip_fail_cells)
         ctx.progress(1.0, f"{len(diagnoses)} memory findings")
+        diagnoses.sort(key=lambda d: (d.code == "memory.chip", d.address, d.bit))
         findings = [self._finding(d, log, where, action, spec.type) for d in diagnoses]
         metrics = {
             "bytes_tested": nbytes,
