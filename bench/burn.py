@@ -70,14 +70,17 @@ def main(argv: list[str] | None = None) -> int:
     bare(2)
     b_flops = b_s = v_flops = v_s = 0.0
     wrong = 0
-    for _ in range(args.rounds):
-        f, s = bare(args.products)
-        b_flops, b_s = b_flops + f, b_s + s
-        t0 = time.perf_counter()
-        rep = engine.run(args.products, args.timeout)
-        v_s += time.perf_counter() - t0
-        v_flops += rep.flops
-        wrong += rep.wrong_elements
+    for r in range(args.rounds):
+        for kind in (("bare", "burn") if r % 2 == 0 else ("burn", "bare")):  # alternate: no order bias
+            if kind == "bare":
+                f, s = bare(args.products)
+                b_flops, b_s = b_flops + f, b_s + s
+                continue
+            t0 = time.perf_counter()
+            rep = engine.run(args.products, args.timeout)
+            v_s += time.perf_counter() - t0
+            v_flops += rep.flops
+            wrong += rep.wrong_elements
     bare_tf = b_flops / b_s / 1e12
     burn_tf = v_flops / v_s / 1e12
     print(json.dumps({

@@ -16,6 +16,11 @@ import click
 from harness.errors import HarnessUnavailable, UsageError
 
 EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
+EXIT_INTERRUPTED = 130  # Ctrl-C: the conventional 128 + SIGINT
+
+
+class Interrupted(Exception):
+    """The user stopped the run; what was measured is stored and the run can be resumed."""
 
 
 def _fail(exc: Exception) -> None:
@@ -56,6 +61,9 @@ def run(config: str, plan: str | None, json_path: str | None, junit_path: str | 
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
+    except Interrupted as e:
+        click.echo(f"burnin: {e}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     _write_outputs(doc, json_path, junit_path, html_path, db, cfg)
     from harness.views.table import print_verdicts
 
@@ -86,7 +94,13 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
             else:
                 r.resume(resume_id, runner_cards)
             progress.set_run(r.run_id, store.path)
-            return r.execute()
+            try:
+                return r.execute()
+            except KeyboardInterrupt:
+                raise Interrupted(
+                    f"interrupted; results measured so far are in {store.path}; continue with "
+                    f"`burnin resume {r.run_id} --db {store.path}`"
+                ) from None
     finally:
         store.close()
 
@@ -199,6 +213,9 @@ def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
+    except Interrupted as e:
+        click.echo(f"burnin: {e}", err=True)
+        sys.exit(EXIT_INTERRUPTED)
     _write_outputs(doc, json_path, None, None, db, cfg)
     from harness.views.table import print_verdicts
 

@@ -40,3 +40,21 @@ class HangStage(Stage):
         if ctx.serial == ctx.params.only_serial:
             time.sleep(600)
         return TestResult(name=self.name, status="pass")
+
+
+class BlockParams(StageParams):
+    while_file: str
+    timeout_s: float = 120.0
+
+
+class BlockStage(Stage):
+    """Blocks (in wall time) while a file exists: a stand-in for a long stage a user interrupts."""
+
+    name = "block"
+    Params = BlockParams
+
+    def run(self, ctx: StageContext) -> TestResult:
+        deadline = time.monotonic() + ctx.params.timeout_s
+        while os.path.exists(ctx.params.while_file) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        return TestResult(name=self.name, status="pass")

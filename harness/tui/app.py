@@ -57,7 +57,7 @@ class CardTable(DataTable[Any]):
 
 def _cells(card: CardState) -> dict[str, Text | str]:
     return {
-        "slot": card.key, "serial": Text(card.serial or "?", style="bold"), "model": card.model,
+        "slot": Text(card.key), "serial": Text(card.serial or "?", style="bold"), "model": Text(card.model),
         "stage": render.stage_cell(card), "progress": render.progress_cell(card),
         "temp": render.number_cell(card.temperature_c), "power": render.number_cell(card.power_w),
         "verdict": render.verdict_cell(card), "actions": render.actions_cell(card),
@@ -156,7 +156,7 @@ class BenchApp(App[int]):
     def on_run_stopped(self, msg: RunStopped) -> None:
         self.phase = "stopped"
         self.exit_status = 1
-        self.exit(self.exit_status)
+        self.exit(self.exit_status, return_code=self.exit_status)
 
     def on_run_failed(self, msg: RunFailed) -> None:
         self.phase, self.error, self.exit_status = "failed", msg.error, msg.exit_code
@@ -272,7 +272,7 @@ class BenchApp(App[int]):
     def action_request_quit(self) -> None:
         """Finished: quit. Running: ask first, then stop the workers cleanly (results stay)."""
         if self.phase in ("finished", "failed", "stopped"):
-            self.exit(self.exit_status)
+            self.exit(self.exit_status, return_code=self.exit_status)
         elif self.phase == "running" and not isinstance(self.screen, QuitScreen):
             self.push_screen(QuitScreen(self.bench.run_id, self.db_path), self._quit_answer)
 

@@ -1,5 +1,8 @@
 """Rich renderables for the bench screen: table cells and the detail pane's tables.
 
+Every string from a device or a stage goes in as ``Text`` (never markup), so a message that
+happens to contain ``[...]`` is shown as written.
+
 Pure functions of a CardState, so what the technician reads is decided in one place and can
 be checked without running the app.
 """
@@ -128,7 +131,8 @@ def findings_table(card: CardState) -> RenderableType:
     for f in sorted(card.findings, key=lambda f: order.get(f.get("severity", ""), 3)):
         sev = str(f.get("severity", "?"))
         table.add_row(Text(sev.upper(), style=SEVERITY_STYLE.get(sev, "")), Text(str(f.get("code")), style="bold"),
-                      str(f.get("action", "-")), _location(f.get("location")), str(f.get("message", "")))
+                      Text(str(f.get("action", "-"))), Text(_location(f.get("location"))),
+                      Text(str(f.get("message", ""))))
     return table
 
 
@@ -145,8 +149,8 @@ def tests_table(card: CardState) -> RenderableType:
         extra = metrics_text(t.get("metrics") or {})
         if t.get("error") and st != "pass":
             extra = f"{t['error']}  {extra}".strip()
-        table.add_row(str(t.get("name")), Text(st, style=STATUS_STYLE.get(st, "")),
-                      f"{float(t.get('duration_s') or 0):.1f}s", extra)
+        table.add_row(Text(str(t.get("name"))), Text(st, style=STATUS_STYLE.get(st, "")),
+                      Text(f"{float(t.get('duration_s') or 0):.1f}s"), Text(extra))
     return table
 
 

@@ -1,0 +1,68 @@
+"""A run stopped with Ctrl-C keeps what it measured and `burnin resume` finishes it."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+from tests.conftest import mock_card, rack_toml
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _wait_for(pred, limit_s: float = 60.0) -> None:
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")
+
+
+def test_ctrl_c_then_resume_keeps_measured_results(tmp_path):
+    block = tmp_path / "block"
+    block.write_text("")
+    plan = tmp_path / "plan.toml"
+    plan.write_text(f'[[stages]]\nstage = "health"\nobserve_s = 1\n'
+                    f'[[stages]]\nstage = "tests.stages_for_tests:BlockStage"\nwhile_file = "{block}"\n')
+    rack = tmp_path / "rack.toml"
+    rack.write_text(rack_toml([mock_card("I1", 0), mock_card("I2", 1, "rtx4090-blower-48gb")], name="irq"))
+    db = tmp_path / "i.db"
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(rack), "--plan", str(plan), "--db", str(db), "-q"]
+    proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+
+    def health_stored() -> bool:
+        if not db.exists():
+            return False
+        with sqlite3.connect(db) as c:
+            try:
+                return c.execute("SELECT COUNT(*) FROM tests WHERE name='health'").fetchone()[0] == 2
+            except sqlite3.OperationalError:
+                return False
+
+    _wait_for(health_stored)
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "burnin resume" in err and "Traceback" not in err
+    run_id = err.split("burnin resume ")[1].split()[0]
+    with sqlite3.connect(db) as c:
+        kept = c.execute("SELECT key, status FROM tests WHERE name='health' ORDER BY key").fetchall()
+    assert kept == [("local/0", "pass"), ("local/1", "pass")]
+
+    block.unlink()
+    res = subprocess.run([sys.executable, "-m", "harness.cli", "resume", run_id, "--db", str(db), "-q",
+                          "--json", str(tmp_path / "r.json")], cwd=tmp_path, env=env, capture_output=True,
+                         text=True, timeout=120)
+    assert res.returncode == 0, res.stderr
+    doc = json.loads((tmp_path / "r.json").read_text())
+    assert doc["run_id"] == run_id
+    assert [c["verdict"] for c in doc["cards"]] == ["pass", "pass"]
+    assert all([t["name"] for t in c["tests"]] == ["health", "block"] for c in doc["cards"])
