@@ -38,6 +38,20 @@ CASES = {
     "TACH-H": ("h100-sxm5-80gb", [{"kind": "fan.tach_fault", "fan": 3}], "repair", {"fan.tach_mismatch"}, ["replace_fan"]),
     "CAP-A": ("ascend-910b", [{"kind": "power.capped", "watts": 200}], "retest", {"power.capped"}, ["fix_host"]),
     "AUX-H": ("h100-sxm5-80gb", [{"kind": "power.aux_unplugged"}], "repair", {"power.aux_unplugged"}, ["check_power"]),
+    # compute burn-in (issue 4)
+    "SDC-N": ("h100-sxm5-80gb", [{"kind": "compute.sdc", "every": 50}], "rma", {"compute.miscompare"}, ["rma"]),
+    "SDC-P": ("rtx4090-blower-48gb", [{"kind": "compute.sdc", "probability": 0.05}], "rma", {"compute.miscompare"}, ["rma"]),
+    "SDC-A": ("ascend-910b", [{"kind": "compute.sdc", "every": 7}], "rma", {"compute.miscompare"}, ["rma"]),
+    "SLOW": ("h100-sxm5-80gb", [{"kind": "compute.slow", "factor": 0.8}], "rma", {"compute.slow"}, ["rma"]),
+    "SLOW-G": ("rtx4090-blower-48gb", [{"kind": "compute.slow", "factor": 0.6}], "rma", {"compute.slow"}, ["rma"]),
+    "HANG": ("h100-sxm5-80gb", [{"kind": "compute.hang"}], "retest", {"compute.hang"}, ["reset_and_retest"]),
+    "HANG-LATE": ("ascend-910b", [{"kind": "compute.hang", "at_s": 400}], "retest", {"compute.hang"}, ["reset_and_retest"]),
+    "HOTSDC": ("h100-sxm5-80gb", [{"kind": "thermal.resistance", "factor": 1.6},
+                                  {"kind": "compute.sdc", "every": 5, "above_temp_c": 82}], "repair",
+               {"compute.miscompare", "thermal.high_resistance"}, ["repaste"]),
+    "HOTSDC-G": ("rtx4090-blower-48gb", [{"kind": "thermal.resistance", "factor": 1.6},
+                                         {"kind": "compute.sdc", "probability": 0.2, "above_temp_c": 86}], "repair",
+                 {"compute.miscompare"}, ["repaste"]),
 }
 WARN_ONLY = {
     "SBE": ("h100-sxm5-80gb", [{"kind": "ecc.sbe_storm", "per_minute": 500}], "ecc.sbe_rate"),
@@ -84,6 +98,8 @@ def test_fault_gets_rule_verdict(quick_doc, serial):
     assert card["verdict"] == verdict, card["findings"]
     for a in actions:
         assert a in card["actions"]
+    if verdict != "rma":
+        assert "rma" not in card["actions"], card["findings"]
 
 
 @pytest.mark.parametrize("serial", sorted(WARN_ONLY))
@@ -106,8 +122,15 @@ def test_fallen_card_costs_only_itself(quick_doc):
     lost = _card(quick_doc, "OFFLATE")
     assert lost["state"] == "lost"
     # the run went on: every other card finished all its tests
-    others = [c for c in quick_doc["cards"] if c["serial"] not in ("OFFBUS", "OFFLATE", "XID79")]
+    others = [c for c in quick_doc["cards"] if c["serial"] not in ("OFFBUS", "OFFLATE", "XID79", "HANG", "HANG-LATE")]
     assert all(c["state"] == "done" for c in others)
+
+
+def test_hung_card_is_abandoned_and_the_rest_finish(quick_doc):
+    hung = _card(quick_doc, "HANG")
+    assert hung["state"] == "hung"
+    assert any(t["status"] == "skipped" for t in hung["tests"])  # later stages did not run on it
+    assert _card(quick_doc, "OK-h100-sxm5-80gb-1")["state"] == "done"
 
 
 def test_document_shape(quick_doc):

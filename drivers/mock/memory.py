@@ -106,18 +106,14 @@ class MockMemory(MemoryHandle):
         self._guard = guard or (lambda: None)
         self._bps = (bandwidth_gbps or DEFAULT_BANDWIDTH_GBPS) * 1e9
         self._pat_cache: dict[tuple[Pattern, int], np.ndarray] = {}
-        stuck: dict[int, list[int]] = {}  # addr -> [and_mask, or_mask]
         inter: list[tuple[int, int, float]] = []
         ret: list[tuple[int, int, float]] = []
         self._tf: dict[int, list[int]] = {}  # addr -> [up_mask, down_mask]
         self._cpl: dict[int, list[F.Coupling]] = {}
         self._dec: dict[int, list[int]] = {}
+        stuck = [(f.address, f.bit, f.value) for f in faults if type(f) is F.StuckBit]  # may be millions
         for f in faults:
-            if isinstance(f, F.StuckBit):
-                m = stuck.setdefault(f.address, [0xFF, 0])
-                m[0] &= ~(1 << f.bit) & 0xFF
-                m[1] |= f.value << f.bit
-            elif isinstance(f, F.Transition):
+            if isinstance(f, F.Transition):
                 t = self._tf.setdefault(f.address, [0, 0])
                 t[0 if f.direction == "up" else 1] |= 1 << f.bit
             elif isinstance(f, F.Coupling):
@@ -130,10 +126,14 @@ class MockMemory(MemoryHandle):
                 inter.append((f.address, f.bit, f.probability))
         for a, (up, _down) in self._tf.items():
             self._mem[a] |= up  # powers up in the state its broken transition would reach
-        sa = np.array(sorted(stuck), np.int64)
+        st = np.array(stuck, np.int64).reshape(-1, 3)
+        st = st[np.argsort(st[:, 0], kind="stable")]
+        sa, first = np.unique(st[:, 0], return_index=True)
+        bitmask = (1 << st[:, 1]).astype(np.uint8)
         self._st_addr = sa
-        self._st_and = np.array([stuck[a][0] for a in sa], np.uint8)
-        self._st_or = np.array([stuck[a][1] for a in sa], np.uint8)
+        self._st_and = np.invert(np.bitwise_or.reduceat(bitmask, first)) if sa.size else np.zeros(0, np.uint8)
+        self._st_or = (np.bitwise_or.reduceat(bitmask * st[:, 2].astype(np.uint8), first).astype(np.uint8)
+                       if sa.size else np.zeros(0, np.uint8))
         inter.sort()
         self._in_addr = np.array([x[0] for x in inter], np.int64)
         self._in_mask = np.array([1 << x[1] for x in inter], np.uint8)
