@@ -18,6 +18,7 @@ wrap it and tests can hand it a fake.
 from __future__ import annotations
 
 import importlib
+import os
 import sys
 from types import ModuleType
 from typing import Any
@@ -35,6 +36,7 @@ from drivers.api import (
     THROTTLE_SYNC_BOOST,
     BackendUnavailable,
     Clock,
+    ComputeHandle,
     Device,
     DeviceError,
     DeviceEvent,
@@ -42,12 +44,18 @@ from drivers.api import (
     ErrorCounters,
     FanControl,
     Identity,
+    MemoryHandle,
     PcieLink,
     Telemetry,
+    TransferHandle,
     Unsupported,
     WallClock,
 )
-from drivers.registry import Backend, BackendConfig, register_backend
+from drivers.registry import Backend, BackendConfig, make_handle, register_backend
+
+# CUDA numbers GPUs fastest-first unless told otherwise; NVML numbers them by PCI bus. Make them
+# agree, so the CUDA handle of NVML GPU i is CUDA device i (set before CUDA initialises).
+os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
 MIB = 1024 * 1024
 
@@ -184,6 +192,7 @@ class NvmlDevice(Device):
         self._fans = NvmlFanControl(self) if self._num_fans > 0 else None
         self._xid_bit = int(nv.nvmlEventTypeXidCriticalError)
         self._event_set = self._register_events()
+        self._handles: dict[str, Any] = {}
 
     def _describe(self) -> str:
         return f"serial {self.serial}" if self.serial else f"uuid {self._uuid}" if self._uuid else "no serial"
@@ -469,11 +478,37 @@ class NvmlDevice(Device):
     def fans(self) -> FanControl | None:
         return self._fans
 
+    # device memory, compute and PCIe transfers: the CUDA path (CuPy, the optional [cuda] extra) ----
+    def _cuda(self, kind: str) -> Any:
+        """The CUDA handle of this GPU, or None without CuPy (stages needing it are skipped)."""
+        self._guard()
+        if kind not in self._handles:
+            self._handles[kind] = make_handle("cuda", kind, self.index)
+        return self._handles[kind]
+
+    @property
+    def memory(self) -> MemoryHandle | None:
+        return self._cuda("memory")
+
+    @property
+    def compute(self) -> ComputeHandle | None:
+        return self._cuda("compute")
+
+    @property
+    def transfer(self) -> TransferHandle | None:
+        return self._cuda("transfer")
+
     def close(self) -> None:
         """Restore the fans, free the event set, release NVML; safe to call twice, even when lost."""
         if self._closed:
             return
         self._closed = True
+        for handle in self._handles.values():
+            if handle is not None and hasattr(handle, "close"):
+                try:
+                    handle.close()
+                except Exception:  # noqa: BLE001 - releasing GPU memory on a lost card may fail
+                    pass
         nv = self._nv
         if self._fans is not None and self._lost is None:
             try:

@@ -12,11 +12,12 @@ from __future__ import annotations
 import importlib
 import importlib.metadata
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
 
-from drivers.api import Device
+from drivers.api import BackendUnavailable, Device
 
 # modules that define the built-in backends (imported lazily: nvml needs pynvml only when used)
 _BUILTIN = {"mock": "drivers.mock", "nvml": "drivers.nvml", "ascend": "drivers.ascend"}
@@ -75,3 +76,33 @@ def get_backend(name: str) -> Backend:
     if name not in _REGISTRY:
         raise KeyError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
     return _REGISTRY[name]()
+
+
+# Accelerator handles (device memory, compute, transfers) for real cards come from optional
+# modules (the CUDA path through CuPy lives beside the stages that need it); they register a
+# factory here, and a vendor backend asks for one, so drivers never import those modules.
+HandleFactory = Callable[[int], Any]
+_HANDLES: dict[tuple[str, str], HandleFactory] = {}
+_HANDLE_MODULES = {"cuda": ("stress.cuda_memory", "stress.cuda_compute", "stress.cuda_transfer")}
+
+
+def register_handle(platform: str, kind: str, factory: HandleFactory) -> None:
+    """Register how to build a ``kind`` handle ("memory", "compute", "transfer") on ``platform``."""
+    _HANDLES[(platform, kind)] = factory
+
+
+def make_handle(platform: str, kind: str, device_index: int) -> Any | None:
+    """A handle for one device, or None when the platform's library is not installed."""
+    if (platform, kind) not in _HANDLES:
+        for mod in _HANDLE_MODULES.get(platform, ()):
+            try:
+                importlib.import_module(mod)
+            except ImportError:
+                continue
+    factory = _HANDLES.get((platform, kind))
+    if factory is None:
+        return None
+    try:
+        return factory(device_index)
+    except BackendUnavailable:
+        return None

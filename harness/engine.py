@@ -5,17 +5,22 @@ it, get its outcome) so a distributed engine (Ray, one actor per card) can take 
 place without touching the stages or the session. The local engine supervises each worker: a
 worker that crashes, hangs past its stage's deadline or loses its card costs only that card,
 and nothing is retried silently.
+
+Each worker sends its events down its own pipe, synchronously: once ``emit`` returns, the
+event is in the kernel's buffer, so a worker that dies a moment later (a segfault in a vendor
+library) has lost nothing it already reported. A worker's death shows as end-of-file on its
+pipe, at once.
 """
 
 from __future__ import annotations
 
 import multiprocessing as mp
 import os
-import queue
 import time
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from multiprocessing.connection import Connection, wait
 from typing import Any, Literal
 
 from harness.session import CardJob, run_card_session
@@ -23,7 +28,10 @@ from harness.session import CardJob, run_card_session
 Outcome = Literal["done", "failed", "timed_out", "lost", "hung", "cancelled"]
 POLL_S = 0.05
 KILL_GRACE_S = 2.0
-DEAD_GRACE_S = 0.3
+
+
+class RunCancelled(Exception):
+    """The run was stopped on request (Ctrl-C in the TUI, a cancel from a controller)."""
 
 
 @dataclass(frozen=True)
@@ -45,98 +53,110 @@ class Engine(ABC):
     def cancel(self, key: str) -> None: ...
 
     @abstractmethod
-    def close(self) -> None: ...
+    def close(self) -> None:
+        """Stop every job still running (its worker is killed) and release resources."""
 
 
-def _worker_main(job: CardJob, q: Any) -> None:
+def _worker_main(job: CardJob, conn: Connection) -> None:
     """Entry point of a card's worker process."""
+
     def emit(kind: str, data: dict[str, Any]) -> None:
-        q.put((job.key, kind, data))
+        conn.send((kind, data))
 
     state = run_card_session(job, emit)
-    q.put((job.key, "outcome", {"state": state}))
+    conn.send(("outcome", {"state": state}))
+    conn.close()
 
 
 @dataclass
 class _Running:
     job: CardJob
     proc: Any
+    conn: Connection
     started: float
     deadline: float | None = None
+    timeout_s: float | None = None
     stage: str | None = None
     finished: bool = False
-    dead_since: float | None = None
 
 
 class LocalEngine(Engine):
-    """Runs each card in its own process on this host, at most ``parallel`` at once."""
+    """Runs each card in its own process on this host, at most ``parallel`` at once.
 
-    def __init__(self, parallel: int | None = None) -> None:
+    ``should_stop`` is polled between events (at least every POLL_S): when it returns True,
+    ``events`` raises RunCancelled, even if every card is hung and silent.
+    """
+
+    def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None) -> None:
         self._ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
         if os.name == "posix":
             self._ctx.set_forkserver_preload(["harness.session", "numpy", "pydantic"])
-        self._queue = self._ctx.Queue()
         self._pending: list[CardJob] = []
         self._running: dict[str, _Running] = {}
         self._parallel = parallel or max(2, (os.cpu_count() or 2) * 2)
+        self._should_stop = should_stop or (lambda: False)
 
     def submit(self, job: CardJob) -> None:
         self._pending.append(job)
 
+    def _active(self) -> list[_Running]:
+        return [r for r in self._running.values() if not r.finished]
+
     def _start_more(self) -> None:
-        while self._pending and sum(not r.finished for r in self._running.values()) < self._parallel:
+        while self._pending and len(self._active()) < self._parallel:
             job = self._pending.pop(0)
-            proc = self._ctx.Process(target=_worker_main, args=(job, self._queue), name=f"burnin-{job.key}", daemon=True)
+            reader, writer = self._ctx.Pipe(duplex=False)
+            proc = self._ctx.Process(target=_worker_main, args=(job, writer), name=f"burnin-{job.key}", daemon=True)
             proc.start()
-            self._running[job.key] = _Running(job=job, proc=proc, started=time.monotonic())
+            writer.close()  # the worker holds the only write end: its death is EOF here
+            self._running[job.key] = _Running(job=job, proc=proc, conn=reader, started=time.monotonic())
 
     def events(self) -> Iterator[EngineEvent]:
         self._start_more()
-        while self._pending or any(not r.finished for r in self._running.values()):
-            try:
-                key, kind, data = self._queue.get(timeout=POLL_S)
-            except queue.Empty:
-                yield from self._supervise()
-                self._start_more()
-                continue
-            run = self._running.get(key)
-            if run is None or run.finished:
-                continue
-            if kind == "stage_start":
-                run.stage = data.get("stage")
-                timeout = data.get("timeout_s")
-                run.deadline = time.monotonic() + float(timeout) if timeout else None
-            if kind == "outcome":
-                run.finished = True
-                run.proc.join(KILL_GRACE_S)
-            yield EngineEvent(key, kind, data)
-            if kind == "outcome":
-                self._start_more()
+        while self._pending or self._active():
+            if self._should_stop():
+                raise RunCancelled("stopped on request")
+            by_conn = {r.conn: r for r in self._active()}
+            for conn in wait(list(by_conn), timeout=POLL_S):
+                run = by_conn[conn]
+                yield from self._read(run)
+            yield from self._deadlines()
+            self._start_more()
         self._reap()
 
-    def _supervise(self) -> Iterator[EngineEvent]:
+    def _read(self, run: _Running) -> Iterator[EngineEvent]:
+        key = run.job.key
+        try:
+            kind, data = run.conn.recv()
+        except (EOFError, OSError):
+            run.finished = True
+            run.proc.join(KILL_GRACE_S)
+            run.conn.close()
+            yield EngineEvent(key, "outcome", {
+                "state": "failed", "stage": run.stage,
+                "detail": f"worker process exited with code {run.proc.exitcode}",
+            })
+            return
+        if kind == "stage_start":
+            run.stage = data.get("stage")
+            timeout = data.get("timeout_s")
+            run.timeout_s = float(timeout) if timeout else None
+            run.deadline = time.monotonic() + run.timeout_s if run.timeout_s else None
+        if kind == "outcome":
+            run.finished = True
+            run.proc.join(KILL_GRACE_S)
+            run.conn.close()
+        yield EngineEvent(key, kind, data)
+
+    def _deadlines(self) -> Iterator[EngineEvent]:
         now = time.monotonic()
-        for key, run in self._running.items():
-            if run.finished:
-                continue
+        for run in self._active():
             if run.deadline is not None and now > run.deadline:
                 self._kill(run)
                 run.finished = True
-                yield EngineEvent(key, "outcome", {
+                yield EngineEvent(run.job.key, "outcome", {
                     "state": "timed_out", "stage": run.stage,
-                    "detail": f"stage {run.stage!r} ran past its {run.deadline - run.started:.0f} s watchdog",
-                })
-            elif not run.proc.is_alive():
-                # what a dead worker sent before dying may still be in the pipe: give it a moment
-                if run.dead_since is None:
-                    run.dead_since = now
-                    continue
-                if now - run.dead_since < DEAD_GRACE_S:
-                    continue
-                run.finished = True
-                yield EngineEvent(key, "outcome", {
-                    "state": "failed", "stage": run.stage,
-                    "detail": f"worker process exited with code {run.proc.exitcode}",
+                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
                 })
 
     def cancel(self, key: str) -> None:
@@ -145,7 +165,6 @@ class LocalEngine(Engine):
         if run and not run.finished:
             self._kill(run)
             run.finished = True
-            self._queue.put((key, "outcome", {"state": "cancelled"}))
 
     def _kill(self, run: _Running) -> None:
         run.proc.terminate()
@@ -153,6 +172,7 @@ class LocalEngine(Engine):
         if run.proc.is_alive():
             run.proc.kill()
             run.proc.join(KILL_GRACE_S)
+        run.conn.close()
 
     def _reap(self) -> None:
         for run in self._running.values():
@@ -165,5 +185,10 @@ class LocalEngine(Engine):
         for run in self._running.values():
             if not run.finished and run.proc.is_alive():
                 self._kill(run)
+                run.finished = True
         self._pending.clear()
         self._reap()
+
+    def unfinished(self) -> list[str]:
+        """Keys of jobs that had not reported an outcome (for marking them cancelled)."""
+        return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]

@@ -26,6 +26,7 @@ from typing import Any
 import numpy as np
 
 from drivers.api import BackendUnavailable, ComputeHandle, DeviceError, KernelTimeout, LoadReport
+from drivers.registry import register_handle
 from stress.compute.abft import ElementError, entry_max, flipped_bits
 from stress.compute.engine import MAX_EXAMPLES, BatchReport
 
@@ -389,3 +390,6 @@ class CudaCompute(ComputeHandle):
         if self._load is not None:
             self._load.close()
             self._load = None
+
+
+register_handle("cuda", "compute", CudaCompute)

@@ -10,7 +10,7 @@ from drivers.mock import faults as F
 from drivers.mock.memory import MockMemory
 
 N = 1 << 16
-Z, O = Pattern(b"\x00"), Pattern(b"\xff")
+Z, ONES = Pattern(b"\x00"), Pattern(b"\xff")
 
 
 class Clock:
@@ -45,7 +45,7 @@ def test_starts_zero_and_round_trips() -> None:
 def test_stuck_bit_reads_its_value_whatever_is_written() -> None:
     m = mem(F.StuckBit(kind="memory.stuck_bit", address=N - 1, bit=7, value=1))
     assert m.read(N - 1, 1)[0] == 0x80
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     m.write_pattern(0, N, Z)
     assert m.read(N - 1, 1)[0] == 0x80 and not m.read(0, N - 1).any()
 
@@ -65,29 +65,29 @@ def test_transition_fault_blocks_one_transition(direction: str) -> None:
 
 def test_coupling_victim_written_later_in_same_operation_is_overwritten() -> None:
     m = mem(cpl(10, 0, 20, 3, "up", "invert"))
-    m.write_pattern(0, N, O)  # ascending: aggressor 10 goes up, victim 20 then written 0xFF itself
+    m.write_pattern(0, N, ONES)  # ascending: aggressor 10 goes up, victim 20 then written 0xFF itself
     assert m.read(20, 1)[0] == 0xFF
     m.write_pattern(0, N, Z)
-    m.write_pattern(0, N, O, descending=True)  # victim written first, then flipped by 10
+    m.write_pattern(0, N, ONES, descending=True)  # victim written first, then flipped by 10
     assert m.read(20, 1)[0] == 0xF7
 
 
 def test_coupling_aggressor_above_victim() -> None:
     m = mem(cpl(N - 1, 7, 0, 0, "down", "set"))
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     m.write_pattern(0, N, Z)  # ascending: victim 0 written first, then set by N-1 going down
     assert m.read(0, 1)[0] == 1
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     m.write_pattern(0, N, Z, descending=True)  # aggressor first: victim overwritten after
     assert m.read(0, 1)[0] == 0
 
 
 def test_march_element_reads_before_writes_per_address() -> None:
     m = mem(cpl(5, 1, 9, 6, "up", "reset"))
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     m.write_pattern(0, N, Z)
     m.write(9, np.array([0xFF], np.uint8))
-    mm = m.march_element(0, 16, Z, O)  # at 5: 0->FF resets victim bit 6 before 9 is read
+    mm = m.march_element(0, 16, Z, ONES)  # at 5: 0->FF resets victim bit 6 before 9 is read
     assert mm.address.tolist() == [9] and mm.got.tolist() == [0xBF] and mm.expected.tolist() == [0]
     assert m.read(9, 1)[0] == 0xFF  # then 9 got its own new value
 
@@ -107,7 +107,7 @@ def test_address_decoder_writes_alias_too(address: int, alias: int) -> None:
     assert m.read(alias, 1)[0] == 0x5A
     m.write(alias, np.array([0x11], np.uint8))
     assert m.read(address, 1)[0] == 0x5A
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     # ascending: the later of the two writes wins at the alias
     assert m.read(alias, 1)[0] == 0xFF
     m.write_pattern(0, N, Pattern(address=True))
@@ -121,7 +121,7 @@ def test_address_decoder_writes_alias_too(address: int, alias: int) -> None:
 
 def test_retention_decays_after_its_time_without_a_write() -> None:
     m = mem(F.Retention(kind="memory.retention", address=7, bit=1, seconds=10.0))
-    m.write_pattern(0, N, O)
+    m.write_pattern(0, N, ONES)
     m._clock.sleep(9.0)
     assert m.read(7, 1)[0] == 0xFF
     m.write(7, np.array([0xFF], np.uint8))  # a write restarts the clock
@@ -165,7 +165,7 @@ def test_guard_and_range_errors() -> None:
         m.read(N - 1, 2)
     lost[0] = True
     with pytest.raises(DeviceLost):
-        m.march_element(0, N, Z, O)
+        m.march_element(0, N, Z, ONES)
 
 
 def test_mock_device_builds_memory_with_its_faults() -> None:
@@ -177,7 +177,7 @@ def test_mock_device_builds_memory_with_its_faults() -> None:
     dev = be.open(be.discover(cfg, {})[0])
     t0 = dev.clock.now()
     assert dev.memory.size == 1 << 20 and dev.memory.read(5, 1)[0] == 1
-    dev.memory.write_pattern(0, 1 << 20, O)
+    dev.memory.write_pattern(0, 1 << 20, ONES)
     assert dev.clock.now() > t0  # memory traffic takes simulated time
 
 

@@ -252,3 +252,14 @@ def test_algorithms_run_alone_on_the_memory_api() -> None:
     assert A.parse_march("down(r1,w0); any(r0)")[0].descending
     with pytest.raises(ValueError, match="march element"):
         A.parse_march("up(w0,r1)")
+
+
+def test_same_config_same_findings_and_json_ready() -> None:
+    faults = [{"kind": "memory.intermittent", "address": MID, "bit": 2, "probability": 0.1},
+              {"kind": "memory.coupling", "aggressor": 7, "aggressor_bit": 0, "victim": N - 9, "victim_bit": 3,
+               "trigger": "any", "effect": "invert"}]
+    a, b = run(HBM, faults, STANDARD, seed=3), run(HBM, faults, STANDARD, seed=3)
+    da = json.dumps([f.to_dict() for f in a.findings] + [a.to_dict()], sort_keys=True)
+    db = json.dumps([f.to_dict() for f in b.findings] + [b.to_dict()], sort_keys=True)
+    assert len(a.findings) == 2
+    assert json.loads(da)[:2] == json.loads(db)[:2]

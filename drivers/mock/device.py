@@ -239,7 +239,8 @@ class MockDevice(Device):
 
             mem_faults = [f for f in self.faults if isinstance(f, F.MEMORY_FAULTS)]
             self._memory = MockMemory(
-                self._memory_bytes, mem_faults, self.clock, self._mem_rng, guard=self.guard
+                self._memory_bytes, mem_faults, self.clock, self._mem_rng, guard=self.guard,
+                bandwidth_gbps=self.profile.memory.bandwidth,
             )
         return self._memory
 

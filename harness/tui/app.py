@@ -36,12 +36,12 @@ from harness.tui.screens import QuitScreen
 from harness.tui.state import BenchState, CardState
 
 REDRAW_S = 0.1
-SPARK_MAX = 34  # cells: one bar per sample until the history is longer than this
+SPARK_MAX = 34  # cells, until the pane has been laid out: one bar per sample up to its width
 # (key, label, width): live columns get fixed widths so the table does not jump as values change
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
-    ("slot", "slot", None), ("serial", "serial", None), ("model", "model", None), ("stage", "stage", 30),
+    ("slot", "slot", None), ("serial", "serial", None), ("verdict", "verdict", 8), ("actions", "actions", None),
     ("progress", "progress", render.BAR_WIDTH + 10), ("temp", "°C", 4), ("power", "W", 5),
-    ("verdict", "verdict", 8), ("actions", "actions", None),
+    ("stage", "stage", 26), ("model", "model", None),
 )
 
 
@@ -74,7 +74,7 @@ class BenchApp(App[int]):
     #detail { height: 1fr; border-top: solid $primary-darken-2; }
     #detail-scroll { width: 1fr; padding: 0 1; }
     #detail-scroll:focus { background: $boost; }
-    #telemetry { width: 38; padding: 0 1; border-left: solid $primary-darken-2; }
+    #telemetry { width: 30%; min-width: 26; max-width: 40; padding: 0 1; border-left: solid $primary-darken-2; }
     #telemetry Static { height: 1; }
     #telemetry Sparkline { height: 3; margin-bottom: 1; }
     #temp-spark > .sparkline--max-color { color: $error; }
@@ -104,6 +104,7 @@ class BenchApp(App[int]):
         self.selected: str | None = cards[0].key if cards else None
         self._dirty: set[str] = set()
         self._visible: list[str] = []
+        self._last_summary: Text | None = None
         self.title = f"burnin · {cfg.name}"
         self.sub_title = f"plan {plan.name} · starting"
 
@@ -177,7 +178,7 @@ class BenchApp(App[int]):
                             table.update_cell(key, col, value, update_width=col in ("actions", "serial", "model"))
                         except CellDoesNotExist:
                             pass
-        if self.selected in dirty or self.phase != "running":
+        if self.selected in dirty:
             self._redraw_detail()
         self._redraw_summary()
 
@@ -212,28 +213,31 @@ class BenchApp(App[int]):
     def _spark(self, card: CardState | None) -> None:
         temps = list(card.temps) if card else []
         powers = list(card.powers) if card else []
-        self.query_one("#temp-label", Static).update(_spark_label("temperature", "°C", temps))
+        self.query_one("#temp-label", Static).update(_spark_label("temp", "°C", temps))
         self.query_one("#power-label", Static).update(_spark_label("power", "W", powers))
+        room = self.query_one("#telemetry").content_size.width or SPARK_MAX
         for wid, values in (("#temp-spark", temps), ("#power-spark", powers)):
             spark = self.query_one(wid, Sparkline)
-            spark.styles.width = max(1, min(len(values), SPARK_MAX))
+            spark.styles.width = max(1, len(values)) if len(values) < room else "100%"
             spark.data = values
 
     def _redraw_summary(self) -> None:
         bar = self.query_one("#summary", Static)
         counts, total = self.bench.counts(), len(self.bench.cards)
-        t = render.summary_text(counts, total, self.phase == "finished")
+        t = Text("[non-pass only] ", style="bold cyan") if self.only_attention else Text()
+        t.append_text(render.summary_text(counts, total, self.phase == "finished"))
         if self.phase == "finished":
-            t.append("   run finished; results in ", style="dim")
-            t.append(str(self.db_path), style="dim")
-            t.append("   q to quit", style="bold")
+            t.append(f"   finished · results in {self.db_path} · q quits", style="dim")
         elif self.phase == "stopping":
             t.append("   stopping: closing the card workers…", style="bold yellow")
         elif self.phase == "failed":
-            t = Text(f"run failed: {self.error}   q to quit", style="bold red")
-        if self.only_attention:
-            t.append("   [filter: non-pass]", style="bold cyan")
-        bar.update(t)
+            t = Text(f"run failed: {self.error}   q quits", style="bold red")
+        if t != self._last_summary:
+            self._last_summary = t
+            bar.update(t)
+
+    def on_resize(self) -> None:
+        self.call_after_refresh(self._redraw_detail)  # the sparklines follow the pane's new width
 
     # keys -----------------------------------------------------------------------------------
     def on_data_table_row_highlighted(self, msg: DataTable.RowHighlighted) -> None:
@@ -295,7 +299,7 @@ def _spark_label(name: str, unit: str, values: list[float]) -> Text:
     if not values:
         return t + Text("no samples yet", style="dim")
     t.append(f"{values[-1]:.0f} {unit}", style="bold")
-    t.append(f"  min {min(values):.0f} max {max(values):.0f}", style="dim")
+    t.append(f"  ({min(values):.0f}–{max(values):.0f})", style="dim")
     return t
 
 

@@ -11,39 +11,23 @@ from __future__ import annotations
 
 import os
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 from textual.message import Message
 
-from harness.engine import EngineEvent, LocalEngine
+from harness.engine import EngineEvent, LocalEngine, RunCancelled
 from harness.errors import HarnessUnavailable, UsageError
 from harness.runner import CardSlot, Run, utcnow
 from harness.store import Store
 
 
-class RunCancelled(Exception):
-    """Raised inside the run's thread when the user asked to stop."""
-
-
 class StoppableEngine(LocalEngine):
-    """The local engine, plus a stop flag checked on every idle poll and every event."""
+    """The local engine with its stop hook tied to a flag the app sets."""
 
     def __init__(self, stop: threading.Event, parallel: int | None = None) -> None:
-        super().__init__(parallel=parallel)
-        self._stop = stop
-
-    def _supervise(self) -> Iterator[EngineEvent]:
-        if self._stop.is_set():
-            raise RunCancelled("stopped by the user")
-        yield from super()._supervise()
-
-    def events(self) -> Iterator[EngineEvent]:
-        for ev in super().events():
-            if self._stop.is_set():
-                raise RunCancelled("stopped by the user")
-            yield ev
+        super().__init__(parallel=parallel, should_stop=stop.is_set)
 
 
 class RunStarted(Message):

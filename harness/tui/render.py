@@ -119,20 +119,29 @@ def card_heading(card: CardState) -> Text:
 
 
 def findings_table(card: CardState) -> RenderableType:
+    """One entry per finding, worst first: severity, code, action and where; the message below.
+
+    Stacked rather than one wide row, so the message stays readable in a narrow pane.
+    """
     if not card.findings:
         return Text("no findings" + ("" if card.finished else " so far"), style="dim")
     order = {"fail": 0, "warn": 1, "info": 2}
-    table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, header_style="bold dim")
-    table.add_column("sev", no_wrap=True)
-    table.add_column("code", no_wrap=True)
-    table.add_column("action", no_wrap=True)
-    table.add_column("where", no_wrap=True, max_width=28, overflow="ellipsis")
-    table.add_column("message", ratio=1, overflow="fold")
+    table = Table(box=None, padding=(0, 1), expand=True, show_edge=False, show_header=False)
+    table.add_column("sev", no_wrap=True, width=4)
+    table.add_column("finding", ratio=1, overflow="fold")
     for f in sorted(card.findings, key=lambda f: order.get(f.get("severity", ""), 3)):
         sev = str(f.get("severity", "?"))
-        table.add_row(Text(sev.upper(), style=SEVERITY_STYLE.get(sev, "")), Text(str(f.get("code")), style="bold"),
-                      Text(str(f.get("action", "-"))), Text(_location(f.get("location"))),
-                      Text(str(f.get("message", ""))))
+        head = Text(str(f.get("code")), style="bold")
+        action = str(f.get("action", "none"))
+        if action != "none":
+            head.append(" → ", style="dim")
+            head.append(action, style="bold yellow" if sev == "fail" else "")
+        where = _location(f.get("location"))
+        if where != "-":
+            head.append(f"  {where}", style="cyan")
+        head.append(f"  ({f.get('test')})", style="dim")
+        table.add_row(Text(sev.upper(), style=SEVERITY_STYLE.get(sev, "")),
+                      Text.assemble(head, "\n", Text(str(f.get("message", "")))))
     return table
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import sqlite3
 from html import escape
 from pathlib import Path
@@ -16,12 +17,13 @@ from typing import Any
 VERDICTS = ("pass", "repair", "rma", "retest")
 SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
 EVIDENCE_INLINE_MAX = 160
+CHIP_MAX = 100
 PLOT_MIN_POINTS = 2
 # the plot: size in px, margins, and at most this many points per line (peaks kept)
-PLOT_W, PLOT_H = 760, 230
+PLOT_W, PLOT_H = 980, 250
 PLOT_L, PLOT_R, PLOT_T, PLOT_B = 50, 58, 30, 36
 PLOT_MAX_POINTS = 480
-PLOT_DIVS = 4
+PLOT_DIVS = (4, 5, 6)  # grid line counts to choose from
 TEMP_COLOR, POWER_COLOR, GRID_COLOR, INK_DIM = "#d1242f", "#0969da", "#e4e8ec", "#656d76"
 BAND_COLORS = ("#f3f6f9", "#ffffff")
 
@@ -45,8 +47,9 @@ code, .mono { font-family: ui-monospace, SFMono-Regular, Menlo, Consolas, monosp
 .tile.pass { border-left-color: var(--pass); } .tile.repair { border-left-color: var(--repair); }
 .tile.rma { border-left-color: var(--rma); } .tile.retest { border-left-color: var(--retest); }
 table { border-collapse: collapse; width: 100%; margin: 4px 0 8px; }
-th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top;
-         overflow-wrap: anywhere; }
+th, td { text-align: left; padding: 5px 8px; border-bottom: 1px solid var(--line); vertical-align: top; }
+td.nw, th { white-space: nowrap; }
+td.wrap { overflow-wrap: anywhere; }
 th { font-size: 12px; color: var(--dim); font-weight: 600; background: var(--bg); }
 td.num { text-align: right; white-space: nowrap; }
 .badge { display: inline-block; padding: 1px 9px; border-radius: 10px; color: #fff; font-size: 12px;
@@ -105,11 +108,19 @@ def _value(v: Any, key: str = "") -> str:
 
 
 def _kv(d: dict[str, Any] | None) -> str:
+    """Compact key=value chips; a long value (a list of records, say) folds away under its key."""
     if not isinstance(d, dict) or not d:
         return '<span class="note">-</span>'
-    parts = []
+    parts, folded = [], []
     for k, v in d.items():
-        parts.append(f'<span class="chip mono">{_e(k)}={_e(_value(v, k))}</span>')
+        s = _value(v, k)
+        if len(s) <= CHIP_MAX:
+            parts.append(f'<span class="chip mono">{_e(k)}={_e(s)}</span>')
+        else:
+            size = f"{len(v)} items" if isinstance(v, list | dict) else f"{len(s)} chars"
+            folded.append(f'<details><summary class="mono">{_e(k)} ({size})</summary>'
+                          f'<pre class="mono">{_e(json.dumps(v, indent=1, default=str))}</pre></details>')
+    parts += folded
     return " ".join(parts)
 
 
@@ -130,10 +141,10 @@ def _findings_table(findings: list[dict[str, Any]]) -> str:
     for f in sorted(findings, key=lambda f: SEVERITY_ORDER.get(f.get("severity", ""), 3)):
         sev = str(f.get("severity", ""))
         rows.append(
-            f'<tr class="{_e(sev)}"><td><span class="sev {_e(sev)}">{_e(sev)}</span></td>'
-            f'<td><code>{_e(f.get("code"))}</code></td><td>{_e(f.get("action"))}</td><td>{_e(f.get("test"))}</td>'
-            f'<td>{_kv(f.get("location"))}</td><td>{_e(f.get("message"))}</td>'
-            f"<td>{_evidence(f.get('evidence'))}</td></tr>"
+            f'<tr class="{_e(sev)}"><td class="nw"><span class="sev {_e(sev)}">{_e(sev)}</span></td>'
+            f'<td class="nw"><code>{_e(f.get("code"))}</code></td><td class="nw">{_e(f.get("action"))}</td>'
+            f'<td class="nw">{_e(f.get("test"))}</td><td>{_kv(f.get("location"))}</td>'
+            f'<td class="wrap">{_e(f.get("message"))}</td><td class="wrap">{_evidence(f.get("evidence"))}</td></tr>'
         )
     return ("<table><thead><tr><th>severity</th><th>code</th><th>action</th><th>test</th><th>location</th>"
             "<th>message</th><th>evidence</th></tr></thead><tbody>" + "".join(rows) + "</tbody></table>")
@@ -145,16 +156,17 @@ def _tests_table(tests: list[dict[str, Any]]) -> str:
     rows = []
     for t in tests:
         st = str(t.get("status", ""))
-        metrics = {k: v for k, v in (t.get("metrics") or {}).items() if k != "traceback"}
+        raw = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
+        metrics = {k: v for k, v in raw.items() if k != "traceback"}
         extra = ""
         if t.get("error"):
             extra = f'<div class="warnnote">{_e(t["error"])}</div>'
-        tb = (t.get("metrics") or {}).get("traceback")
+        tb = raw.get("traceback")
         if tb:
             extra += f'<details><summary>traceback</summary><pre class="mono">{_e(tb)}</pre></details>'
         rows.append(
-            f'<tr><td>{_e(t.get("name"))}</td><td><span class="st {_e(st)}">{_e(st)}</span></td>'
-            f'<td class="num">{float(t.get("duration_s") or 0):.1f} s</td><td>{extra}{_kv(metrics)}</td></tr>'
+            f'<tr><td class="nw">{_e(t.get("name"))}</td><td class="nw"><span class="st {_e(st)}">{_e(st)}</span></td>'
+            f'<td class="num">{float(t.get("duration_s") or 0):.1f} s</td><td class="wrap">{extra}{_kv(metrics)}</td></tr>'
         )
     return ("<table><thead><tr><th>test</th><th>status</th><th>duration</th><th>metrics</th></tr></thead>"
             "<tbody>" + "".join(rows) + "</tbody></table>")
@@ -171,13 +183,28 @@ def _nice_ceil(x: float) -> float:
     return 10 * mag
 
 
-def _axis(lo: float, hi: float, floor_zero: bool = False) -> tuple[float, float]:
-    """A (start, step) with PLOT_DIVS steps covering lo..hi on round numbers."""
-    start_of = (lambda st: 0.0) if floor_zero else (lambda st: math.floor(lo / st) * st)
-    step = _nice_ceil(max(hi - (0.0 if floor_zero else lo), 1e-9) / PLOT_DIVS)
-    while start_of(step) + PLOT_DIVS * step < hi - 1e-9:
+def _axis(lo: float, hi: float, divs: int, floor_zero: bool = False) -> tuple[float, float]:
+    """A (start, step) with ``divs`` steps covering lo..hi on round numbers."""
+    def start_of(st: float) -> float:
+        return 0.0 if floor_zero else math.floor(lo / st) * st
+
+    step = _nice_ceil(max(hi if floor_zero else hi - lo, 1e-9) / divs)
+    while start_of(step) + divs * step < hi - 1e-9:
         step = _nice_ceil(step * 1.001)
     return start_of(step), step
+
+
+def _axes(t_lo: float, t_hi: float, p_hi: float) -> tuple[int, tuple[float, float], tuple[float, float]]:
+    """Temperature and power axes sharing their grid lines: the division count that wastes least."""
+    best: tuple[float, int, tuple[float, float], tuple[float, float]] | None = None
+    for divs in PLOT_DIVS:
+        t = _axis(t_lo, t_hi, divs)
+        p = _axis(0.0, p_hi, divs, floor_zero=True)
+        waste = (1 - (t_hi - t_lo) / (divs * t[1])) + (1 - p_hi / (divs * p[1]))
+        if best is None or waste < best[0] - 1e-9:
+            best = (waste, divs, t, p)
+    assert best is not None
+    return best[1], best[2], best[3]
 
 
 def _fmt(v: float) -> str:
@@ -195,16 +222,19 @@ def _decimate(points: list[tuple[float, float]]) -> list[tuple[float, float]]:
     return out
 
 
+def _num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool) and math.isfinite(v)
+
+
 def _series(samples: list[dict[str, Any]], field: str, t0: float) -> list[tuple[float, float]]:
-    return [(float(s["time_s"]) - t0, float(s[field])) for s in samples
-            if isinstance(s.get(field), int | float) and not isinstance(s.get(field), bool)]
+    return [(float(s["time_s"]) - t0, float(s[field])) for s in samples if _num(s.get(field))]
 
 
 def _bands(samples: list[dict[str, Any]], t0: float) -> list[tuple[str, float, float]]:
     """Runs of consecutive samples from the same stage (first word of the tag): (label, x0, x1)."""
     out: list[tuple[str, float, float]] = []
     for s in samples:
-        label = (str(s.get("tag") or "").split() or ["?"])[0]
+        label = re.split(r"[\s.]", str(s.get("tag") or "").strip() or "?")[0]
         x = float(s["time_s"]) - t0
         if out and out[-1][0] == label:
             out[-1] = (label, out[-1][1], x)
@@ -217,26 +247,26 @@ def _bands(samples: list[dict[str, Any]], t0: float) -> list[tuple[str, float, f
 
 def telemetry_svg(samples: list[dict[str, Any]]) -> str:
     """Temperature (left axis) and power (right axis) against the device clock, as inline SVG."""
-    pts = sorted((s for s in samples if isinstance(s.get("time_s"), int | float)), key=lambda s: s["time_s"])
+    pts = sorted((s for s in samples if _num(s.get("time_s"))), key=lambda s: s["time_s"])
     if len(pts) < PLOT_MIN_POINTS:
         return ""
     t0 = float(pts[0]["time_s"])
     temps, powers = _decimate(_series(pts, "temperature_c", t0)), _decimate(_series(pts, "power_w", t0))
     if not temps and not powers:
         return ""
-    limits = [float(s["power_limit_w"]) for s in pts if isinstance(s.get("power_limit_w"), int | float)]
+    limits = [float(s["power_limit_w"]) for s in pts if _num(s.get("power_limit_w"))]
     limit = max(limits) if limits else None
     xmax = max(float(pts[-1]["time_s"]) - t0, 1e-9)
     pw, ph = PLOT_W - PLOT_L - PLOT_R, PLOT_H - PLOT_T - PLOT_B
-    t_lo, t_step = _axis(min(v for _, v in temps), max(v for _, v in temps)) if temps else (0.0, 25.0)
+    t_min, t_max = (min(v for _, v in temps), max(v for _, v in temps)) if temps else (0.0, 100.0)
     p_top = max([v for _, v in powers] + ([limit] if limit else []) + [1.0])
-    p_lo, p_step = _axis(0.0, p_top, floor_zero=True)
+    divs, (t_lo, t_step), (p_lo, p_step) = _axes(t_min, t_max, p_top)
 
     def x_of(x: float) -> float:
         return PLOT_L + x / xmax * pw
 
     def y_of(v: float, lo: float, step: float) -> float:
-        return PLOT_T + ph - (v - lo) / (step * PLOT_DIVS) * ph
+        return PLOT_T + ph - (v - lo) / (step * divs) * ph
 
     el: list[str] = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{PLOT_W}" height="{PLOT_H}" '
                      f'viewBox="0 0 {PLOT_W} {PLOT_H}" font-family="sans-serif" font-size="11" role="img" '
@@ -247,22 +277,21 @@ def telemetry_svg(samples: list[dict[str, Any]]) -> str:
                   f'fill="{BAND_COLORS[i % 2]}"/>')
         if bx1 - bx0 >= 7 * len(label) + 8:
             el.append(f'<text x="{bx0 + 4:.1f}" y="{PLOT_T + 12}" fill="{INK_DIM}">{_e(label)}</text>')
-    for i in range(PLOT_DIVS + 1):
-        y = PLOT_T + ph - i * ph / PLOT_DIVS
+    for i in range(divs + 1):
+        y = PLOT_T + ph - i * ph / divs
         el.append(f'<line x1="{PLOT_L}" y1="{y:.1f}" x2="{PLOT_L + pw}" y2="{y:.1f}" stroke="{GRID_COLOR}"/>')
         if temps:
             el.append(f'<text x="{PLOT_L - 6}" y="{y + 4:.1f}" text-anchor="end" fill="{TEMP_COLOR}">'
                       f"{_fmt(t_lo + i * t_step)}</text>")
         if powers:
             el.append(f'<text x="{PLOT_L + pw + 6}" y="{y + 4:.1f}" fill="{POWER_COLOR}">{_fmt(p_lo + i * p_step)}</text>')
-    x_step = _nice_ceil(xmax / 6)
     unit, div = ("min", 60.0) if xmax >= 600 else ("s", 1.0)
-    x = 0.0
-    while x <= xmax + 1e-9:
-        px = x_of(x)
+    x_step = _nice_ceil(xmax / div / 6)  # in display units, so ticks fall on round minutes too
+    for i in range(int(xmax / div / x_step + 1e-9) + 1):
+        px = x_of(i * x_step * div)
         el.append(f'<line x1="{px:.1f}" y1="{PLOT_T + ph}" x2="{px:.1f}" y2="{PLOT_T + ph + 4}" stroke="{INK_DIM}"/>')
-        el.append(f'<text x="{px:.1f}" y="{PLOT_T + ph + 16}" text-anchor="middle" fill="{INK_DIM}">{_fmt(x / div)}</text>')
-        x += x_step
+        el.append(f'<text x="{px:.1f}" y="{PLOT_T + ph + 16}" text-anchor="middle" fill="{INK_DIM}">'
+                  f"{_fmt(i * x_step)}</text>")
     el.append(f'<rect x="{PLOT_L}" y="{PLOT_T}" width="{pw}" height="{ph}" fill="none" stroke="#c4cbd3"/>')
     el.append(f'<text x="{PLOT_L + pw / 2:.0f}" y="{PLOT_H - 4}" text-anchor="middle" fill="{INK_DIM}">'
               f"time on the card's clock ({unit})</text>")

@@ -154,18 +154,14 @@ class Diagnoser:
         if hi - lo == 1 and lo == v:
             return False
         self.probes += 1
-        f = lambda p: self._fill_except(lo, hi, v, p)  # noqa: E731
-        f(_Z), self._set(v, 0x00), f(_O)
-        if self._r(v) != 0x00:
-            return True
-        self._set(v, 0xFF), f(_Z)
-        if self._r(v) != 0xFF:
-            return True
-        f(_O), self._set(v, 0x00), f(_Z)
-        if self._r(v) != 0x00:
-            return True
-        self._set(v, 0xFF), f(_O)
-        return self._r(v) != 0xFF
+        # (range pre-state, victim value, range write): up and down transitions, victim 0 and 1
+        for before, held, after in ((_Z, 0x00, _O), (_O, 0xFF, _Z), (_O, 0x00, _Z), (_Z, 0xFF, _O)):
+            self._fill_except(lo, hi, v, before)
+            self._set(v, held)
+            self._fill_except(lo, hi, v, after)
+            if self._r(v) != held:
+                return True
+        return False
 
     def find_aggressor(self, v: int) -> int | None:
         lo, hi = 0, self.mem.size

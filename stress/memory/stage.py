@@ -26,7 +26,7 @@ class MemoryParams(StageParams):
     algorithms: list[Algorithm] = Field(default_factory=lambda: list(QUICK), min_length=1)
     backgrounds: list[str] = Field(default_factory=lambda: list(A.BACKGROUNDS), min_length=1)  # hex
     fade_wait_s: float = Field(300.0, ge=0)  # bit-fade wait (memtest86 uses 5 min)
-    repeat_reads: int = Field(64, ge=1)  # reads per pattern in repeated_reads
+    repeat_reads: int = Field(256, ge=1)  # reads per pattern in repeated_reads
     random_patterns: int = Field(2, ge=1)  # moving-inversions passes
     seed: int = 0  # moving-inversions patterns
     walking_width: Literal[8, 16, 32, 64] = 32
@@ -78,7 +78,11 @@ class MemoryStage(Stage):
         where, action = ("stack", "rma") if hbm else ("chip", "replace_memory")
         clock = ctx.device.clock
         t0, w0 = clock.now(), time.perf_counter()
-        powerup = A.power_up_snapshot(mem, p.max_errors) if p.powerup_check else None
+        # taken once per card session, before anything writes the memory (a later memory stage
+        # in the same session, e.g. an overnight loop, reuses it)
+        if p.powerup_check and "memory_powerup" not in ctx.state:
+            ctx.state["memory_powerup"] = A.power_up_snapshot(mem, p.max_errors)
+        powerup = ctx.state.get("memory_powerup") if p.powerup_check else None
         log = ErrorLog(spec.chips, p.max_errors, p.max_errors)
         nbytes = min(mem.size, p.max_bytes or mem.size)
         todo = list(dict.fromkeys(p.algorithms))

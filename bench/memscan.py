@@ -1,0 +1,117 @@
+"""Memory-scan throughput versus the platform's plain copy bandwidth (issue 3; not a test).
+
+    .venv/bin/python bench/memscan.py [--mib 256] [--repeats 5] [--gpu [--device 0]]
+
+Host: the scan is the mock memory's pattern pass (write a pattern over the buffer, then verify
+it) and the reference is a numpy copy of the same number of bytes. GPU: the CUDA kernels of
+stress/cuda_memory.py against a device-to-device copy of the same size. Both are "bytes per
+second": tested bytes (each written once and verified once) and copied bytes. Best of
+``--repeats`` runs each, measured in the same process on the same buffer size.
+Goal: ratio >= 0.5 on the host, >= 0.8 on a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from drivers.api import MemoryHandle, Pattern  # noqa: E402
+
+MIB = 1 << 20
+
+
+class _Clock:
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, s: float) -> None:
+        self.t += s
+
+
+def scan_pass(mem: MemoryHandle, nbytes: int, p: Pattern, sync: callable = lambda: None) -> float:  # type: ignore[valid-type]
+    """Seconds for one write-and-verify pass of ``p`` over ``nbytes``."""
+    sync()
+    t0 = time.perf_counter()
+    mem.write_pattern(0, nbytes, p)
+    mm = mem.march_element(0, nbytes, p, None)
+    sync()
+    dt = time.perf_counter() - t0
+    if mm.total:
+        raise SystemExit(f"memscan: {mm.total} mismatches on a healthy buffer")
+    return dt
+
+
+def march_pass(mem: MemoryHandle, nbytes: int, p: Pattern, q: Pattern, sync: callable = lambda: None) -> float:  # type: ignore[valid-type]
+    """Seconds for one March element ``up(r p, w q)``: every byte verified and rewritten."""
+    sync()
+    t0 = time.perf_counter()
+    mm = mem.march_element(0, nbytes, p, q)
+    sync()
+    if mm.total:
+        raise SystemExit(f"memscan: {mm.total} mismatches on a healthy buffer")
+    return time.perf_counter() - t0
+
+
+def host(nbytes: int, repeats: int) -> tuple[float, float, float]:
+    from drivers.mock.memory import MockMemory
+
+    mem = MockMemory(nbytes, [], _Clock(), np.random.default_rng(0))
+    pats = [Pattern(b"\x55"), Pattern(b"\xaa")]
+    src = np.full(nbytes, 0x5A, np.uint8)
+    dst = np.empty_like(src)
+    scan = march = copy = float("inf")
+    for i in range(repeats):  # interleaved, so a busy neighbour slows all three alike
+        scan = min(scan, scan_pass(mem, nbytes, pats[i % 2]))
+        march = min(march, march_pass(mem, nbytes, pats[i % 2], pats[(i + 1) % 2]))
+        t0 = time.perf_counter()
+        np.copyto(dst, src)
+        copy = min(copy, time.perf_counter() - t0)
+    return nbytes / scan, nbytes / march, nbytes / copy
+
+
+def gpu(nbytes: int, repeats: int, device: int) -> tuple[float, float, float]:
+    from stress.cuda_memory import CudaMemory
+
+    mem = CudaMemory(device, max_bytes=2 * nbytes)  # the second half is the copy's destination
+    pats = [Pattern(b"\x55"), Pattern(b"\xaa")]
+    scan_pass(mem, nbytes, pats[0], mem.synchronize)  # compile and warm up
+    scan = min(scan_pass(mem, nbytes, pats[i % 2], mem.synchronize) for i in range(repeats))
+    march = min(march_pass(mem, nbytes, pats[i % 2], pats[(i + 1) % 2], mem.synchronize) for i in range(repeats))
+    copy = mem.copy_bandwidth(2 * nbytes, repeats)
+    mem.close()
+    return nbytes / scan, nbytes / march, copy
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--mib", type=int, default=256, help="buffer size in MiB (default 256)")
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--gpu", action="store_true", help="measure the CUDA kernels instead of the host")
+    ap.add_argument("--device", type=int, default=0)
+    a = ap.parse_args()
+    nbytes = a.mib * MIB
+    if a.gpu:
+        scan, march, copy = gpu(nbytes, a.repeats, a.device)
+        where, goal = f"GPU {a.device}", 0.8
+    else:
+        scan, march, copy = host(nbytes, a.repeats)
+        where, goal = "host", 0.5
+    ratio = scan / copy
+    print(f"memscan on {where}, buffer {a.mib} MiB, best of {a.repeats}")
+    print(f"  scan (write + verify one pattern): {scan / 1e9:8.2f} GB/s tested")
+    print(f"  plain copy:                        {copy / 1e9:8.2f} GB/s copied")
+    print(f"  ratio: {ratio:.2f} (goal >= {goal}) {'ok' if ratio >= goal else 'BELOW GOAL'}")
+    print(f"  March element up(r p,w ~p):        {march / 1e9:8.2f} GB/s tested, ratio {march / copy:.2f}")
+
+
+if __name__ == "__main__":
+    main()

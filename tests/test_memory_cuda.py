@@ -1,0 +1,89 @@
+"""The CUDA path of the memory scan (skipped cleanly without CuPy or a GPU)."""
+
+from __future__ import annotations
+
+import importlib
+
+import numpy as np
+import pytest
+
+from drivers.api import Pattern
+
+
+def test_module_imports_without_cupy() -> None:
+    mod = importlib.import_module("stress.cuda_memory")
+    assert "cupy" not in mod.__dict__ and hasattr(mod, "CudaMemory")
+
+
+def _gpu_memory(mib: int = 64):  # noqa: ANN202 - CudaMemory only exists with cupy
+    cp = pytest.importorskip("cupy")
+    try:
+        if cp.cuda.runtime.getDeviceCount() < 1:
+            pytest.skip("no CUDA device")
+    except cp.cuda.runtime.CUDARuntimeError:
+        pytest.skip("no CUDA driver")
+    from stress.cuda_memory import CudaMemory
+
+    return CudaMemory(0, max_bytes=mib << 20, chunk_bytes=16 << 20)  # several chunks
+
+
+@pytest.mark.gpu
+def test_kernels_match_the_model() -> None:
+    m = _gpu_memory()
+    n = m.size
+    assert n == 64 << 20
+    for p in (Pattern(b"\x55"), Pattern(address=True), Pattern(b"\x01\x02\x03\x04", invert=True)):
+        m.write_pattern(0, n, p)
+        assert np.array_equal(m.read(n - 4096, 4096), p.expand(n - 4096, 4096))
+        assert m.march_element(0, n, p, None).total == 0
+    p, q = Pattern(b"\x0f"), Pattern(b"\x0f", invert=True)
+    m.write_pattern(0, n, p)
+    bad = [0, 5, (16 << 20) - 1, 16 << 20, n - 1]  # chunk edges, first and last byte
+    for a in bad:
+        m.write(a, np.array([0x0f ^ 0x21], np.uint8))
+    mm = m.march_element(0, n, p, q, descending=True, chips=5)
+    assert mm.address.tolist() == bad and mm.total == len(bad)
+    assert mm.bit_counts.tolist() == [len(bad), 0, 0, 0, 0, len(bad), 0, 0]
+    assert mm.chip_counts.sum() == len(bad) and mm.chip_counts[0] == 3
+    assert m.march_element(3, n - 9, q, p).total == 0  # an unaligned range: edges masked
+    assert m.march_element(0, n, p, None).address.tolist() == [0, 1, 2] + list(range(n - 6, n))
+    m.write_pattern(0, n, p)
+    for a in bad:
+        m.write(a, np.array([0x0f ^ 0x80], np.uint8))
+    rep = m.verify_repeat(0, n, p, 4)
+    assert rep.address.tolist() == bad and rep.hits.tolist() == [4] * len(bad) and rep.total == 4 * len(bad)
+    m.close()
+
+
+@pytest.mark.gpu
+def test_memory_stage_runs_on_the_gpu() -> None:
+    from drivers.api import Device, WallClock
+    from drivers.profiles import load_profile
+    from stress.base import StageContext, get_stage
+
+    mem = _gpu_memory(256)
+
+    class Gpu(Device):
+        backend = "test"
+        clock = WallClock()
+        memory = mem  # type: ignore[assignment]
+
+        def identity(self):  # noqa: ANN202
+            raise NotImplementedError
+
+        def telemetry(self):  # noqa: ANN202
+            raise NotImplementedError
+
+        def counters(self):  # noqa: ANN202
+            raise NotImplementedError
+
+        def events(self):  # noqa: ANN202
+            return []
+
+    stage = get_stage("memory")
+    params = stage.Params(algorithms=["march_c-", "address", "repeated_reads", "bandwidth"], repeat_reads=8,
+                          bandwidth_s=1.0, powerup_check=False)
+    res = stage().run(StageContext(device=Gpu(), profile=load_profile("h100-sxm5-80gb"), params=params, serial="gpu"))
+    assert res.status == "pass" and res.findings == []
+    assert res.metrics["bytes_tested"] == 256 << 20 and res.metrics["gbps"] > 50
+    mem.close()

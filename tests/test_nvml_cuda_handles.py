@@ -1,0 +1,41 @@
+"""NVIDIA cards get device memory, compute and transfer handles from the CUDA path when CuPy is
+installed, and none (stages skipped, not errors) when it is not."""
+
+from __future__ import annotations
+
+import sys
+
+import pytest
+
+from drivers import registry
+from tests.test_nvml_backend import open_first, snap
+
+
+def test_without_cupy_the_handles_are_absent(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "cupy", None)
+    for kind in ("memory", "compute", "transfer"):
+        monkeypatch.delitem(registry._HANDLES, ("cuda", kind), raising=False)
+    _fake, dev = open_first(monkeypatch, snap("h100-sxm5-synthetic.json"))
+    assert dev.memory is None and dev.compute is None and dev.transfer is None
+
+
+def test_registered_cuda_handles_are_used_per_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[str, int]] = []
+
+    class Handle:
+        def __init__(self, kind: str, index: int) -> None:
+            built.append((kind, index))
+            self.closed = False
+
+        def close(self) -> None:
+            self.closed = True
+
+    for kind in ("memory", "compute", "transfer"):
+        monkeypatch.setitem(registry._HANDLES, ("cuda", kind), lambda i, k=kind: Handle(k, i))
+    _fake, dev = open_first(monkeypatch, snap("h100-sxm5-synthetic.json"))
+    mem = dev.memory
+    assert dev.memory is mem  # built once per session
+    assert dev.compute is not None and dev.transfer is not None
+    assert sorted(built) == [("compute", 0), ("memory", 0), ("transfer", 0)]
+    dev.close()
+    assert mem.closed
