@@ -32,12 +32,17 @@ class CardVerdict:
     notes: list[str] = field(default_factory=list)
 
 
+# Location keys that tell two faults of one kind apart (two bad cells, two dead fans). A card has
+# one PCIe link, so how stages label it ("pcie", "gen3x8") does not make two findings.
+DISTINGUISHING_KEYS = ("address", "bit", "chip", "stack", "fan", "lane", "dtype", "row", "col")
+
+
 def _loc_key(f: Finding) -> str:
-    return json.dumps(f.location, sort_keys=True, default=str)
+    return json.dumps({k: f.location[k] for k in DISTINGUISHING_KEYS if k in f.location}, sort_keys=True, default=str)
 
 
 def dedupe(findings: list[Finding]) -> list[Finding]:
-    """One finding per (code, location): the most severe, first seen among equals."""
+    """One finding per (code, distinguishing location): the most severe, first seen among equals."""
     best: dict[tuple[str, str], Finding] = {}
     order: list[tuple[str, str]] = []
     for f in findings:
