@@ -55,9 +55,15 @@ def main() -> None:
 def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
         html_path: str | None, db: str | None, quiet: bool) -> None:
     """Run the plan on every device CONFIG names; verdict table on stdout."""
+    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path)
+
+
+def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, resume_id: str | None,
+                    json_path: str | None, junit_path: str | None, html_path: str | None) -> None:
+    """Run (or resume) a plan, write the reports, print the verdict table, exit as the contract says."""
     try:
         cfg, pl = _load(config, plan)
-        doc = _execute(cfg, pl, db, quiet)
+        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
@@ -207,20 +213,7 @@ def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
     if run_row is None:
         _fail(UsageError(f"{db}: no run {run_id!r}"))
         return
-    try:
-        cfg, pl = _load(run_row["config_path"], run_row["plan_path"])
-        doc = _execute(cfg, pl, db, quiet, resume_id=run_id)
-    except (UsageError, HarnessUnavailable) as e:
-        _fail(e)
-        return
-    except Interrupted as e:
-        click.echo(f"burnin: {e}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
-    _write_outputs(doc, json_path, None, None, db, cfg)
-    from harness.views.table import print_verdicts
-
-    print_verdicts(doc)
-    sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], db, quiet, run_id, json_path, None, None)
 
 
 if __name__ == "__main__":

@@ -130,3 +130,27 @@ def test_resume_runs_only_unfinished_cards(write_rack, burnin):
     assert db.execute("SELECT COUNT(*) FROM tests WHERE key='local/1'").fetchone()[0] >= 1
     code, _, err = burnin("resume", "nope", "--db", "r.db")
     assert code == 2 and "nope" in err
+
+
+def test_mock_card_without_serial_or_slot_gets_stable_ones(write_rack, burnin):
+    rack = write_rack([{"backend": "mock", "profile": "ascend-910b"}, {"backend": "mock", "profile": "ascend-910b"}])
+    code, out, err = burnin("devices", str(rack), "--json")
+    assert code == 0, err
+    serials = [d["serial"] for d in json.loads(out)["devices"]]
+    assert serials == ["SIM-local-00", "SIM-local-01"]
+
+
+def test_junit_report(write_rack, burnin):
+    import xml.etree.ElementTree as ET
+
+    rack = write_rack([mock_card("J0", 0), mock_card("J1", 1, faults=[{"kind": "ecc.row_remap_failure"}])])
+    code, _, _ = burnin("run", str(rack), "--junit", "r.xml")
+    assert code == 1
+    root = ET.parse("r.xml").getroot()
+    suites = root.findall("testsuite")
+    assert len(suites) == 2
+    bad = next(s for s in suites if "J1" in s.get("name"))
+    assert int(bad.get("failures")) >= 1
+    assert any(f.get("message") == "ecc.row_remap_failure" for f in bad.iter("failure"))
+    good = next(s for s in suites if "J0" in s.get("name"))
+    assert good.get("failures") == "0" and good.get("errors") == "0"

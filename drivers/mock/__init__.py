@@ -13,7 +13,7 @@ from drivers.registry import Backend, BackendConfig, register_backend
 
 class MockConfig(BackendConfig):
     profile: str
-    serial: str
+    serial: str | None = None  # default: derived from host and slot, so it is stable across runs
     slot: int | None = None
     memory_mib: int = Field(default=64, ge=1, le=65536)
     seed: int | None = None
@@ -27,11 +27,13 @@ class MockBackend(Backend):
 
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
         assert isinstance(cfg, MockConfig)
+        slot = cfg.slot if cfg.slot is not None else context.get("index", 0)
+        host = context.get("host", "local")
         return [
             {
                 "backend": "mock",
-                "slot": cfg.slot if cfg.slot is not None else context.get("index", 0),
-                "serial": cfg.serial,
+                "slot": slot,
+                "serial": cfg.serial or f"SIM-{host}-{slot:02d}",
                 "profile": cfg.profile,
                 "memory_mib": cfg.memory_mib,
                 "seed": cfg.seed,
