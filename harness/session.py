@@ -21,7 +21,8 @@ from stress.base import StageContext, get_stage
 
 Emit = Callable[[str, dict[str, Any]], None]
 POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain
-POWER_CYCLE_SETTLE_S = 30.0  # time for the card to train its link and enumerate again
+POWER_CYCLE_SETTLE_S = 5.0  # time for the card to train its link and enumerate again
+REPROBE_OBSERVE_S = 60.0  # the re-probe watches the card this long
 
 
 @dataclass
@@ -85,35 +86,52 @@ def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
     return out
 
 
-def _power_cycle_and_reprobe(ctx: StageContext, err: DeviceLost, emit: Emit) -> Finding | None:
+def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
+                             reopen: Callable[[], Device]) -> None:
     """After bus.lost: power-cycle the slot through the relay once and re-probe the card.
 
-    Returns what the re-probe says (None if no relay is configured): the card came back and
-    answered (the bus.lost stands, reseat), or it fell off again in this slot.
+    The re-probe is the health stage with its observation window: a card that comes back and
+    stays up keeps ``reseat``; one that does not come back, or comes back and falls off again in
+    the same slot, says so in the finding's evidence, which the verdict engine escalates when
+    the slot is known to be good. Nothing is retried beyond this one cycle.
     """
     bench = ctx.instruments.get("bench")
     if bench is None or not getattr(bench, "power_cycle_enabled", False):
-        return None
+        return
     dev = ctx.device
+    emit("progress", {"fraction": 0.0, "message": "card lost: power-cycling its slot"})
     try:
         bench.power_cycle(bench.relay_channel, off_s=POWER_CYCLE_OFF_S, sleep=dev.clock.sleep)
         dev.clock.sleep(POWER_CYCLE_SETTLE_S)
-    except Exception as e:  # noqa: BLE001 - the relay itself failed: say so, keep the finding
-        return Finding(code="instrument.error", severity="warn", action="none", test="session",
-                       message=f"slot power-cycle failed: {e}", evidence={"error": str(e)})
+    except Exception as e:  # noqa: BLE001 - the relay failed: keep the finding as it is
+        lost.evidence = {**lost.evidence, "power_cycled": False, "power_cycle_error": str(e)}
+        return
+    came_back = stayed = False
     try:
+        if not hasattr(dev, "slot_power"):  # a real card re-enumerates: open it afresh
+            ctx.device = dev = reopen()
         dev.identity()
-        dev.counters()
-        back = True
+        came_back = True
+        from stress.health import HealthStage
+
+        saved = ctx.params
+        ctx.params = HealthStage.Params(observe_s=REPROBE_OBSERVE_S)
+        try:
+            HealthStage().run(ctx)
+        finally:
+            ctx.params = saved
+        stayed = True
     except DeviceLost:
-        back = False
-    emit("progress", {"fraction": 1.0, "message": "power-cycled slot: card " + ("back" if back else "still lost")})
-    return Finding(
-        code="bus.lost", severity="fail", action="reseat", test="session",
-        message=("slot power-cycled: the card came back, but it had fallen off the bus: reseat and retest"
-                 if back else "slot power-cycled: the card fell off the bus again in the same slot"),
-        evidence={"xid": 79, "power_cycled": True, "lost_again": not back, "error": str(err)},
-    )
+        pass
+    lost.evidence = {**lost.evidence, "power_cycled": True, "came_back": came_back,
+                     "lost_again": not stayed}
+    if not came_back:
+        lost.message += "; it did not come back after a slot power-cycle"
+    elif not stayed:
+        lost.message += "; it came back after a slot power-cycle and fell off the bus again in the same slot"
+    else:
+        lost.message += "; it came back after a slot power-cycle and stayed up: reseat and retest"
+    emit("progress", {"fraction": 1.0, "message": "re-probed after power-cycle"})
 
 
 def run_card_session(job: CardJob, emit: Emit) -> str:
@@ -158,9 +176,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = _lost_result(name, e)
                 res.duration_s = _safe_now(dev) - t0
                 outcome = "lost"
-                reprobe = _power_cycle_and_reprobe(ctx, e, emit)
-                if reprobe is not None:
-                    res.findings.append(reprobe)
+                _power_cycle_and_reprobe(ctx, res.findings[0], emit, lambda: backend.open(job.locator))
             except KernelTimeout as e:
                 res = TestResult(name=name, status="fail", findings=[hang_finding(name, e)], error=str(e))
                 res.duration_s = _safe_now(dev) - t0
@@ -176,7 +192,9 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                     emit("test", {**skipped.to_dict_full(), "index": later})
                 break
     finally:
-        _teardown(dev, instruments)
+        _teardown(ctx.device, instruments)
+        if ctx.device is not dev:
+            _teardown(dev, {})
     return outcome
 
 

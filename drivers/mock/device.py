@@ -288,12 +288,13 @@ class MockDevice(Device):
         return round(self.physics.outlet_c(), 1)
 
     def slot_power(self, on: bool) -> None:
-        """Cut or restore slot power. A card that fell off the bus comes back only if the
-        fault was transient; injected bus.fall_off faults persist (the card falls off again)."""
+        """Cut or restore slot power. Power-on resets the card: it answers again, and an
+        injected bus.fall_off fault strikes again ``at_s`` seconds after this power-on."""
         self._slot_powered = on
         if on and self._lost:
             self._lost = False
-            self._fall_off_at = math.inf if not self._has(F.BusFallOff) else self.physics.t
+            at = min((f.at_s for f in self.faults if isinstance(f, F.BusFallOff)), default=math.inf)
+            self._fall_off_at = self.physics.t + at
 
     def slot_powered(self) -> bool:
         return self._slot_powered
