@@ -104,6 +104,8 @@ class CardPhysics:
             elif isinstance(f, F.FanTachFault):
                 self.fan_states[idx].tach_fault = True
         self._default_rpm = p.cooling.rpm_at(default, chassis=self.chassis)
+        self._airflow_key: tuple[float, ...] | None = None
+        self._airflow = 1.0
         self.power_w = self._power(0.0, 1.0)
         self.temperature = self.inlet + self.power_w * self.theta_eff()
 
@@ -128,7 +130,16 @@ class CardPhysics:
         return 0.0 if self.fan_states[i].tach_fault else self.fan_noisy_rpm(i)
 
     def airflow(self) -> float:
-        """Airflow relative to the default duty of a healthy fan (1.0 = the band's conditions)."""
+        """Airflow relative to the default duty of a healthy fan (1.0 = the band's conditions).
+
+        Cached on the commanded duties: it is asked at every physics step, and only a duty
+        change (or nothing: faults are fixed at open) can move it."""
+        key = tuple(fs.duty_pct for fs in self.fan_states)
+        if key != self._airflow_key:
+            self._airflow_key, self._airflow = key, self._compute_airflow()
+        return self._airflow
+
+    def _compute_airflow(self) -> float:
         if not self.fan_states or self._default_rpm <= 0:
             return 1.0
         rpms = [self.fan_true_rpm(i) for i in range(len(self.fan_states))]
