@@ -20,7 +20,8 @@ from stress.base import Stage, StageContext, StageParams, register_stage
 
 XID_CATALOGUE = Path(__file__).resolve().parent.parent / "fixtures" / "xid_catalogue.toml"
 POWER_LIMIT_TOLERANCE_W = 1.0
-IDLE_UTILIZATION_PCT = 5.0  # below this the card may be in a link power-saving state  # an enforced limit this close to the profile's TDP is not a cap
+IDLE_UTILIZATION_PCT = 5.0
+FAN_SHOULD_TURN_PCT = 20.0  # at or above this duty a healthy fan turns (below it some fans stop)  # below this the card may be in a link power-saving state  # an enforced limit this close to the profile's TDP is not a cap
 
 
 class HealthParams(StageParams):
@@ -164,6 +165,19 @@ def thermal_findings(t: Telemetry, ctx: StageContext) -> list[Finding]:
     return []
 
 
+def fan_findings(t: Telemetry) -> list[Finding]:
+    """A card fan that reads 0 RPM while commanded to turn: stalled, or its tach is broken."""
+    out: list[Finding] = []
+    for i, rpm in enumerate(t.fans_rpm):
+        duty = t.fans_duty_pct[i] if i < len(t.fans_duty_pct) else None
+        if rpm == 0 and (duty is None or duty >= FAN_SHOULD_TURN_PCT):
+            at = f" at {duty:.0f}% duty" if duty is not None else ""
+            out.append(_f("fan.zero_rpm", "warn", "none",
+                          f"fan {i} reads 0 RPM{at}: stalled, or a tach fault; the fan stage tells which",
+                          location={"fan": i}, evidence={"rpm": rpm, "duty_pct": duty}))
+    return out
+
+
 def event_findings(events: list[DeviceEvent]) -> list[Finding]:
     out: list[Finding] = []
     for ev in events:
@@ -219,6 +233,7 @@ class HealthStage(Stage):
         findings += rate_findings(before, counters, minutes, ctx)
         findings += power_limit_findings(telemetry, ctx)
         findings += thermal_findings(telemetry, ctx)
+        findings += fan_findings(telemetry)
         ctx.drain_events()
         findings += event_findings(ctx.state.get("events", []))
         metrics: dict[str, Any] = {
