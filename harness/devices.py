@@ -5,11 +5,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from drivers.api import Device, DeviceLost
+from drivers.api import Device, DeviceError, DeviceLost
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
 from harness.runner import CardSlot
-from harness.session import bus_lost_finding
+from harness.session import bus_lost_finding, device_error_finding
 from harness.verdict import dedupe
 from stress.base import StageContext
 from stress.health import HealthStage
@@ -50,6 +50,8 @@ def describe(card: CardSlot) -> dict[str, Any]:
         entry["findings"] = [f.to_dict() for f in dedupe(HealthStage().run(ctx).findings)]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
+    except DeviceError as e:
+        entry["findings"].append(device_error_finding("devices", e).to_dict())
     finally:
         if dev is not None:
             try:

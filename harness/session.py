@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.api import Device, DeviceLost, KernelTimeout
+from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
 from harness.model import Finding, TestResult
@@ -40,6 +40,23 @@ def bus_lost_finding(test: str, err: BaseException) -> Finding:
         code="bus.lost", severity="fail", action="reseat", test=test,
         message=f"the card stopped answering during {test}: {err}",
         evidence={"xid": 79, "error": str(err)},
+    )
+
+
+def device_error_finding(test: str, err: BaseException) -> Finding:
+    """The device answered something the harness could not use: the card is not proven healthy."""
+    return Finding(
+        code="harness.device_error", severity="fail", action="reset_and_retest", test=test,
+        message=f"{test} could not read the card: {err}", evidence={"error": str(err)},
+    )
+
+
+def stage_error_finding(test: str, err: BaseException) -> Finding:
+    """A stage could not complete (a harness bug or an unexpected device state): retest."""
+    return Finding(
+        code="harness.stage_error", severity="fail", action="reset_and_retest", test=test,
+        message=f"the {test} stage could not complete: {type(err).__name__}: {err}",
+        evidence={"error": f"{type(err).__name__}: {err}"},
     )
 
 
@@ -143,6 +160,10 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
     except DeviceLost as e:
         emit("test", _lost_result("discover", e).to_dict_full())
         return "lost"
+    except DeviceError as e:
+        emit("test", TestResult(name="discover", status="error", error=str(e),
+                                findings=[device_error_finding("discover", e)]).to_dict_full())
+        return "done"
     emit("identity", ident)
     try:
         profile = load_profile(ident.get("profile") or job.locator.get("profile", ""))
@@ -181,8 +202,11 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = TestResult(name=name, status="fail", findings=[hang_finding(name, e)], error=str(e))
                 res.duration_s = _safe_now(dev) - t0
                 outcome = "hung"
+            except DeviceError as e:
+                res = TestResult(name=name, status="error", error=str(e), findings=[device_error_finding(name, e)])
             except Exception as e:  # noqa: BLE001 - a stage bug costs that test, not the card
-                res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}")
+                res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}",
+                                 findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
             ctx.prior.append(res)
             emit("test", {**res.to_dict_full(), "index": index})

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.model import Finding, actions_of, verdict_of
+from harness.model import BENCH_ACTIONS, RETEST_ACTIONS, Finding, actions_of, verdict_of
 
 SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
 
@@ -41,6 +41,12 @@ def _loc_key(f: Finding) -> str:
     return json.dumps({k: f.location[k] for k in DISTINGUISHING_KEYS if k in f.location}, sort_keys=True, default=str)
 
 
+def _rank(f: Finding) -> tuple[int, int]:
+    """Severity first; among equals, the action that says more (a bench repair beats a retest)."""
+    act = 3 if f.action == "rma" else 2 if f.action in BENCH_ACTIONS else 1 if f.action in RETEST_ACTIONS else 0
+    return SEVERITY_RANK[f.severity], act
+
+
 def dedupe(findings: list[Finding]) -> list[Finding]:
     """One finding per (code, distinguishing location): the most severe, first seen among equals."""
     best: dict[tuple[str, str], Finding] = {}
@@ -50,7 +56,7 @@ def dedupe(findings: list[Finding]) -> list[Finding]:
         if k not in best:
             best[k] = f
             order.append(k)
-        elif SEVERITY_RANK[f.severity] > SEVERITY_RANK[best[k].severity]:
+        elif _rank(f) > _rank(best[k]):
             best[k] = f
     return [best[k] for k in order]
 

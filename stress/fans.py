@@ -108,6 +108,10 @@ class FanSet:
     def true(self, fan: int) -> float | None: ...
     def restore(self) -> None: ...
 
+    def fixed_duty(self) -> float | None:
+        """The duty the fans run at when they cannot be commanded (None: they can)."""
+        return None
+
 
 class CardFans(FanSet):
     kind, chassis = "card", False
@@ -169,6 +173,48 @@ class ChassisFans(FanSet):
             if self.bench.raw is None:
                 break
             self.bench.call(f"restore chassis fan {ch} duty", self.bench.raw.set_fan_duty, ch, d, force=True)
+
+
+class HostChassisFans(FanSet):
+    """A passive card's chassis fans with no bench controller: the chassis runs them at its fixed
+    default duty and the host still reads their own tach wires (as a BMC reports them), so they
+    can be judged at that one duty but not swept, and a 0 RPM reading cannot be told apart from
+    a dead tach wire by an airflow probe."""
+
+    kind, chassis = "chassis", True
+
+    def __init__(self, dev: Any, n: int, bench: BenchLink, default_duty: float) -> None:
+        self.dev, self.n, self.bench, self.default_duty = dev, n, bench, default_duty
+
+    @classmethod
+    def of(cls, dev: Device, prof: Profile, bench: BenchLink) -> HostChassisFans | None:
+        count, rpm = getattr(dev, "chassis_fans", None), getattr(dev, "chassis_rpm", None)
+        if not callable(count) or not callable(rpm):
+            return None  # a real host without a bench: nothing reads the chassis fans
+        n = min(int(count()), prof.cooling.chassis_fans)
+        return cls(dev, n, bench, prof.cooling.chassis_default_duty) if n > 0 else None
+
+    def count(self) -> int:
+        return self.n
+
+    def set_all(self, duty: float) -> None:
+        pass  # nothing to command them with
+
+    def set_one(self, fan: int, duty: float) -> None:
+        pass
+
+    def reported(self) -> list[float | None]:
+        return [float(self.dev.chassis_rpm(ch)) for ch in range(self.n)]
+
+    def true(self, fan: int) -> float | None:
+        return None
+
+    def restore(self) -> None:
+        pass
+
+    def fixed_duty(self) -> float | None:
+        duty = getattr(self.dev, "chassis_duty", None)
+        return float(duty(0)) if callable(duty) else self.default_duty
 
 
 @contextmanager
@@ -260,6 +306,8 @@ class FanStage(Stage):
         elif prof.cooling.kind == "passive" and bench.ok and min(bench.chassis_count(), prof.cooling.chassis_fans) > 0:
             n = min(bench.chassis_count(), prof.cooling.chassis_fans)
             fanset = ChassisFans(bench, n, prof.cooling.chassis_default_duty)
+        elif prof.cooling.kind == "passive" and (host := HostChassisFans.of(dev, prof, bench)) is not None:
+            fanset = host
         else:
             why = "no card fans and no bench fan controller" if prof.cooling.kind == "passive" else "fans not controllable"
             return TestResult("fans", "skipped", metrics={"reason": why}, findings=bench.findings)
@@ -278,7 +326,7 @@ class FanStage(Stage):
                     findings.append(f)
         findings.extend(bench.findings)
         ctx.state["fan_findings"] = [f for f in findings if f.code.startswith("fan.")]
-        ctx.state["fans_checked"] = bench.ok or not fanset.chassis
+        ctx.state["fans_checked"] = bench.ok or not fanset.chassis or isinstance(fanset, HostChassisFans)
         return TestResult("fans", test_status(findings), duration_s=dev.clock.now() - t0,
                           metrics=metrics, findings=findings)
 
@@ -287,7 +335,8 @@ class FanStage(Stage):
         n = fanset.count()
         verdicts = [FanVerdict(i) for i in range(n)]
         curve = [p.duty for p in (prof.cooling.chassis_fan_curve if fanset.chassis else prof.cooling.fan_curve)]
-        steps = [d for d in prm.duty_steps if min(curve) <= d <= max(curve)]  # the curve says nothing outside
+        fixed = fanset.fixed_duty()
+        steps = [fixed] if fixed is not None else [d for d in prm.duty_steps if min(curve) <= d <= max(curve)]
         if not steps:
             raise ValueError(f"fans: duty_steps {prm.duty_steps} all lie outside the profile's fan curve"
                              f" ({min(curve):g}-{max(curve):g} %)")
@@ -331,6 +380,10 @@ class FanStage(Stage):
             return None
         if all(st == "zero" for st in states):
             s = rep[-1][0]
+            if fanset.fixed_duty() is not None:
+                return _finding("fan.stalled", v.fan, kind,
+                                f"reads {s.reported or 0:.0f} RPM (no bench controller to command it: a dead"
+                                " tach wire would read the same)", s, prof, {"bench": False})
             probe = self._airflow_probe(ctx, fanset, v.fan, prm)
             metrics.setdefault("airflow_probe", {})[v.fan] = probe
             if probe.get("moves_air"):

@@ -32,7 +32,8 @@ class PcieParams(StageParams):
 
 
 def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: float) -> Finding | None:
-    """Same severity rule as the health stage: below the profile floor is a fail, else a warn."""
+    """verdict-rules.md: any gen or width below the card's max under load is a ``reseat`` fail
+    (DCGM only fails below its floor; the floor is kept in the evidence)."""
     p = ctx.profile.pcie
     gen, width = link.gen, link.width
     if gen is None or width is None or (gen >= p.gen and width >= p.width):
@@ -40,7 +41,7 @@ def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: fl
     below_floor = gen < p.floor_gen or width < p.floor_width
     return Finding(
         code="pcie.link_degraded",
-        severity="fail" if below_floor else "warn",
+        severity="fail",
         action="reseat",
         test="pcie",
         message=(
@@ -49,7 +50,7 @@ def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: fl
         ),
         location={"link": f"gen{gen}x{width}"},
         evidence={"gen": gen, "width": width, "max_gen": p.gen, "max_width": p.width,
-                  "worst_gbps": round(worst, 2), "max_link_gbps": round(max_gbps, 2)},
+                  "worst_gbps": round(worst, 2), "max_link_gbps": round(max_gbps, 2), "below_floor": below_floor},
     )
 
 

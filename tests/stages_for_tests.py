@@ -58,3 +58,12 @@ class BlockStage(Stage):
         while os.path.exists(ctx.params.while_file) and time.monotonic() < deadline:
             time.sleep(0.05)
         return TestResult(name=self.name, status="pass")
+
+
+class RaiseStage(Stage):
+    """A stage with a bug: raises on every card."""
+
+    name = "raise"
+
+    def run(self, ctx: StageContext) -> TestResult:
+        raise ZeroDivisionError("oops")

@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 from pydantic import ValidationError
 
-from drivers.api import THROTTLE_SW_THERMAL, BackendUnavailable, DeviceError, DeviceLost
+from drivers.api import THROTTLE_SW_THERMAL, BackendUnavailable, DeviceError, DeviceLost, ErrorCounters
 from drivers.ascend import AscendBackend, AscendConfig, AscendDevice, resolve_npu_smi
 from drivers.ascend.codes import classify_health_code, load_catalogue, lookup, worst_level
+from drivers.ascend.parse import ParseError
 from drivers.registry import get_backend
 from harness.model import ACTIONS, Finding
 
@@ -269,3 +270,90 @@ def test_lookup_normalises_and_ranks() -> None:
     assert worst_level([]) is None
     with pytest.raises(ValueError):
         lookup("not-a-code")
+
+
+# --------------------------------------------------------------------------- degraded npu-smi
+
+REPLAY = FIX / "replay_npu_smi.py"
+CAPTURE_SET = FIX / "captures" / "sets" / "atlas800t-a2-v23rc3"
+
+
+def replay_dir(tmp_path: Path, drop: tuple[str, ...] = (), extra: dict[str, str] | None = None) -> Path:
+    """A copy of the 2-NPU capture set without the ``drop`` captures (npu-smi "does not support")."""
+    d = tmp_path / "set"
+    d.mkdir()
+    for p in CAPTURE_SET.iterdir():
+        if p.stem not in drop:
+            (d / p.name).write_bytes(p.read_bytes())
+    for name, text in (extra or {}).items():
+        (d / name).write_text(text)
+    return d
+
+
+def replay_npu(d: Path, npu_id: int) -> AscendDevice:
+    (loc,) = discover(npu_smi=f"{sys.executable} -S -E {REPLAY} {d}", npu_id=npu_id)
+    dev = AscendBackend().open(loc)
+    assert isinstance(dev, AscendDevice)
+    return dev
+
+
+def test_views_a_product_does_not_support_fall_back_to_the_table(tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, drop=("info_t_common_i_3", "info_t_memory_i_3_c_0", "info_t_board_i_3_c_0",
+                                   "info_t_ecc_i_3", "info_m"))
+    dev = replay_npu(d, 3)
+    ident = dev.identity()
+    assert (ident.model, ident.memory_total_mib, ident.pci_bus_id) == ("910B1", 65536, "0000:C1:00.0")
+    assert ident.profile == "ascend-910b"
+    t = dev.telemetry()
+    assert (t.temperature_c, t.power_w, t.utilization_pct, t.clock_mhz) == (41, 271.1, 55, None)
+    assert dev.counters() == ErrorCounters()  # no ECC view: unknown, not zero
+
+
+def test_a_failing_ecc_view_is_not_silently_empty(tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, extra={"info_t_ecc_i_3.txt": "Failed to query the information.\n",
+                                    "info_t_ecc_i_3.exit": "211\n"})
+    with pytest.raises(DeviceError, match="exit status 211"):
+        replay_npu(d, 3).counters()
+
+
+def test_invalid_card_id_with_exit_status_0_is_lost(tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, extra={"info_t_ecc_i_4.txt": "Invalid card id.\nError parameter of -i\n"})
+    with pytest.raises(DeviceLost, match="NPU 4"):
+        replay_npu(d, 4).counters()
+
+
+def test_unreadable_view_is_a_one_line_parse_error(tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, extra={"info_t_common_i_3.txt": "\tTemperature(C) : 4#1\n"})
+    with pytest.raises(ParseError) as ei:
+        replay_npu(d, 3).telemetry()
+    assert str(ei.value).startswith("npu-smi info -t common -i 3: line 1: ") and "\n" not in str(ei.value)
+
+
+def test_discover_with_only_one_of_list_and_mapping(tmp_path: Path) -> None:
+    d = replay_dir(tmp_path, drop=("info_l",))
+    locs = discover(npu_smi=f"{sys.executable} -S -E {REPLAY} {d}")
+    assert [(loc["npu_id"], loc["logic_id"], loc["name"]) for loc in locs] == [(3, 0, "Ascend 910B1"), (4, 1, "Ascend 910B1")]
+    (d / "info_m.txt").unlink()
+    with pytest.raises(BackendUnavailable, match="cannot list NPUs"):
+        discover(npu_smi=f"{sys.executable} -S -E {REPLAY} {d}")
+    (d / "info_l.txt").write_text("\tTotal Count : 2\n\n\tNPU ID : 3\n")  # cut off
+    with pytest.raises(BackendUnavailable, match=r"npu-smi info -l: line 1: .*Total Count is 2 but 1"):
+        discover(npu_smi=f"{sys.executable} -S -E {REPLAY} {d}")
+
+
+def test_stderr_noise_and_crlf_do_not_reach_the_parsers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_state(tmp_path, "sim_state.json", lambda s: s.update(stderr_noise=True, crlf=True))
+    monkeypatch.setenv("NPU_SMI_SIM_STATE", str(path))
+    dev = open_npu(2)
+    assert dev.telemetry().temperature_c == 39 and dev.identity().serial == "1024A31B0002X"
+
+
+def test_card_dropping_after_some_answers(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write_state(tmp_path, "sim_state.json", lambda s: card(s, 5).update(drop_after_calls=3))
+    monkeypatch.setenv("NPU_SMI_SIM_STATE", str(path))
+    dev = open_npu(5)
+    assert dev.identity().serial == "1024A31B0005X"  # 3 answers: board, board -c 0, memory
+    with pytest.raises(DeviceLost, match="NPU 5: missing from 'npu-smi info'"):
+        dev.telemetry()
+    with pytest.raises(DeviceLost, match="NPU 5: npu-smi no longer knows the card"):
+        dev.counters()

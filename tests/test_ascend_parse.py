@@ -40,7 +40,7 @@ def test_there_are_captures_of_two_versions_for_every_view() -> None:
 @pytest.mark.parametrize("path", ALL, ids=lambda p: p.name)
 def test_every_capture_parses(path: Path) -> None:
     result = parser_for(path.name)(path.read_text(encoding="utf-8"))
-    assert result is not None or path.name.endswith(("temp.txt", "power.txt"))
+    assert result is not None or "_na" in path.name
 
 
 # --------------------------------------------------------------------------- npu-smi info
@@ -207,7 +207,7 @@ MALFORMED = [
     (parse.parse_common, read("v24_common.txt").replace(": 1000", ": fast", 1)),
     (parse.parse_common, "\tNPU ID : 1\n"),
     (parse.parse_health, "\tHealth Status : OK\n\tError Code : 80E0180G\n"),
-    (parse.parse_health, "\tHealth Status : Splendid\n"),
+    (parse.parse_health, "\tHealth Status : 42\n"),
     (parse.parse_health, "\tError Code : NA\n"),
     (parse.parse_ecc, "\tNPU ID : 1\n"),
     (parse.parse_ecc, "\tHBM Single Bit Error Count : many\n"),

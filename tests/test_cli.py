@@ -154,3 +154,14 @@ def test_junit_report(write_rack, burnin):
     assert any(f.get("message") == "ecc.row_remap_failure" for f in bad.iter("failure"))
     good = next(s for s in suites if "J0" in s.get("name"))
     assert good.get("failures") == "0" and good.get("errors") == "0"
+
+
+def test_a_stage_that_cannot_complete_makes_the_card_retest(write_rack, burnin, tmp_path):
+    plan = tmp_path / "p.toml"
+    plan.write_text('[[stages]]\nstage = "health"\nobserve_s = 0\n[[stages]]\nstage = "tests.stages_for_tests:RaiseStage"\n')
+    code, out, err = burnin("run", str(write_rack([mock_card("E1", 0)])), "--plan", str(plan), "--json", "e.json")
+    assert code == 1 and "Traceback" not in out + err
+    card = json.loads(open("e.json").read())["cards"][0]
+    assert card["verdict"] == "retest"
+    assert [t["status"] for t in card["tests"]] == ["pass", "error"]
+    assert any(f["code"] == "harness.stage_error" and "ZeroDivisionError" in f["message"] for f in card["findings"])

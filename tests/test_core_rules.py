@@ -106,3 +106,8 @@ def test_core_never_imports_textual():
         "assert not bad, bad\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_dedupe_prefers_the_more_specific_action_among_equals():
+    out = dedupe([F("thermal.over_temp", action="reset_and_retest"), F("thermal.over_temp", action="repaste")])
+    assert [f.action for f in out] == ["repaste"]

@@ -73,9 +73,13 @@ def test_healthy_cards_never_fail(profile: str) -> None:
             assert res2.status == "pass", (seed, res2.findings)
 
 
-def test_passive_card_without_bench_is_skipped() -> None:
+def test_passive_card_without_bench_reads_chassis_fans_at_their_fixed_duty() -> None:
     res, _, _ = run_stage("fans", make_dev("h100-sxm5-80gb"))
-    assert res.status == "skipped" and not fails(res)
+    assert res.status == "pass" and not fails(res)
+    assert [s[0] for s in res.metrics["sweep"][0]] == [60.0]  # one step: nothing can command them
+    stalled, _, _ = run_stage("fans", make_dev("ascend-910b", [{"kind": "fan.stalled", "fan": 3}]))
+    assert codes(stalled) == {("fan.stalled", "replace_fan")}
+    assert fails(stalled)[0].location == {"fan": 3, "chassis": True}
 
 
 class _LostMidSweep(MockDevice):

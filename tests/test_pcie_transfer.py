@@ -77,7 +77,7 @@ def test_replay_count_cap_per_test() -> None:
     assert res.metrics["replays"] > 80 and ("pcie.replays", "reseat") in codes(res)
 
 
-@pytest.mark.parametrize("gen, width, severity", [(4, 16, "warn"), (5, 8, "fail"), (2, 16, "fail")])
+@pytest.mark.parametrize("gen, width, severity", [(4, 16, "fail"), (5, 8, "fail"), (2, 16, "fail")])
 def test_downtrained_link_is_reported(gen: int, width: int, severity: str) -> None:
     dev = make_dev("h100-sxm5-80gb", [{"kind": "pcie.downtrained", "gen": gen, "width": width}])
     res, _, _ = run_stage("pcie", dev, **TRAFFIC)

@@ -16,7 +16,7 @@ from typing import Any
 
 from pydantic import Field
 
-from drivers.api import BackendUnavailable, Device
+from drivers.api import BackendUnavailable, Device, DeviceError
 from drivers.ascend import parse
 from drivers.ascend.device import AscendDevice, NpuSmi
 from drivers.registry import Backend, BackendConfig, register_backend
@@ -51,12 +51,12 @@ def resolve_npu_smi(spec: str, config_dir: str | Path | None) -> list[str]:
         if found is None:
             raise BackendUnavailable(f"ascend: npu-smi not found on PATH: {prog!r} (set npu_smi in the rack config)")
         argv[0] = found
-    # file arguments given relative to the config, e.g. a simulator and its state:
+    # file or folder arguments given relative to the config, e.g. a simulator and its state:
     # ``npu_smi = "python3 ../fixtures/ascend/npu_smi_sim.py --state faults.json"``
     if config_dir is not None:
         for i, a in enumerate(argv[1:], 1):
             cand = Path(config_dir) / a
-            if not a.startswith("-") and not Path(a).is_absolute() and cand.is_file():
+            if not a.startswith("-") and not Path(a).is_absolute() and (cand.is_file() or cand.is_dir()):
                 argv[i] = str(cand.resolve())
     return argv
 
@@ -70,15 +70,14 @@ class AscendBackend(Backend):
         assert isinstance(cfg, AscendConfig)
         argv = resolve_npu_smi(cfg.npu_smi, context.get("config_dir"))
         smi = NpuSmi(argv, cfg.timeout_s)
-        cards = parse.parse_list(smi.run(["info", "-l"]), "npu-smi info -l")
-        mapping = parse.parse_mapping(smi.run(["info", "-m"]), "npu-smi info -m")
+        cards, mapping = _enumerate(smi)
         chips = [m for m in mapping if not m.is_mcu]
         found: list[tuple[int, int, int | None, str]] = [(m.npu_id, m.chip_id, m.logic_id, m.name) for m in chips]
         mapped = {m.npu_id for m in chips}
         for card in cards.cards:  # a card -l lists but -m does not map: assume its chip 0
             if card.npu_id not in mapped:
                 found.append((card.npu_id, 0, None, ""))
-        found.sort()
+        found.sort(key=lambda f: (f[0], f[1]))
         if cfg.npu_id is not None:
             # a named card that npu-smi no longer lists is still returned: opening it answers
             # DeviceLost, so the run lists it with a bus.lost finding instead of dropping it
@@ -100,4 +99,28 @@ class AscendBackend(Backend):
 
     def open(self, locator: dict[str, Any]) -> Device:
         smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))
-        return AscendDevice(smi, int(locator["npu_id"]), int(locator.get("chip_id", 0)))
+        return AscendDevice(smi, int(locator["npu_id"]), int(locator.get("chip_id", 0)),
+                            name_hint=locator.get("name") or None)
+
+
+def _enumerate(smi: NpuSmi) -> tuple[parse.CardList, list[parse.ChipMapping]]:
+    """``info -l`` and ``info -m``; either may fail (an old npu-smi without ``-m``, a layout we
+    cannot read) as long as the other one answers: ``-l`` alone means chip 0 of each card,
+    ``-m`` alone lists every chip. Both failing means the backend cannot run here:
+    BackendUnavailable with npu-smi's one-line reason (exit 3), never a traceback.
+    """
+    errors: list[DeviceError] = []
+    cards: parse.CardList | None = None
+    mapping: list[parse.ChipMapping] | None = None
+    try:
+        cards = parse.parse_list(smi.run(["info", "-l"]), "npu-smi info -l")
+    except DeviceError as e:  # ParseError included
+        errors.append(e)
+    try:
+        mapping = parse.parse_mapping(smi.run(["info", "-m"]), "npu-smi info -m")
+    except DeviceError as e:
+        errors.append(e)
+    if cards is None and mapping is None:
+        worst = next((e for e in errors if isinstance(e, parse.ParseError)), errors[0])
+        raise BackendUnavailable(f"ascend: cannot list NPUs: {worst}")
+    return cards or parse.CardList(total_count=None, cards=()), mapping or []

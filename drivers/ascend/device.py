@@ -77,7 +77,12 @@ class NpuSmi:
             ):
                 raise DeviceLost(f"NPU {npu_id}: npu-smi no longer knows the card ({cmd}: {first})")
             raise DeviceError(f"{cmd} failed with exit status {proc.returncode}: {first}")
-        return out
+        # Success: parse stdout alone (stderr noise must not land in a table). Some versions
+        # print "Invalid card id." and still exit 0: that is a lost card too.
+        head = next((ln.strip() for ln in stdout.splitlines() if ln.strip() and not ln.lstrip().startswith("[")), "")
+        if npu_id is not None and head and ":" not in head and any(t in head.lower() for t in _LOST_TEXT):
+            raise DeviceLost(f"NPU {npu_id}: npu-smi no longer knows the card ({cmd}: {head})")
+        return stdout
 
 
 class AscendDevice(Device):
@@ -85,10 +90,12 @@ class AscendDevice(Device):
 
     backend = "ascend"
 
-    def __init__(self, npu_smi: NpuSmi, npu_id: int, chip_id: int = 0, clock: Clock | None = None) -> None:
+    def __init__(self, npu_smi: NpuSmi, npu_id: int, chip_id: int = 0, clock: Clock | None = None,
+                 name_hint: str | None = None) -> None:
         self.smi = npu_smi
         self.npu_id = npu_id
         self.chip_id = chip_id
+        self.name_hint = name_hint  # the chip name ``info -m`` printed ("Ascend 910B3")
         self.clock = clock or WallClock()
         self._identity: Identity | None = None
         self._profile: Profile | None = None
@@ -106,30 +113,59 @@ class AscendDevice(Device):
         text, cmd = self._run(*self._card_args(kind, chip))
         return parser(text, cmd)
 
+    def _optional(self, kind: str, parser, chip: bool = False,  # type: ignore[no-untyped-def]
+                  unsupported_only: bool = False):
+        """A view some products or versions refuse ("This device does not support querying
+        ..."): None when npu-smi fails (``unsupported_only``: only when it says so); a lost
+        card or unreadable output still raises."""
+        try:
+            return self._view(kind, parser, chip)
+        except (DeviceLost, parse.ParseError):
+            raise
+        except DeviceError as e:
+            if unsupported_only and "support" not in str(e).lower():
+                raise
+            return None
+
+    def _table_row(self) -> parse.InfoChip:
+        text, cmd = self._run("info")
+        row = parse.parse_info(text, cmd).chip(self.npu_id, self.chip_id)
+        if row is None:
+            raise DeviceLost(f"NPU {self.npu_id}: missing from 'npu-smi info' (fell off the bus?)")
+        return row
+
     # ---------------------------------------------------------------- Device API
     def identity(self) -> Identity:
         if self._identity is not None:
             return self._identity
         board = self._view("board", parse.parse_board)
-        chip = self._view("board", parse.parse_board, chip=True)
-        memory = self._view("memory", parse.parse_memory, chip=True)
-        model = chip.chip_name or board.model or "unknown"
+        chip = self._optional("board", parse.parse_board, chip=True)
+        memory = self._optional("memory", parse.parse_memory, chip=True)
+        row: parse.InfoChip | None = None
+        if chip is None or chip.chip_name is None or memory is None or memory.capacity_mb is None:
+            row = self._table_row()
+        hint = (self.name_hint or "").removeprefix("Ascend").strip() or None
+        model = ((chip.chip_name if chip else None) or board.model or hint
+                 or (row.name if row else None) or "unknown")
         prof = profile_for_model(model)
         self._profile = prof
         firmware = {k: v for k, v in (
             ("software_version", board.software_version),
             ("firmware_version", board.firmware_version),
-            ("chip_firmware_version", chip.chip_firmware_version),
+            ("chip_firmware_version", chip.chip_firmware_version if chip else None),
         ) if v}
+        mem_total = memory.capacity_mb if memory is not None else None
+        if mem_total is None and row is not None:
+            mem_total = row.device_memory[1]
         self._identity = Identity(
             vendor="huawei",
             model=model,
             serial=board.serial,
             uuid=None,
-            pci_bus_id=chip.pcie_bus or board.pcie_bus,
+            pci_bus_id=(chip.pcie_bus if chip else None) or board.pcie_bus or (row.bus_id if row else None),
             firmware=firmware,
             profile=prof.name if prof else None,
-            memory_total_mib=memory.hbm_capacity_mb,  # npu-smi's "MB" are MiB (65536 on 910B3)
+            memory_total_mib=mem_total,  # npu-smi's "MB" are MiB (65536 on 910B3)
         )
         return self._identity
 
@@ -140,16 +176,15 @@ class AscendDevice(Device):
         return self._profile
 
     def telemetry(self) -> Telemetry:
-        text, cmd = self._run("info")
-        table = parse.parse_info(text, cmd)
-        row = table.chip(self.npu_id, self.chip_id)
-        if row is None:
-            raise DeviceLost(f"NPU {self.npu_id}: missing from 'npu-smi info' (fell off the bus?)")
-        common = self._view("common", parse.parse_common).chip(self.chip_id)
-        temp = common.temperature_c if common.temperature_c is not None else row.temperature_c
-        power = common.power_w if common.power_w is not None else row.power_w
-        cur, rated = common.aicore_cur_freq_mhz, common.aicore_freq_mhz
-        util = common.aicore_usage_pct if common.aicore_usage_pct is not None else row.aicore_pct
+        row = self._table_row()
+        common_view = self._optional("common", parse.parse_common)
+        common = common_view.chip(self.chip_id) if common_view is not None else None
+        temp = common.temperature_c if common and common.temperature_c is not None else row.temperature_c
+        power = common.power_w if common and common.power_w is not None else row.power_w
+        cur = common.aicore_cur_freq_mhz if common else None
+        rated = common.aicore_freq_mhz if common else None
+        util = common.aicore_usage_pct if common and common.aicore_usage_pct is not None else row.aicore_pct
+        used, total = row.device_memory
         return Telemetry(
             time_s=self.clock.now(),
             temperature_c=temp,
@@ -158,8 +193,8 @@ class AscendDevice(Device):
             clock_mhz=float(cur) if cur is not None else None,
             clock_max_mhz=float(rated) if rated is not None else None,
             utilization_pct=float(util) if util is not None else None,
-            memory_total_mib=row.hbm_total_mb,
-            memory_used_mib=row.hbm_used_mb,
+            memory_total_mib=total,
+            memory_used_mib=used,
             fans_rpm=[],  # passive module: the chassis fans cool it
             throttle=self._throttle(cur, rated, temp),
             pcie=PcieLink(gen=None, width=None, max_gen=None, max_width=None),
@@ -180,7 +215,9 @@ class AscendDevice(Device):
         return frozenset()
 
     def counters(self) -> ErrorCounters:
-        ecc = self._view("ecc", parse.parse_ecc)
+        ecc = self._optional("ecc", parse.parse_ecc, unsupported_only=True)
+        if ecc is None:  # a product without an ECC view: nothing known, nothing invented
+            return ErrorCounters()
         nxt = [n for n in (ecc.sbe_next_isolated_pages, ecc.dbe_next_isolated_pages) if n is not None]
         return ErrorCounters(
             ecc_enabled=None,  # npu-smi's ECC view does not print the enable flag

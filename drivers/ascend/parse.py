@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
+from typing import Any
 
 from drivers.api import DeviceError
 
@@ -20,12 +21,12 @@ class ParseError(DeviceError, ValueError):
     def __init__(self, command: str, message: str, line_no: int | None = None, line: str | None = None):
         where = f": line {line_no}" if line_no is not None else ""
         shown = f": {line.strip()[:120]!r}" if line is not None else ""
-        super().__init__(f"{command}{where}{shown}: {message}".replace("\n", " "))
+        super().__init__(f"{command}{where}{shown}: {message}".replace("\n", " ").replace("\r", " "))
         self.command = command
         self.line_no = line_no
 
 
-NA = ("NA", "N/A", "-", "")
+NA = ("NA", "N/A", "-", "", "--")
 
 
 def _norm(label: str) -> str:
@@ -33,10 +34,30 @@ def _norm(label: str) -> str:
     return re.sub(r"\s+", "", label).lower()
 
 
-# Label variants seen across npu-smi versions (reference: "Output conventions").
-TEMPERATURE = ("Temperature(C)", "Temperature (C)", "NPU Temperature (C)", "NPU Temperature(C)")
-HEALTH = ("Health Status", "Health")
-POWER = ("NPU Real-time Power(W)", "Power(W)", "Power Dissipation(W)", "Real-time Power(W)")
+def _is_noise(line: str) -> bool:
+    """Log lines npu-smi or the driver interleave with the output: ``[WARNING]...``,
+    ``[ERROR] DRV(...)...``, ``[INFO]``. They carry no data, wherever they appear."""
+    return line.lstrip().startswith("[")
+
+
+def _lines(text: str) -> list[tuple[int, str]]:
+    """(1-based number, line) for each line; CRLF, lone CR and a BOM are tolerated."""
+    text = text.lstrip("\ufeff")
+    return list(enumerate(re.split(r"\r\n|\r|\n", text), 1))
+
+
+def _empty(text: str) -> bool:
+    return not text.strip()
+
+
+# Label variants seen across npu-smi versions (reference: "Output conventions"), plus unit-less
+# spellings: a unit-less label's value may carry the unit (``41 C``), else it is in the usual unit.
+TEMPERATURE = ("Temperature(C)", "Temperature (C)", "NPU Temperature (C)", "NPU Temperature(C)",
+               "Chip Temperature(C)", "Temp(C)", "NPU Temp(C)", "Temperature", "NPU Temperature")
+HEALTH = ("Health Status", "Health", "NPU Health", "NPU Health Status")
+POWER = ("NPU Real-time Power(W)", "Power(W)", "Power Dissipation(W)", "Real-time Power(W)",
+         "NPU Power(W)", "Power", "NPU Real-time Power", "Power Dissipation")
+_TEMP_UNITS = ("c", "°c", "℃", "degc")
 
 
 # --------------------------------------------------------------------------- key/value views
@@ -48,6 +69,7 @@ class Field:
     line_no: int
     line: str
     more: list[str] = field(default_factory=list)  # continuation lines (empty label)
+    repeated: tuple[int, str] | None = None  # (line no, line) of a second occurrence in the block
 
 
 @dataclass
@@ -56,11 +78,15 @@ class Block:
 
     fields: dict[str, Field] = field(default_factory=dict)  # normalised label -> field
     labels: dict[str, str] = field(default_factory=dict)  # normalised -> label as printed
+    command: str = "npu-smi"
 
     def find(self, *labels: str) -> Field | None:
         for label in labels:
             f = self.fields.get(_norm(label))
             if f is not None:
+                if f.repeated:
+                    raise ParseError(self.command, f"label {label!r} printed twice in one block (first at "
+                                     f"line {f.line_no})", *f.repeated)
                 return f
         return None
 
@@ -78,7 +104,7 @@ class KVView:
     def chip(self, chip_id: int | None = None) -> Block | None:
         """The NPU chip block with this Chip ID (None: the first); None if the view has none."""
         for b in self.chips:
-            f = b.find("Chip ID")
+            f = b.fields.get("chipid")
             if chip_id is None or (f is not None and f.value.strip() == str(chip_id)):
                 return b
         return None
@@ -99,58 +125,105 @@ class KVView:
             return None
         return f.value.strip()
 
-    def integer(self, *labels: str, chip: int | None = None) -> int | None:
+    def integer(self, *labels: str, chip: int | None = None, unit: str | None = None) -> int | None:
         f = self.find(*labels, chip=chip)
-        return None if f is None else _to_int(self.command, f)
+        return None if f is None else _to_int(self.command, f, unit)
 
-    def number(self, *labels: str, chip: int | None = None) -> float | None:
+    def number(self, *labels: str, chip: int | None = None, unit: str | None = None) -> float | None:
         f = self.find(*labels, chip=chip)
-        return None if f is None else _to_float(self.command, f)
+        return None if f is None else _to_float(self.command, f, unit)
 
 
-def _to_int(command: str, f: Field) -> int | None:
+_NUMBER = re.compile(r"^([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*(.*)$")
+
+
+def _split_unit(command: str, f: Field, unit: str | None) -> str:
+    """The number part of ``f``; a trailing unit must be the expected one (``93.4 W``, ``41 C``)."""
+    v = f.value.strip()
+    m = _NUMBER.match(v)
+    if m is None or not m.group(2):
+        return v
+    suffix = m.group(2).strip().lower()
+    expected = {unit.lower()} if unit else set()
+    if unit and unit.lower() == "c":
+        expected = set(_TEMP_UNITS)
+    if unit and unit.lower() == "%":
+        expected = {"%"}
+    if suffix in expected:
+        return m.group(1)
+    if not unit:
+        raise ParseError(command, f"expected a number, found trailing {m.group(2).strip()!r}", f.line_no, f.line)
+    raise ParseError(command, f"unexpected unit {m.group(2).strip()!r} (expected {unit})", f.line_no, f.line)
+
+
+def _label_unit(f: Field) -> str | None:
+    m = re.search(r"\(([^()]*)\)\s*$", f.line.partition(":")[0])
+    return m.group(1) if m else None
+
+
+def _to_int(command: str, f: Field, unit: str | None = None) -> int | None:
     v = f.value.strip()
     if v in NA:
         return None
+    if v.lower().startswith("0x"):
+        try:
+            return int(v, 16)
+        except ValueError:
+            raise ParseError(command, "expected a hex integer", f.line_no, f.line) from None
+    num = _split_unit(command, f, unit or _label_unit(f))  # a ParseError of its own on a bad unit
+    if re.fullmatch(r"[-+]?\d+", num):
+        return int(num)
     try:
-        return int(v, 16) if v.lower().startswith("0x") else int(v)
+        x = float(num)  # "5.0" for an integer field is fine; "5.3" is not an integer
     except ValueError:
-        raise ParseError(command, "expected an integer", f.line_no, f.line) from None
+        x = float("nan")
+    if x.is_integer():
+        return int(x)
+    raise ParseError(command, "expected an integer", f.line_no, f.line)
 
 
-def _to_float(command: str, f: Field) -> float | None:
+def _to_float(command: str, f: Field, unit: str | None = None) -> float | None:
     v = f.value.strip()
     if v in NA:
         return None
+    num = _split_unit(command, f, unit or _label_unit(f))
     try:
-        return float(v)
+        x = float(num)
     except ValueError:
         raise ParseError(command, "expected a number", f.line_no, f.line) from None
+    if x != x or x in (float("inf"), float("-inf")):
+        raise ParseError(command, "expected a finite number", f.line_no, f.line)
+    return x
 
 
 def _is_mcu(block: Block) -> bool:
-    f = block.find("Chip Name")
+    f = block.fields.get("chipname")
     return f is not None and f.value.strip().lower() == "mcu"
 
 
 def parse_kv(text: str, command: str) -> KVView:
     """Split a key/value view into card, chip and MCU blocks.
 
-    A block starts at ``Chip ID``, or at ``Chip Name`` after a blank line or when the current
-    block already has one (the MCU block of ``-t common`` has no Chip ID). Lines with an empty
-    label continue the previous field (multi-line ``Error Information``).
+    A block starts at ``Chip ID``; at ``Chip Name`` after a blank line, after the card part,
+    or when the current block already has one; and at ``Chip Name : mcu`` unless the current
+    block holds nothing but its ``Chip ID`` (so an MCU block is found wherever it is printed).
+    Lines with an empty label continue the previous field (multi-line ``Error Information``).
+    Unknown labels are kept but never required; a label printed twice in a block is an error
+    only when something reads it.
     """
-    card = Block()
+    if _empty(text):
+        raise ParseError(command, "empty output")
+    card = Block(command=command)
     blocks: list[Block] = []
     current = card
     last: Field | None = None
     blank_before = False
     seen_any = False
-    for no, line in enumerate(text.splitlines(), 1):
+    for no, line in _lines(text):
         if not line.strip():
             blank_before = True
             continue
-        if line.lstrip().startswith("[WARNING]") or line.lstrip().startswith("[ERROR]"):
+        if _is_noise(line):
             continue
         if ":" not in line:
             raise ParseError(command, "expected 'label : value'", no, line)
@@ -163,17 +236,19 @@ def parse_kv(text: str, command: str) -> KVView:
             blank_before = False
             continue
         key = _norm(label)
-        starts = key == "chipid" or (
-            key == "chipname" and (blank_before or current is card or key in current.fields)
-        )
+        starts = key == "chipid" or (key == "chipname" and (
+            blank_before or current is card or key in current.fields
+            or (value.lower() == "mcu" and bool(set(current.fields) - {"chipid", "npuid"}))
+        ))
         if starts:
-            current = Block()
+            current = Block(command=command)
             blocks.append(current)
         if key in current.fields:
-            raise ParseError(command, f"label {label!r} repeated in one block", no, line)
-        last = Field(value=value, line_no=no, line=line)
-        current.fields[key] = last
-        current.labels[key] = label
+            current.fields[key].repeated = current.fields[key].repeated or (no, line)
+        else:
+            current.fields[key] = Field(value=value, line_no=no, line=line)
+            current.labels[key] = label
+        last = current.fields[key]
         blank_before = False
         seen_any = True
     if not seen_any:
@@ -207,8 +282,15 @@ class Board:
     raw: dict[str, str]
 
 
+_BOARD_LABELS = ("Serial Number", "Product Name", "Software Version", "Firmware Version", "Chip Name",
+                 "Chip Type", "Board ID", "PCIe Bus Info", "PCI Device ID")
+
+
 def parse_board(text: str, command: str = "npu-smi info -t board") -> Board:
     v = parse_kv(text, command)
+    blocks = [v.card, *v.chips, *v.mcus]
+    if not any(b.fields.get(_norm(label)) for b in blocks for label in _BOARD_LABELS):
+        raise ParseError(command, "none of the board fields (Serial Number, Chip Name, Firmware Version...)")
     chip = v.chip()
     mcu = v.mcus[0] if v.mcus and chip is None else None
     src = chip or mcu
@@ -243,8 +325,10 @@ def _block_text(block: Block | None, label: str) -> str | None:
     return None if f is None or f.value.strip() in NA else f.value.strip()
 
 
+# States npu-smi prints, plus the library's level names some versions print instead.
 _HEALTH_STATES = {"ok", "warning", "alarm", "critical", "unknown", "general warning",
-                  "important warning", "emergency warning", "na"}
+                  "important warning", "emergency warning", "normal", "minor", "major", "fault"}
+_HEALTH_WORDS = re.compile(r"^[A-Za-z][A-Za-z _-]{0,39}$")
 
 
 @dataclass(frozen=True)
@@ -252,6 +336,10 @@ class ChipHealth:
     status: str | None  # "OK", "Warning", "Alarm", "Critical", "UNKNOWN"; None for NA
     codes: tuple[str, ...]  # 8 upper-case hex digits each
     information: tuple[str, ...]  # one text per code where npu-smi could fetch it
+
+    @property
+    def known_status(self) -> bool:
+        return self.status is None or self.status.lower() in _HEALTH_STATES
 
 
 @dataclass(frozen=True)
@@ -268,7 +356,9 @@ class Health:
         return "; ".join(info)
 
 
-_HEX_CODE = re.compile(r"^(?:0x)?[0-9A-Fa-f]{1,8}$")
+# a health code: 8 hex digits, or 0x and up to 8 (never a bare shorter token: a cut-off code
+# like "80E0180" must not turn into 0080E018)
+_HEX_CODE = re.compile(r"^(?:0[xX][0-9A-Fa-f]{1,8}|[0-9A-Fa-f]{8})$")
 
 
 def _chip_health(v: KVView, block: Block | None, command: str) -> ChipHealth:
@@ -284,19 +374,25 @@ def _chip_health(v: KVView, block: Block | None, command: str) -> ChipHealth:
     if st is None:
         raise ParseError(command, "no 'Health Status' field")
     status = None if st.value.strip() in NA else st.value.strip()
-    if status is not None and status.lower() not in _HEALTH_STATES:
-        raise ParseError(command, "unknown health state", st.line_no, st.line)
+    # an unseen state word is kept as printed (verdicts follow the codes, not the word);
+    # anything that is not a word (a number, a cut-off line) is an error
+    if status is not None and not _HEALTH_WORDS.match(status):
+        raise ParseError(command, "unreadable health state", st.line_no, st.line)
     codes: list[str] = []
-    ec = get("Error Code")
+    ec = get("Error Code", "Error Codes")
     if ec is not None and ec.value.strip() not in NA:
-        for tok in " ".join([ec.value, *ec.more]).split():
+        for tok in re.split(r"[\s,;]+", " ".join([ec.value, *ec.more]).strip()):
+            if tok in NA:
+                continue
             if not _HEX_CODE.match(tok):
-                raise ParseError(command, f"error code {tok!r} is not hex", ec.line_no, ec.line)
-            codes.append(f"{int(tok, 16):08X}")
+                raise ParseError(command, f"error code {tok!r} is not 8 hex digits", ec.line_no, ec.line)
+            code = f"{int(tok, 16):08X}"
+            if code not in codes:
+                codes.append(code)
     infos: list[str] = []
-    ei = get("Error Information")
+    ei = get("Error Information", "Error Info")
     if ei is not None:
-        infos = [t for t in [ei.value, *ei.more] if t.strip() and t.strip() not in NA]
+        infos = [t.strip() for t in [ei.value, *ei.more] if t.strip() and t.strip() not in NA]
     return ChipHealth(status=status, codes=tuple(codes), information=tuple(infos))
 
 
@@ -342,12 +438,16 @@ def parse_common(text: str, command: str = "npu-smi info -t common") -> Common:
         if b is not None and b.find("Chip ID") is not None:
             cid = _to_int(command, b.find("Chip ID"))  # type: ignore[arg-type]
 
-        def num(*labels: str, _b: Block | None = b) -> float | None:
+        def num(*labels: str, _b: Block | None = b, unit: str | None = None) -> float | None:
             f = _b.find(*labels) if _b is not None else v.card.find(*labels)
-            return None if f is None else _to_float(command, f)
+            if f is None and _b is not None:
+                f = v.card.find(*labels)
+            return None if f is None else _to_float(command, f, unit)
 
         def integer(*labels: str, _b: Block | None = b) -> int | None:
             f = _b.find(*labels) if _b is not None else v.card.find(*labels)
+            if f is None and _b is not None:
+                f = v.card.find(*labels)
             return None if f is None else _to_int(command, f)
 
         chips.append(CommonChip(
@@ -355,18 +455,19 @@ def parse_common(text: str, command: str = "npu-smi info -t common") -> Common:
             memory_usage_pct=integer("Memory Usage Rate(%)"),
             hbm_usage_pct=integer("HBM Usage Rate(%)"),
             aicore_usage_pct=integer("Aicore Usage Rate(%)", "AI Core Usage Rate(%)"),
-            aicore_freq_mhz=integer("Aicore Freq(MHZ)", "Aicore Freq(MHz)"),
-            aicore_cur_freq_mhz=integer("Aicore curFreq(MHZ)", "Aicore curFreq(MHz)"),
-            aicore_count=integer("Aicore Count"),
-            temperature_c=num(*TEMPERATURE),
-            power_w=num(*POWER),
+            aicore_freq_mhz=integer("Aicore Freq(MHZ)", "AI Core Freq(MHZ)", "Aicore Rated Freq(MHZ)"),
+            aicore_cur_freq_mhz=integer("Aicore curFreq(MHZ)", "AI Core curFreq(MHZ)", "Aicore Cur Freq(MHZ)",
+                                        "Aicore Current Freq(MHZ)"),
+            aicore_count=integer("Aicore Count", "AI Core Count"),
+            temperature_c=num(*TEMPERATURE, unit="C"),
+            power_w=num(*POWER, unit="W"),
         ))
     if all(c.temperature_c is None and c.aicore_freq_mhz is None and c.power_w is None for c in chips):
         raise ParseError(command, "no chip fields (Temperature, Aicore Freq, Power) found")
     mcu_t = None
     if v.mcus:
         f = v.mcus[0].find(*TEMPERATURE)
-        mcu_t = None if f is None else _to_float(command, f)
+        mcu_t = None if f is None else _to_float(command, f, "C")
     return Common(npu_id=v.integer("NPU ID"), chips=tuple(chips), mcu_temperature_c=mcu_t)
 
 
@@ -409,34 +510,43 @@ class Memory:
     hbm_clock_mhz: int | None
     hbm_temperature_c: float | None
     hbm_manufacturer_id: int | None
+    ddr_capacity_mb: int | None = None  # 0 on 910B; the card memory on 310P
+
+    @property
+    def capacity_mb(self) -> int | None:
+        """The device memory: HBM where there is any, else DDR (310P cards have no HBM)."""
+        if self.hbm_capacity_mb:
+            return self.hbm_capacity_mb
+        return self.ddr_capacity_mb or self.hbm_capacity_mb
 
 
 def parse_memory(text: str, command: str = "npu-smi info -t memory") -> Memory:
     v = parse_kv(text, command)
-    if v.find("HBM Capacity(MB)") is None:
-        raise ParseError(command, "no 'HBM Capacity(MB)' field")
+    if v.find("HBM Capacity(MB)") is None and v.find("DDR Capacity(MB)") is None:
+        raise ParseError(command, "no 'HBM Capacity(MB)' or 'DDR Capacity(MB)' field")
     return Memory(
         hbm_capacity_mb=v.integer("HBM Capacity(MB)"),
         hbm_clock_mhz=v.integer("HBM Clock Speed(MHz)"),
-        hbm_temperature_c=v.number("HBM Temperature(C)"),
+        hbm_temperature_c=v.number("HBM Temperature(C)", "HBM Temperature", unit="C"),
         hbm_manufacturer_id=v.integer("HBM Manufacturer ID"),
+        ddr_capacity_mb=v.integer("DDR Capacity(MB)"),
     )
 
 
-def _single(text: str, command: str, labels: tuple[str, ...], what: str) -> float | None:
+def _single(text: str, command: str, labels: tuple[str, ...], what: str, unit: str) -> float | None:
     v = parse_kv(text, command)
     f = v.find(*labels)
     if f is None:
-        raise ParseError(command, f"no {what} field (tried {', '.join(labels)})")
-    return _to_float(command, f)
+        raise ParseError(command, f"no {what} field (tried {', '.join(labels[:4])}...)")
+    return _to_float(command, f, unit)
 
 
 def parse_temp(text: str, command: str = "npu-smi info -t temp") -> float | None:
-    return _single(text, command, TEMPERATURE, "temperature")
+    return _single(text, command, TEMPERATURE, "temperature", "C")
 
 
 def parse_power(text: str, command: str = "npu-smi info -t power") -> float | None:
-    return _single(text, command, POWER, "power")
+    return _single(text, command, POWER, "power", "W")
 
 
 @dataclass(frozen=True)
@@ -486,28 +596,38 @@ class CardList:
 
 
 def parse_list(text: str, command: str = "npu-smi info -l") -> CardList:
-    """``Total Count`` then per card ``NPU ID`` (+ ``Product Name``, ``Serial Number``), ``Chip Count``."""
+    """``Total Count`` then per card ``NPU ID`` (+ ``Product Name``, ``Serial Number``), ``Chip Count``.
+
+    Unknown labels are ignored. A ``Total Count`` that disagrees with the NPU IDs listed is an
+    error (cut-off output would otherwise hide cards).
+    """
+    if _empty(text):
+        raise ParseError(command, "empty output")
     total: int | None = None
+    total_at: tuple[int, str] | None = None
     cards: list[dict[str, object]] = []
-    for no, line in enumerate(text.splitlines(), 1):
-        if not line.strip() or line.lstrip().startswith("["):
+    for no, line in _lines(text):
+        if not line.strip() or _is_noise(line):
             continue
-        if line.strip() == "There is no NPU card on this server.":
+        if re.match(r"there is no (npu )?(card|device)", line.strip(), re.I):
             return CardList(total_count=0, cards=())
         if ":" not in line:
             raise ParseError(command, "expected 'label : value'", no, line)
         label, _, value = line.partition(":")
         key, value = _norm(label), value.strip()
         f = Field(value=value, line_no=no, line=line)
-        if key in ("totalcount", "cardcount"):
-            total = _to_int(command, f)
+        if key in ("totalcount", "cardcount", "npucount"):
+            total, total_at = _to_int(command, f), (no, line)
         elif key == "npuid":
             npu = _to_int(command, f)
             if npu is None:
                 raise ParseError(command, "NPU ID is NA", no, line)
+            if any(c["npu_id"] == npu for c in cards):
+                raise ParseError(command, f"NPU ID {npu} listed twice", no, line)
             cards.append({"npu_id": npu})
         elif not cards:
-            raise ParseError(command, "field before the first NPU ID", no, line)
+            if key in ("chipcount", "productname", "serialnumber"):
+                raise ParseError(command, "card field before the first NPU ID", no, line)
         elif key == "chipcount":
             cards[-1]["chip_count"] = _to_int(command, f)
         elif key == "productname":
@@ -516,6 +636,9 @@ def parse_list(text: str, command: str = "npu-smi info -l") -> CardList:
             cards[-1]["serial"] = None if value in NA else value
     if total is None and not cards:
         raise ParseError(command, "no 'Total Count' or 'NPU ID' in the output")
+    if total is not None and cards and total != len(cards) and total_at is not None:
+        raise ParseError(command, f"Total Count is {total} but {len(cards)} NPU IDs are listed (cut-off output?)",
+                         *total_at)
     listed = tuple(
         ListedCard(
             npu_id=int(c["npu_id"]),  # type: ignore[call-overload]
@@ -540,33 +663,52 @@ class ChipMapping:
         return self.logic_id is None or self.name.strip().lower() == "mcu"
 
 
+_MAP_COLUMNS = re.compile(r"NPU\s*ID|Chip\s*Logic\s*ID|Chip\s*Phy[-\s]?ID|Chip\s*ID|Chip\s*Name|Chip\s*Type", re.I)
+
+
 def parse_mapping(text: str, command: str = "npu-smi info -m") -> list[ChipMapping]:
-    """Rows of NPU ID, Chip ID, Chip Logic ID[, Chip Phy-ID], Chip Name (the rest of the line)."""
+    """Rows under a ``NPU ID  Chip ID  Chip Logic ID  [Chip Phy-ID]  Chip Name`` header.
+
+    Columns are taken from the header, in whatever order it names them; the name column takes
+    the rest of its line (``Ascend 910B3``). A boxed variant (``|`` separators) reads the same.
+    """
+    if _empty(text):
+        raise ParseError(command, "empty output")
     rows: list[ChipMapping] = []
-    header = False
-    phy = False
-    for no, line in enumerate(text.splitlines(), 1):
-        s = line.strip()
-        if not s or s.startswith("["):
+    columns: list[str] = []
+    seen: set[tuple[int, int]] = set()
+    for no, line in _lines(text):
+        s = line.replace("|", " ").strip()
+        if not s or _is_noise(line) or set(s) <= set("+-= "):
             continue
-        if s == "There is no NPU card on this server.":
+        if re.match(r"there is no (npu )?(card|device)", s, re.I):
             return []
-        if s.startswith("NPU ID"):
-            header = True
-            phy = "Phy-ID" in s
+        if re.match(r"NPU\s*ID\b", s, re.I):
+            columns = [re.sub(r"[\s-]+", "", m.group(0)).lower() for m in _MAP_COLUMNS.finditer(s)]
+            if not {"npuid", "chipid", "chipname"} <= set(columns):
+                raise ParseError(command, "header lacks NPU ID, Chip ID or Chip Name", no, line)
             continue
-        if not header:
+        if not columns:
             raise ParseError(command, "data before the 'NPU ID  Chip ID ...' header", no, line)
-        parts = s.split(None, 4 if phy else 3)
-        if len(parts) < (5 if phy else 4):
-            raise ParseError(command, "expected NPU ID, Chip ID, Chip Logic ID and Chip Name", no, line)
+        toks = s.split()
+        name_at = columns.index("chipname")
+        after = len(columns) - name_at - 1
+        if len(toks) < len(columns):
+            raise ParseError(command, f"expected {len(columns)} columns ({', '.join(columns)})", no, line)
+        cells = dict(zip(columns[:name_at], toks[:name_at], strict=True))
+        name = " ".join(toks[name_at:len(toks) - after])
+        cells.update(zip(columns[name_at + 1:], toks[len(toks) - after:], strict=True))
         try:
-            npu, chip = int(parts[0]), int(parts[1])
-            logic = None if parts[2] in NA else int(parts[2])
+            npu, chip = int(cells["npuid"]), int(cells["chipid"])
+            lg = cells.get("chiplogicid", "-")
+            logic = None if lg in NA else int(lg)
         except ValueError:
             raise ParseError(command, "NPU ID, Chip ID and Chip Logic ID must be integers", no, line) from None
-        rows.append(ChipMapping(npu_id=npu, chip_id=chip, logic_id=logic, name=parts[-1].strip()))
-    if not header:
+        if (npu, chip) in seen:
+            raise ParseError(command, f"NPU {npu} chip {chip} listed twice", no, line)
+        seen.add((npu, chip))
+        rows.append(ChipMapping(npu_id=npu, chip_id=chip, logic_id=logic, name=name))
+    if not columns:
         raise ParseError(command, "no 'NPU ID  Chip ID  Chip Logic ID  Chip Name' header")
     return rows
 
@@ -586,11 +728,21 @@ class InfoChip:
     hugepages_total: int | None
     bus_id: str | None
     aicore_pct: int | None
-    memory_used_mb: int | None  # DDR (0 / 0 on 910B)
+    memory_used_mb: int | None  # DDR (0 / 0 on 910B; the card memory on 310P)
     memory_total_mb: int | None
     hbm_used_mb: int | None
     hbm_total_mb: int | None
     logic_id: int | None = None  # older layouts print the device (logic) id in row 2
+    phy_id: int | None = None  # Atlas A3 layouts print the chip's physical id there instead
+
+    @property
+    def device_memory(self) -> tuple[int | None, int | None]:
+        """(used, total) MB of the device memory: HBM where the chip has any, else DDR (310P)."""
+        if self.hbm_total_mb:
+            return self.hbm_used_mb, self.hbm_total_mb
+        if self.memory_total_mb:
+            return self.memory_used_mb, self.memory_total_mb
+        return self.hbm_used_mb, self.hbm_total_mb
 
 
 @dataclass(frozen=True)
@@ -609,6 +761,7 @@ class InfoTable:
     processes: tuple[InfoProcess, ...]
     idle_npus: tuple[int, ...]  # "No running processes found in NPU n"
     warning: str | None
+    notes: tuple[str, ...] = ()  # other lines outside the table (log noise), as printed
 
     def chip(self, npu_id: int, chip_id: int = 0) -> InfoChip | None:
         for c in self.chips:
@@ -621,113 +774,202 @@ def _cells(line: str) -> list[str]:
     return [c.strip() for c in line.strip().strip("|").split("|")]
 
 
-def _nums(cell: str) -> list[str]:
-    return cell.replace("/", " ").split()
+# Columns of the third cell, by the header word they start with, and how many values each has
+_COLUMN_KINDS = (("power", 1), ("temp", 1), ("hugepage", 2), ("aicore", 1), ("memory", 2), ("hbm", 2))
+_ROW1_DEFAULT = [("power", 1), ("temp", 1), ("hugepage", 2)]
+_ROW2_DEFAULT = [("aicore", 1), ("memory", 2), ("hbm", 2)]
+_VALUE = re.compile(r"(\S+?)\s*/\s*(\S+)|(\S+)")
 
 
-def _opt_float(tok: str) -> float | None:
-    return None if tok in NA else float(tok)
+def _header_columns(cell: str) -> list[tuple[str, int | None]]:
+    cols: list[tuple[str, int | None]] = []
+    for tok in cell.split():
+        if tok.startswith("("):
+            continue  # a unit split from its word: "Power (W)"
+        low = tok.lower()
+        kind = next(((k, n) for k, n in _COLUMN_KINDS if low.startswith(k)), None)
+        cols.append(kind if kind is not None else (low, None))
+    return cols
 
 
-def _opt_int(tok: str) -> int | None:
-    return None if tok in NA else int(tok)
+def _row_values(cell: str, cols: list[tuple[str, int | None]], command: str, no: int,
+                line: str) -> dict[str, tuple[str, str | None]]:
+    """Values of a row's third cell, one per header column: ``x`` or ``used / total``."""
+    cell = re.sub(r"\bN/A\b", "NA", cell)
+    toks = [(m.group(1), m.group(2)) if m.group(1) is not None else (m.group(3), None)
+            for m in _VALUE.finditer(cell)]
+    names = ", ".join(c for c, _ in cols)
+    if len(toks) != len(cols):
+        raise ParseError(command, f"expected {len(cols)} values ({names}), found {len(toks)}", no, line)
+    out: dict[str, tuple[str, str | None]] = {}
+    for (key, arity), (a, b) in zip(cols, toks, strict=True):
+        if arity == 1 and b is not None:
+            raise ParseError(command, f"expected one value for {key}, found {a}/{b}", no, line)
+        if arity == 2 and b is None and a not in NA:
+            raise ParseError(command, f"expected 'used / total' for {key}, found {a!r}", no, line)
+        out[key] = (a, b)
+    return out
+
+
+def _num(vals: dict[str, tuple[str, str | None]], key: str, part: int, conv: type, command: str,
+         no: int, line: str) -> Any:
+    if key not in vals:
+        return None
+    tok = vals[key][part]
+    if tok is None or tok in NA:
+        return None
+    try:
+        x = float(tok)
+    except ValueError:
+        raise ParseError(command, f"{key}: {tok!r} is not a number", no, line) from None
+    if conv is int:
+        if not x.is_integer():
+            raise ParseError(command, f"{key}: {tok!r} is not an integer", no, line)
+        return int(x)
+    return x
+
+
+def _int_token(tok: str, what: str, command: str, no: int, line: str) -> int:
+    try:
+        return int(tok)
+    except ValueError:
+        raise ParseError(command, f"{what} {tok!r} is not an integer", no, line) from None
 
 
 def parse_info(text: str, command: str = "npu-smi info") -> InfoTable:
-    """The boxed summary: two rows per chip, then an optional process table and WARNING line."""
+    """The boxed summary: two rows per chip, then an optional process table and WARNING line.
+
+    Rows are split on ``|``; the third cell's values are matched to the header's column words
+    (``Power(W) Temp(C) Hugepages-Usage(page)`` / ``AICore(%) Memory-Usage(MB) HBM-Usage(MB)``),
+    with ``used / total`` pairs read whatever the spacing around ``/``. Lines without ``|``
+    (driver warnings, log noise) are kept in ``notes``; a row cut short, a chip row without its
+    second row, or a table without its bottom border is an error.
+    """
+    if _empty(text):
+        raise ParseError(command, "empty output")
     version: str | None = None
     chips: list[InfoChip] = []
     procs: list[InfoProcess] = []
     idle: list[int] = []
     warning: str | None = None
+    notes: list[str] = []
     section = "top"  # top | chips | procs
-    pending: tuple[int, list[str], int, str] | None = None  # row 1 of a chip awaiting row 2
+    pending: tuple[int, str, str, dict[str, tuple[str, str | None]], int, str] | None = None
     saw_header = False
-    for no, line in enumerate(text.splitlines(), 1):
+    closed = False  # the header row ends with "|": so must every row (else it was cut off)
+    ncells = 3
+    cols1, cols2 = list(_ROW1_DEFAULT), list(_ROW2_DEFAULT)
+    second_id = "logic"
+    last_kind = "none"  # border | row
+    first_text: str | None = None
+    for no, line in _lines(text):
         s = line.strip()
         if not s:
             continue
-        if s.startswith("[WARNING]") or s.startswith("[ERROR]"):
-            warning = s
+        if not s.startswith(("|", "+")):
+            if "|" in s and not _is_noise(s):
+                raise ParseError(command, "line outside the table", no, line)
+            if s.startswith("[WARNING]") and warning is None:
+                warning = s
+            else:
+                notes.append(s)
+            first_text = first_text or s
             continue
         if s.startswith("+"):
-            if set(s) - set("+-="):
+            if set(s) - set("+-=") or len(s) < 2:
                 raise ParseError(command, "malformed table border", no, line)
+            last_kind = "border"
             continue
-        if not s.startswith("|"):
-            raise ParseError(command, "line outside the table", no, line)
+        if closed and not s.endswith("|"):
+            raise ParseError(command, "row does not end with '|' (cut-off output?)", no, line)
+        last_kind = "row"
         cells = _cells(s)
         first = cells[0]
-        if first.startswith("npu-smi"):
-            m = re.search(r"Version:\s*(\S+)", s)
+        low = [c.lower() for c in cells]
+        if first.lower().startswith("npu-smi"):
+            m = re.search(r"Version:\s*(\S+)", s, re.I)
             version = m.group(1) if m else first.split()[1] if len(first.split()) > 1 else None
             continue
-        if first.startswith("NPU") and any("Health" in c for c in cells):
-            section, saw_header = "chips", True
+        if low[0].startswith("npu") and any("health" in c for c in low):
+            section, saw_header, closed, ncells = "chips", True, s.endswith("|"), len(cells)
+            cols1 = _header_columns(cells[2]) if len(cells) > 2 else cols1
             continue
-        if first.startswith("Chip") and any("Bus-Id" in c for c in cells):
-            continue  # second header row
-        if any(c.startswith("Process id") for c in cells):
+        if low[0].startswith("chip") and any("bus-id" in c or "bus id" in c for c in low):
+            cols2 = _header_columns(cells[2]) if len(cells) > 2 else cols2
+            words = low[0].split()
+            second_id = "phy" if len(words) > 1 and "phy" in words[1] else "logic"
+            continue
+        if any(re.match(r"process\s*id", c) for c in low):
             if pending is not None:
-                raise ParseError(command, "chip row without its second row", pending[2], pending[3])
+                raise ParseError(command, "chip row without its second row", pending[4], pending[5])
             section = "procs"
             continue
         if section == "procs":
-            m = re.match(r"No running processes found in NPU\s+(\d+)", first)
+            m = re.match(r"No running processes? found in NPU\s+(\d+)", first, re.I)
             if m:
                 idle.append(int(m.group(1)))
                 continue
-            try:
-                ids = first.split()
-                npu = int(ids[0])
-                chip = int(ids[1]) if len(ids) > 1 else None
-                procs.append(InfoProcess(npu_id=npu, chip_id=chip, pid=int(cells[1]), name=cells[2],
-                                         memory_mb=_opt_int(cells[3]) if len(cells) > 3 else None))
-            except (ValueError, IndexError):
-                raise ParseError(command, "malformed process row", no, line) from None
+            if len(cells) < 3:
+                raise ParseError(command, "malformed process row", no, line)
+            ids = first.split()
+            if not ids:
+                raise ParseError(command, "process row without an NPU id", no, line)
+            mem = cells[3] if len(cells) > 3 else "NA"
+            mem_tok = _NUMBER.match(mem)
+            procs.append(InfoProcess(
+                npu_id=_int_token(ids[0], "NPU id", command, no, line),
+                chip_id=_int_token(ids[1], "chip id", command, no, line) if len(ids) > 1 else None,
+                pid=_int_token(cells[1], "process id", command, no, line), name=cells[2],
+                memory_mb=None if mem in NA else _int_token(mem_tok.group(1) if mem_tok else mem,
+                                                           "process memory", command, no, line),
+            ))
             continue
         if section != "chips":
             raise ParseError(command, "data row before the table header", no, line)
-        if len(cells) < 3:
-            raise ParseError(command, "expected 3 cells split by '|'", no, line)
+        if len(cells) != ncells:
+            raise ParseError(command, f"expected {ncells} cells split by '|', found {len(cells)}", no, line)
         if pending is None:
             ids = first.split()
             if len(ids) < 2:
                 raise ParseError(command, "expected 'NPU-id  Name' in the first cell", no, line)
-            try:
-                npu = int(ids[0])
-            except ValueError:
-                raise ParseError(command, "NPU id is not an integer", no, line) from None
-            pending = (npu, [" ".join(ids[1:]), *cells[1:]], no, line)
+            npu = _int_token(ids[0], "NPU id", command, no, line)
+            vals1 = _row_values(cells[2], cols1, command, no, line)
+            pending = (npu, " ".join(ids[1:]), cells[1], vals1, no, line)
             continue
-        npu, row1, no1, line1 = pending
+        npu, name, health, vals1, no1, line1 = pending
         pending = None
-        try:
-            name, health, vals1 = row1[0], row1[1], _nums(row1[2])
-            if len(vals1) != 4:
-                raise ValueError
-            ids2 = first.split()
-            chip_idx = int(ids2[0])
-            logic = int(ids2[1]) if len(ids2) > 1 and ids2[1].isdigit() else None
-            bus = None if cells[1] in NA else cells[1]
-            vals2 = _nums(cells[2])
-            if len(vals2) not in (3, 5):
-                raise ValueError
-            chips.append(InfoChip(
-                npu_id=npu, chip_id=chip_idx, name=name, health=health,
-                power_w=_opt_float(vals1[0]), temperature_c=_opt_float(vals1[1]),
-                hugepages_used=_opt_int(vals1[2]), hugepages_total=_opt_int(vals1[3]),
-                bus_id=bus, aicore_pct=_opt_int(vals2[0]),
-                memory_used_mb=_opt_int(vals2[1]), memory_total_mb=_opt_int(vals2[2]),
-                hbm_used_mb=_opt_int(vals2[3]) if len(vals2) == 5 else None,
-                hbm_total_mb=_opt_int(vals2[4]) if len(vals2) == 5 else None,
-                logic_id=logic,
-            ))
-        except (ValueError, IndexError):
-            raise ParseError(command, f"malformed chip rows (first at line {no1})", no, line) from None
+        ids2 = first.split()
+        if not ids2:
+            raise ParseError(command, "expected the chip id in the first cell", no, line)
+        chip_idx = _int_token(ids2[0], "chip id", command, no, line)
+        second = _int_token(ids2[1], "second id", command, no, line) if len(ids2) > 1 and ids2[1] not in NA else None
+        vals2 = _row_values(cells[2], cols2, command, no, line)
+        if not re.fullmatch(r"(?:[0-9A-Fa-f]{4,8}:)?[0-9A-Fa-f]{2}:[0-9A-Fa-f]{2}\.[0-7]", cells[1]) \
+                and cells[1] not in NA:
+            raise ParseError(command, f"bus id {cells[1]!r} is not a PCI address", no, line)
+        if any(c.npu_id == npu and c.chip_id == chip_idx for c in chips):
+            raise ParseError(command, f"NPU {npu} chip {chip_idx} listed twice", no, line)
+        chips.append(InfoChip(
+            npu_id=npu, chip_id=chip_idx, name=name, health=health,
+            power_w=_num(vals1, "power", 0, float, command, no1, line1),
+            temperature_c=_num(vals1, "temp", 0, float, command, no1, line1),
+            hugepages_used=_num(vals1, "hugepage", 0, int, command, no1, line1),
+            hugepages_total=_num(vals1, "hugepage", 1, int, command, no1, line1),
+            bus_id=None if cells[1] in NA else cells[1],
+            aicore_pct=_num(vals2, "aicore", 0, int, command, no, line),
+            memory_used_mb=_num(vals2, "memory", 0, int, command, no, line),
+            memory_total_mb=_num(vals2, "memory", 1, int, command, no, line),
+            hbm_used_mb=_num(vals2, "hbm", 0, int, command, no, line),
+            hbm_total_mb=_num(vals2, "hbm", 1, int, command, no, line),
+            logic_id=second if second_id == "logic" else None,
+            phy_id=second if second_id == "phy" else None,
+        ))
     if pending is not None:
-        raise ParseError(command, "chip row without its second row", pending[2], pending[3])
+        raise ParseError(command, "chip row without its second row (cut-off output?)", pending[4], pending[5])
     if not saw_header:
-        raise ParseError(command, "no 'NPU  Name | Health | Power(W) ...' table header")
+        said = f" (it printed {first_text[:80]!r})" if first_text else ""
+        raise ParseError(command, f"no 'NPU  Name | Health | Power(W) ...' table header{said}")
+    if last_kind == "row":
+        raise ParseError(command, "the table ends without its bottom border (cut-off output?)")
     return InfoTable(version=version, chips=tuple(chips), processes=tuple(procs),
-                     idle_npus=tuple(idle), warning=warning)
+                     idle_npus=tuple(idle), warning=warning, notes=tuple(notes))

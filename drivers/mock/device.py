@@ -33,6 +33,7 @@ from drivers.mock.physics import CardPhysics, SimClock
 from drivers.profiles import Profile
 
 MIB = 1 << 20
+ECC_FAULTS = (F.EccSbeStorm, F.EccDbe, F.RowRemapPending, F.RowRemapFailure, F.RetiredPages)
 HEALTHY_SBE_MAX = 3  # a used healthy card may carry a handful of lifetime correctable errors
 
 
@@ -185,7 +186,9 @@ class MockDevice(Device):
     def counters(self) -> ErrorCounters:
         self.guard()
         t_min = self.physics.t / 60.0
-        ecc = self.profile.ecc.supported
+        # an injected ECC fault means the counters exist (mock-faults.md: "that many retired pages
+        # are reported"), even on a profile whose real boards hide them (GeForce through NVML)
+        ecc = self.profile.ecc.supported or any(isinstance(f, ECC_FAULTS) for f in self.faults)
         sbe = self._base_sbe
         dbe = 0
         replays = 0

@@ -243,7 +243,9 @@ def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int
             msg = f"missing parameter {field!r} for {kind}"
         raise FaultError(field, msg) from None
     fan = getattr(fault, "fan", None)
-    if fan is not None and fans is not None and fan >= fans:
+    # fans are numbered from 0 (NVML, the bench's channels); a number equal to the count is read
+    # as 1-based numbering of the last fan (``fan = 1`` on a one-fan card is its only fan)
+    if fan is not None and fans is not None and (fans == 0 or fan > fans):
         have = "no fans" if fans == 0 else f"fans 0-{fans - 1}"
         raise FaultError("fan", f"fan {fan} does not exist on this card ({have})")
     return fault
