@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import secrets
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -58,7 +59,13 @@ def discover_cards(cfg: RackConfig) -> list[CardSlot]:
     """Turn the config's device entries into one CardSlot per card (exit 3 if a backend can't run)."""
     cards: list[CardSlot] = []
     used: set[str] = set()
+    here = {"local", "localhost", socket.gethostname(), socket.gethostname().split(".")[0]}
     for entry in cfg.devices:
+        if entry.host not in here and entry.config.backend != "mock":
+            raise HarnessUnavailable(
+                f"{cfg.path}: {entry.label}: host {entry.host!r} is not this machine; the local engine runs "
+                f"real cards only here (run burnin on {entry.host}, or name this host \"local\")"
+            )
         backend = get_backend(entry.config.backend)
         ctx = {"config_dir": str(cfg.path.parent.resolve()), "host": entry.host, "index": entry.index}
         try:

@@ -165,3 +165,10 @@ def test_a_stage_that_cannot_complete_makes_the_card_retest(write_rack, burnin, 
     assert card["verdict"] == "retest"
     assert [t["status"] for t in card["tests"]] == ["pass", "error"]
     assert any(f["code"] == "harness.stage_error" and "ZeroDivisionError" in f["message"] for f in card["findings"])
+
+
+def test_real_backend_on_a_remote_host_is_exit_3(tmp_path, burnin):
+    p = tmp_path / "r.toml"
+    p.write_text('[rack]\nname = "x"\n[[hosts]]\nname = "node-far-away-17"\n[[hosts.devices]]\nbackend = "nvml"\n')
+    code, _, err = burnin("run", str(p))
+    assert code == 3 and "node-far-away-17" in err and err.count("\n") == 1

@@ -29,6 +29,7 @@ class LiveProgress:
         self.tasks: dict[str, TaskID] = {}
         self.stage_index: dict[str, int] = {}
         self.done = 0
+        self.flagged: set[str] = set()  # cards with a failed or errored test so far
         self.overall: TaskID | None = None
 
     def __enter__(self) -> LiveProgress:
@@ -64,15 +65,18 @@ class LiveProgress:
         elif ev.kind == "progress" and task is not None:
             frac = float(ev.data.get("fraction", 0.0))
             self.progress.update(task, completed=self.stage_index.get(ev.key, 0) + frac)
-        elif ev.kind == "test" and task is not None and ev.data.get("status") in ("fail", "error"):
-            self.progress.update(task, status=f"{ev.data['name']}: {ev.data['status'].upper()}")
+        elif ev.kind == "test" and ev.data.get("status") in ("fail", "error"):
+            self.flagged.add(ev.key)
+            if task is not None:
+                self.progress.update(task, status=f"{ev.data['name']}: {ev.data['status'].upper()}")
         elif ev.kind == "outcome":
             self.done += 1
             state = ev.data.get("state", "done")
             if task is not None:
                 self.progress.update(task, completed=self.n_stages, status=state)
             elif self.overall is not None:
-                self.progress.update(self.overall, completed=self.done, status=f"{self.done} finished")
+                self.progress.update(self.overall, completed=self.done,
+                                     status=f"{self.done} finished, {len(self.flagged)} with failures")
             if state != "done":
                 self.console.print(f"{ev.key}: {state} {ev.data.get('detail') or ''}".rstrip(), style="yellow")
 
