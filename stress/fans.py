@@ -1,7 +1,8 @@
 """Fan sweep: step the commanded duty and check every fan's RPM against the profile's curve.
 
 Card fans are commanded through the device (``device.fans``) and read from the card's own tach;
-a passive card's chassis fans are commanded and read through the bench controller. Where an
+a passive card's chassis fans are commanded and read through the bench controller, or without
+one (mock hosts) read at the fixed duty the chassis runs them at (``HostChassisFans``). Where an
 independent reading exists (the bench's optical tachometer on card fans) it tells a dead fan from
 a dead tach wire; where none does, a fan that reads 0 RPM gets an airflow probe: hold full load
 with that fan at full and then at minimum duty, and see whether the die's rise per watt moves.
@@ -369,10 +370,19 @@ class FanStage(Stage):
             for s, st in tru:
                 if st == "low":
                     return _finding("fan.weak", v.fan, kind, f"turns at {s.true:.0f} RPM (tachometer)", s, prof, {})
+            tol = prof.cooling.rpm_tolerance / 100.0
             for (s, rs), (_, ts) in zip(rep, tru, strict=True):
-                if rs != "na" and ts == "ok" and rs != "ok":
+                if rs == "na" or ts != "ok" or rs == "ok" or s.reported is None or s.true is None:
+                    continue
+                if abs(s.reported - s.true) > tol * s.expected:  # a real disagreement, not noise
                     return _finding("fan.tach_mismatch", v.fan, kind,
                                     f"reports {s.reported:.0f} RPM but the tachometer sees {s.true:.0f} RPM",
+                                    s, prof, {})
+                # the two readings agree, on either side of the band's edge: judge what both say
+                both = (s.reported + s.true) / 2
+                if state_of(both, s.expected, prof, prm.stall_fraction) == "low":
+                    return _finding("fan.weak", v.fan, kind,
+                                    f"turns at {both:.0f} RPM (card {s.reported:.0f}, tachometer {s.true:.0f})",
                                     s, prof, {})
             return None
         states = [st for _, st in rep if st != "na"]

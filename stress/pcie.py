@@ -131,7 +131,9 @@ class PcieStage(Stage):
             rate_max = p.replays_per_min_max
             if link.width and p.width and link.width != p.width:
                 rate_max = math.ceil(p.replays_per_min_max * link.width / p.width)  # per-lane rule
-            if per_min > rate_max or delta > p.replays_per_test_max:
+            # a counter read twice is uncertain by one count: a 20 s window must not turn a card
+            # just under the limit into one over it
+            if max(0, delta - 1) / (elapsed / 60.0) > rate_max or delta > p.replays_per_test_max:
                 findings.append(Finding(
                     code="pcie.replays", severity="fail", action="reseat", test="pcie",
                     message=(

@@ -51,8 +51,9 @@ class Case:
     note: str = ""
 
     def device(self, slot: int) -> dict[str, Any]:
-        d: dict[str, Any] = {"backend": "mock", "profile": self.profile, "serial": self.serial, "slot": slot,
-                             "memory_mib": self.memory_mib}
+        d: dict[str, Any] = {"backend": "mock", "profile": self.profile, "serial": self.serial, "slot": slot}
+        if self.memory_mib != 64:  # 64 is the contract's default: leave it out, as a user would
+            d["memory_mib"] = self.memory_mib
         if self.seed is not None:
             d["seed"] = self.seed
         if self.faults:
@@ -203,12 +204,12 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         add("coldsdc", profile, [{"kind": "compute.sdc", "every": 2, "above_temp_c": th.shutdown + 5}],
             Expect("pass"))
     # compute.hang at various times; past the end of the session it never fires
-    for i, at in enumerate((0, st["thermal"], st["burn"], st["power"])):
+    for i, at in enumerate((0, st["health"], st.get("memory", st["pcie"]), st["thermal"], st["burn"], st["power"])):
         add(f"hang{at}", PROFILES[i % 3], [{"kind": "compute.hang", "at_s": at}],
             _e("compute.hang", {"reset_and_retest"}))
     add("hangnever", "ascend-910b", [{"kind": "compute.hang", "at_s": st["end"]}], Expect("pass"))
     add("hangdef", "rtx4090-blower-48gb", [{"kind": "compute.hang"}], _e("compute.hang", {"reset_and_retest"}))
-    for i, factor in enumerate((0.5, 0.6, 0.7, 0.8, 0.9)):
+    for i, factor in enumerate((0.5, 0.6, 0.7, 0.8, 0.9, 0.93)):
         add(f"slow{factor}", PROFILES[i % 3], [{"kind": "compute.slow", "factor": factor}],
             _e("compute.slow", {"rma"}))
     thermal_codes = {"thermal.high_resistance", "thermal.slowdown", "thermal.over_temp"}
@@ -227,6 +228,10 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
                     _e(fan_code[kind], {"replace_fan"}, location=({fan_code[kind]}, {"fan": fan})))
     # a one-fan card: fan = 1 names its only fan (1-based numbering of a single fan)
     add("stall1", "rtx4090-blower-48gb", [{"kind": "fan.stalled", "fan": 1}], _e("fan.stalled", {"replace_fan"}))
+    # a blower just out of its band at full duty (the band is 12 %): weak, never a tach mismatch
+    for k in range(3):
+        add(f"weak0.85-{k}", "rtx4090-blower-48gb", [{"kind": "fan.weak", "fan": 0, "max_fraction": 0.85}],
+            _e("fan.weak", {"replace_fan"}, location=({"fan.weak"}, {"fan": 0})))
     # passive cards without a bench controller: the chassis fans cannot be read or commanded
     for profile in ("h100-sxm5-80gb", "ascend-910b"):
         for fan in range(load_profile(profile).cooling.chassis_fans):
@@ -237,6 +242,10 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
             _e("fan.weak", {"replace_fan"}, location=({"fan.weak"}, {"fan": 1})), bench=False)
         add("nb-paste", profile, [{"kind": "thermal.resistance", "factor": 2.0}], _e(thermal_codes, {"repaste"}),
             bench=False)
+    # the blower without a bench: no optical tach, so the airflow probe tells a dead fan from a dead wire
+    for kind, extra in (("fan.stalled", {}), ("fan.weak", {"max_fraction": 0.4}), ("fan.tach_fault", {})):
+        add(f"nb-{kind.split('.')[1]}", "rtx4090-blower-48gb", [{"kind": kind, "fan": 0, **extra}],
+            _e(fan_code[kind], {"replace_fan"}, location=({fan_code[kind]}, {"fan": 0})), bench=False)
     # PCIe: every lower gen at full width, every lower width at full gen, both low
     for profile in PROFILES:
         p = load_profile(profile)
@@ -250,11 +259,11 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         add("atmax", profile, [{"kind": "pcie.downtrained", "gen": p.pcie.gen, "width": p.pcie.width}],
             Expect("pass"))
         lim = p.pcie.replays_per_min_max
-        for mult in (1.3, 3.0, 40.0):
-            add(f"replay{mult}", profile, [{"kind": "pcie.replays", "per_minute": round(lim * mult, 1)}],
+        for rate in (lim + 1.5, lim * 1.3, lim * 3.0, lim * 40.0):
+            add(f"replay{rate:g}", profile, [{"kind": "pcie.replays", "per_minute": round(rate, 1)}],
                 _e("pcie.replays", {"reseat"}))
-        for frac in (0.2, 0.6):
-            add(f"replayok{frac}", profile, [{"kind": "pcie.replays", "per_minute": round(lim * frac, 1)}],
+        for rate in (lim * 0.2, lim * 0.6, lim - 1, lim):  # at the limit is not over it
+            add(f"replayok{rate:g}", profile, [{"kind": "pcie.replays", "per_minute": round(rate, 1)}],
                 Expect("pass"))
     # ECC counters and flags (on every profile: the fault says the counter is reported)
     for i, profile in enumerate(PROFILES):
@@ -287,13 +296,14 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
     for profile in PROFILES:
         p = load_profile(profile)
         tdp = p.power.tdp
-        for w in (tdp - 10, round(tdp * 0.9), round(tdp * 0.6), p.power.min_limit):
+        for w in (tdp - 1, tdp - 10, round(tdp * 0.9), round(tdp * 0.6), p.power.min_limit):
             add(f"cap{w:g}", profile, [{"kind": "power.capped", "watts": w}], _e("power.capped", {"fix_host"}))
         add("capabove", profile, [{"kind": "power.capped", "watts": tdp + 50}], Expect("pass"))
+        add("capattdp", profile, [{"kind": "power.capped", "watts": tdp}], Expect("pass"))
         add("aux", profile, [{"kind": "power.aux_unplugged"}], _e("power.aux_unplugged", {"check_power"}))
         add("inforom", profile, [{"kind": "firmware.inforom_corrupt"}],
             _e("firmware.inforom_corrupt", {"reflash_firmware"}))
-    out += combo_cases(rng, counter)
+    out += combo_cases(plan, rng, counter)
     return out
 
 
@@ -326,7 +336,7 @@ def xid_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[Ca
     return out
 
 
-def combo_cases(rng: random.Random, counter: dict[str, int]) -> list[Case]:
+def combo_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[Case]:
     """Two faults on one card: the verdict is the worst, the actions the union."""
     combos: list[tuple[str, list[dict[str, Any]], list[set[str]], set[str]]] = [
         ("rtx4090-blower-48gb", [{"kind": "memory.stuck_bit", "address": 0x1234, "bit": 2, "value": 1},
@@ -353,6 +363,20 @@ def combo_cases(rng: random.Random, counter: dict[str, int]) -> list[Case]:
          [{"memory.transition"}, {"ecc.row_remap_failure"}], {"replace_memory", "rma"}),
         ("h100-sxm5-80gb", [{"kind": "compute.slow", "factor": 0.75}, {"kind": "compute.slow", "factor": 0.9}],
          [{"compute.slow"}], {"rma"}),
+        ("rtx4090-blower-48gb", [{"kind": "memory.stuck_bit", "address": 0x300, "bit": 1, "value": 1},
+                                 {"kind": "memory.stuck_bit", "address": 0xFFFFF, "bit": 6, "value": 0}],
+         [{"memory.stuck_bit"}], {"replace_memory"}),
+        ("ascend-910b", [{"kind": "memory.address_decoder", "address": 0x800, "alias": 0x40000},
+                         {"kind": "memory.transition", "address": 0x9000, "bit": 3, "direction": "up"}],
+         [{"memory.address_decoder"}, {"memory.transition"}], {"rma"}),
+        ("h100-sxm5-80gb", [{"kind": "fan.stalled", "fan": 0}, {"kind": "fan.weak", "fan": 3, "max_fraction": 0.3}],
+         [{"fan.stalled"}, {"fan.weak"}], {"replace_fan"}),
+        ("ascend-910b", [{"kind": "bus.fall_off", "at_s": STAGE_TIMES[plan]["burn"]}, {"kind": "memory.stuck_bit", "address": 5, "bit": 5,
+                                                                   "value": 1}],
+         [{"bus.lost"}, {"memory.stuck_bit"}], {"reseat", "rma"}),
+        ("rtx4090-blower-48gb", [{"kind": "compute.hang", "at_s": 0}, {"kind": "pcie.downtrained", "gen": 1,
+                                                                       "width": 1}],
+         [{"compute.hang"}, {"pcie.link_degraded"}], {"reset_and_retest", "reseat"}),
     ]
     out = []
     for profile, faults, groups, actions in combos:
@@ -362,18 +386,47 @@ def combo_cases(rng: random.Random, counter: dict[str, int]) -> list[Case]:
     return out
 
 
+def edge_cases(plan: str, rng: random.Random, seeds: int = 5) -> list[Case]:
+    """Faults near what the rules can see, each on several seeds (card-to-card spread): paste just
+    past the band on a card at its low edge, a fan just out of its band, replays just over the
+    limit, throughput just under the floor, a cap just under TDP."""
+    out = []
+    for profile in PROFILES:
+        p = load_profile(profile)
+        theta_edge = p.thermal.theta_fail / p.thermal.theta_min * 1.05  # fails even the coolest card
+        weak = (1 - p.cooling.rpm_tolerance / 100) * 0.85  # well outside the band at full duty
+        faults = [
+            ("paste", {"kind": "thermal.resistance", "factor": round(theta_edge, 2)}, "thermal.high_resistance",
+             "repaste"),
+            ("weak", {"kind": "fan.weak", "fan": p.cooling.fault_fans - 1, "max_fraction": round(weak, 2)},
+             "fan.weak", "replace_fan"),
+            ("replay", {"kind": "pcie.replays", "per_minute": p.pcie.replays_per_min_max + 2}, "pcie.replays", "reseat"),
+            ("slow", {"kind": "compute.slow", "factor": 0.92}, "compute.slow", "rma"),
+            ("cap", {"kind": "power.capped", "watts": p.power.tdp - 2}, "power.capped", "fix_host"),
+        ]
+        for tag, fault, code, action in faults:
+            for k in range(seeds):
+                out.append(Case(f"E-{SHORT[profile]}-{tag}-{k}", profile, [fault],
+                                _e({code, "thermal.slowdown"} if tag == "paste" else code, {action}),
+                                seed=rng.randrange(1 << 30)))
+    return out
+
+
 def cases(plan: str) -> list[Case]:
     rng = random.Random(f"corpus/{plan}")
-    return memory_cases(plan, rng) + device_cases(plan, rng)
+    return memory_cases(plan, rng) + device_cases(plan, rng) + edge_cases(plan, rng)
 
 
 def healthy(plan: str, per_profile: int, start: int = 0) -> list[Case]:
-    """Healthy cards of every profile, each with its own seed (odd memory sizes too)."""
+    """Healthy cards of every profile, each with its own seed (odd memory sizes too); the first
+    of each profile as a user writes it: no seed (derived from the serial), default memory size."""
     rng = random.Random(f"healthy/{plan}/{start}")
     out = []
     for profile in PROFILES:
         for k in range(start, start + per_profile):
-            out.append(Case(f"OK-{SHORT[profile]}-{k:03d}", profile, [], Expect("pass"),
-                            memory_mib=(1, 2, 3)[k % 3], seed=rng.randrange(1 << 31),
-                            bench=k % 4 != 3))
+            c = Case(f"OK-{SHORT[profile]}-{k:03d}", profile, [], Expect("pass"),
+                     memory_mib=(1, 2, 3)[k % 3], seed=rng.randrange(1 << 31), bench=k % 4 != 3)
+            if k == 0:
+                c.memory_mib, c.seed = 64, None
+            out.append(c)
     return out

@@ -23,7 +23,8 @@ def run_rack(cards: list[Case], plan: str, workdir: Path, name: str = "corpus") 
     """One ``burnin run RACK --plan PLAN --json OUT`` over all ``cards`` (fresh database)."""
     devices = [c.device(slot) for slot, c in enumerate(cards)]
     bench_slots = [slot for slot, c in enumerate(cards) if c.bench]
-    host_extra = f'\n[[hosts.instruments]]\nkind = "bench"\nport = "sim"\nslots = {bench_slots}\n'
+    host_extra = (f'\n[[hosts.instruments]]\nkind = "bench"\nport = "sim"\npower_cycle = true\n'
+                  f'slots = {bench_slots}\n')
     rack = workdir / f"{name}-{plan}.toml"
     rack.write_text(rack_toml(devices, name=name, host_extra=host_extra), encoding="utf-8")
     out = workdir / f"{name}-{plan}.json"
