@@ -401,5 +401,9 @@ class Device(ABC):
     def transfer(self) -> TransferHandle | None:
         return None
 
+    def release_handles(self) -> None:  # noqa: B027 - optional hook
+        """Free what a stage's handles hold (e.g. all of a GPU's memory taken by the memory
+        scan) so the next stage can allocate; handles are rebuilt when next asked for."""
+
     def close(self) -> None:  # noqa: B027 - optional hook
         """Release everything the session took (memory, fan control)."""

@@ -498,17 +498,22 @@ class NvmlDevice(Device):
     def transfer(self) -> TransferHandle | None:
         return self._cuda("transfer")
 
-    def close(self) -> None:
-        """Restore the fans, free the event set, release NVML; safe to call twice, even when lost."""
-        if self._closed:
-            return
-        self._closed = True
+    def release_handles(self) -> None:
+        """Free the CUDA handles: the memory scan holds nearly all GPU memory, the burn needs it."""
         for handle in self._handles.values():
             if handle is not None and hasattr(handle, "close"):
                 try:
                     handle.close()
                 except Exception:  # noqa: BLE001 - releasing GPU memory on a lost card may fail
                     pass
+        self._handles.clear()
+
+    def close(self) -> None:
+        """Restore the fans, free the event set, release NVML; safe to call twice, even when lost."""
+        if self._closed:
+            return
+        self._closed = True
+        self.release_handles()
         nv = self._nv
         if self._fans is not None and self._lost is None:
             try:

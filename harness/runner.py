@@ -158,18 +158,19 @@ class Run:
             s.card_outcome(rid, key, state, d.get("detail"), utcnow())
 
     def _peer_findings(self) -> None:
-        """Run-level comparisons among identical cards (e.g. throughput vs the best peer)."""
+        """Run-level comparisons among identical cards (e.g. throughput vs the best peer).
+
+        Every card of the run takes part, also those a resumed run had finished before."""
         by_stage: dict[str, list[tuple[str, Any, TestResult]]] = {}
-        for c in self.cards:
-            row = next((r for r in self.store.run_cards(self.run_id) if r["key"] == c.key), None)
-            ident = (row or {}).get("identity") or {}
+        for row in self.store.run_cards(self.run_id):
+            ident = row.get("identity") or {}
             try:
-                profile = load_profile(ident.get("profile") or c.locator.get("profile", ""))
+                profile = load_profile(ident.get("profile") or (row.get("locator") or {}).get("profile", ""))
             except ProfileError:
                 continue
-            for t in self.store.tests(self.run_id, c.key):
+            for t in self.store.tests(self.run_id, row["key"]):
                 if t["status"] in ("pass", "fail"):
-                    by_stage.setdefault(t["name"], []).append((c.key, profile, TestResult.from_dict(t)))
+                    by_stage.setdefault(t["name"], []).append((row["key"], profile, TestResult.from_dict(t)))
         for stage, results in by_stage.items():
             try:
                 extra = get_stage(stage).compare_peers(results)

@@ -210,6 +210,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
             ctx.prior.append(res)
             emit("test", {**res.to_dict_full(), "index": index})
+            _release(ctx.device)
             if outcome != "done":
                 for later, (lname, _) in enumerate(job.stages[index + 1:], start=index + 1):
                     skipped = TestResult(name=lname, status="skipped", error=f"card {outcome}")
@@ -220,6 +221,13 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         if ctx.device is not dev:
             _teardown(dev, {})
     return outcome
+
+
+def _release(dev: Device) -> None:
+    try:
+        dev.release_handles()
+    except Exception:  # noqa: BLE001 - a lost card's memory is gone anyway
+        pass
 
 
 def _safe_now(dev: Device) -> float:

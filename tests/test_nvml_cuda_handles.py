@@ -37,5 +37,8 @@ def test_registered_cuda_handles_are_used_per_gpu_index(monkeypatch: pytest.Monk
     assert dev.memory is mem  # built once per session
     assert dev.compute is not None and dev.transfer is not None
     assert sorted(built) == [("compute", 0), ("memory", 0), ("transfer", 0)]
+    dev.release_handles()  # after a stage: the memory scan's hold on GPU memory is let go
+    assert mem.closed and dev.memory is not mem
+    mem2 = dev.memory
     dev.close()
-    assert mem.closed
+    assert mem2.closed
