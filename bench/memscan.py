@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -22,8 +23,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from drivers.api import MemoryHandle, Pattern  # noqa: E402
-
-MIB = 1 << 20
+from drivers.units import MIB  # noqa: E402
 
 
 class _Clock:
@@ -37,7 +37,7 @@ class _Clock:
         self.t += s
 
 
-def scan_pass(mem: MemoryHandle, nbytes: int, p: Pattern, sync: callable = lambda: None) -> float:  # type: ignore[valid-type]
+def scan_pass(mem: MemoryHandle, nbytes: int, p: Pattern, sync: Callable[[], object] = lambda: None) -> float:
     """Seconds for one write-and-verify pass of ``p`` over ``nbytes``."""
     sync()
     t0 = time.perf_counter()
@@ -50,7 +50,7 @@ def scan_pass(mem: MemoryHandle, nbytes: int, p: Pattern, sync: callable = lambd
     return dt
 
 
-def march_pass(mem: MemoryHandle, nbytes: int, p: Pattern, q: Pattern, sync: callable = lambda: None) -> float:  # type: ignore[valid-type]
+def march_pass(mem: MemoryHandle, nbytes: int, p: Pattern, q: Pattern, sync: Callable[[], object] = lambda: None) -> float:
     """Seconds for one March element ``up(r p, w q)``: every byte verified and rewritten."""
     sync()
     t0 = time.perf_counter()

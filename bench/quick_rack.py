@@ -8,6 +8,7 @@ the harness and all its workers, sampled every 20 ms.
 from __future__ import annotations
 
 import argparse
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -18,6 +19,7 @@ import psutil
 
 
 def measure(config: str, plan: str) -> tuple[float, float, int]:
+    """One run of ``plan`` on ``config`` in a scratch directory: (wall s, peak PSS MiB, exit code)."""
     with tempfile.TemporaryDirectory() as tmp:
         cmd = [sys.executable, "-m", "harness.cli", "run", str(Path(config).resolve()), "--plan", plan,
                "--db", str(Path(tmp) / "b.db"), "-q"]
@@ -28,13 +30,13 @@ def measure(config: str, plan: str) -> tuple[float, float, int]:
         while proc.poll() is None:
             try:
                 procs = [root, *root.children(recursive=True)]
-                rss = 0
+                pss = 0
                 for p in procs:
                     try:
-                        rss += p.memory_full_info().pss  # shared pages counted once
+                        pss += p.memory_full_info().pss  # shared pages counted once
                     except psutil.Error:
                         pass
-                peak = max(peak, rss)
+                peak = max(peak, pss)
             except psutil.Error:
                 pass
             time.sleep(0.02)
@@ -43,18 +45,20 @@ def measure(config: str, plan: str) -> tuple[float, float, int]:
 
 
 def main() -> None:
+    """Run the plan ``--repeat`` times and print each run, then the median wall time and worst peak."""
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("config", nargs="?", default="rack_configs/bench-mock.toml")
     ap.add_argument("--plan", default="quick")
     ap.add_argument("--repeat", type=int, default=3)
     a = ap.parse_args()
-    walls, peaks = [], []
+    walls: list[float] = []
+    peaks: list[float] = []
     for _ in range(a.repeat):
         wall, peak, rc = measure(a.config, a.plan)
         walls.append(wall)
         peaks.append(peak)
         print(f"run: {wall:6.2f} s wall, peak {peak:7.1f} MiB (exit {rc})")
-    print(f"{a.plan} on {a.config}: median {sorted(walls)[len(walls) // 2]:.2f} s wall, "
+    print(f"{a.plan} on {a.config}: median {statistics.median(walls):.2f} s wall, "
           f"max peak {max(peaks):.0f} MiB over the process tree")
 
 

@@ -52,12 +52,12 @@ from drivers.api import (
     WallClock,
 )
 from drivers.registry import Backend, BackendConfig, make_handle, register_backend
+from drivers.units import MIB
 
 # CUDA numbers GPUs fastest-first unless told otherwise; NVML numbers them by PCI bus. Make them
 # agree, so the CUDA handle of NVML GPU i is CUDA device i (set before CUDA initialises).
 os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
 
-MIB = 1024 * 1024
 
 # NVML return codes by meaning (names, resolved against the module in use)
 _SOFT = frozenset({"NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NO_PERMISSION"})

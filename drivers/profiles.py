@@ -72,9 +72,22 @@ class CoolingSpec(_Strict):
         """How many fans a fan fault may name: the card's own, else the chassis fans."""
         return self.fans if self.kind == "fan" else self.chassis_fans
 
+    def curve(self, chassis: bool = False) -> list[FanPoint]:
+        """The healthy curve of the card's own fans, or of the chassis fans of a passive card."""
+        return self.chassis_fan_curve if chassis else self.fan_curve
+
+    def default_duty_of(self, chassis: bool = False) -> float:
+        """The duty the card's fans (or the chassis fans) run at when nobody commands them."""
+        return self.chassis_default_duty if chassis else self.default_duty
+
+    def rpm_band(self, expected_rpm: float) -> tuple[float, float]:
+        """Healthy RPM range around a curve reading: below it a fan is weak, above it fast."""
+        tol = self.rpm_tolerance / 100.0
+        return expected_rpm * (1.0 - tol), expected_rpm * (1.0 + tol)
+
     def rpm_at(self, duty_pct: float, chassis: bool = False) -> float:
         """Healthy RPM at a duty, linear between curve points."""
-        curve = self.chassis_fan_curve if chassis else self.fan_curve
+        curve = self.curve(chassis)
         if not curve:
             return 0.0
         pts = sorted((p.duty, p.rpm) for p in curve)
@@ -102,6 +115,11 @@ class PowerSpec(_Strict):
     idle: Watts
     slot: Watts  # what the card can draw from the slot alone (aux unplugged)
     target_fraction_min: Percent = 75.0  # DCGM targeted_power: below this of the target fails
+
+    @property
+    def floor_w(self) -> float:
+        """Full-load draw below which a card missed its target (``target_fraction_min`` of TDP)."""
+        return self.target_fraction_min / 100.0 * self.tdp
 
 
 class ThermalSpec(_Strict):

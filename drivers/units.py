@@ -12,6 +12,8 @@ from typing import Annotated, Any
 
 from pydantic import BeforeValidator
 
+MIB = 1 << 20  # bytes in a MiB: profiles give memory in MiB, the device API counts bytes
+
 # unit -> (canonical unit, factor to canonical)
 _UNITS: dict[str, tuple[str, float]] = {
     "W": ("W", 1.0),

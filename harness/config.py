@@ -17,9 +17,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from drivers.mock.faults import FaultError, parse_fault
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import BackendConfig, get_backend
+from drivers.units import MIB
 from harness.errors import UsageError
-
-MIB = 1 << 20
 
 
 class _Strict(BaseModel):

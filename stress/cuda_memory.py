@@ -23,8 +23,8 @@ import numpy as np
 
 from drivers.api import BackendUnavailable, MemoryHandle, Mismatches, Pattern
 from drivers.registry import register_handle
+from drivers.units import MIB
 
-MIB = 1 << 20
 TILE = 4096  # repeating patterns are tiled to this many bytes on the device
 THREADS = 256
 

@@ -248,16 +248,11 @@ class FanVerdict:
     steps: list[Step] = field(default_factory=list)
 
 
-def band(profile: Profile, expected: float) -> tuple[float, float]:
-    tol = profile.cooling.rpm_tolerance / 100.0
-    return expected * (1.0 - tol), expected * (1.0 + tol)
-
-
 def state_of(rpm: float | None, expected: float, profile: Profile, stall_fraction: float) -> str:
     """``zero`` (not turning), ``low``/``high`` (outside the curve band), ``ok`` or ``na``."""
     if rpm is None:
         return "na"
-    lo, hi = band(profile, expected)
+    lo, hi = profile.cooling.rpm_band(expected)
     if rpm < stall_fraction * expected:
         return "zero"
     if rpm < lo:
@@ -269,7 +264,7 @@ def state_of(rpm: float | None, expected: float, profile: Profile, stall_fractio
 
 def _finding(code: str, fan: int, kind: str, msg: str, step: Step, profile: Profile, extra: dict[str, Any]
              ) -> Finding:
-    lo, hi = band(profile, step.expected)
+    lo, hi = profile.cooling.rpm_band(step.expected)
     return Finding(
         code=code, severity="fail", action="replace_fan", test="fans",
         message=f"{kind} fan {fan} {msg} at {step.duty:.0f}% duty (expected {lo:.0f}-{hi:.0f} RPM)",
@@ -304,8 +299,8 @@ class FanStage(Stage):
         fanset: FanSet
         if dev.fans is not None and dev.fans.count > 0:
             fanset = CardFans(dev, dev.fans, bench)
-        elif prof.cooling.kind == "passive" and bench.ok and min(bench.chassis_count(), prof.cooling.chassis_fans) > 0:
-            n = min(bench.chassis_count(), prof.cooling.chassis_fans)
+        elif prof.cooling.kind == "passive" and bench.ok and (
+                n := min(bench.chassis_count(), prof.cooling.chassis_fans)) > 0:
             fanset = ChassisFans(bench, n, prof.cooling.chassis_default_duty)
         elif prof.cooling.kind == "passive" and (host := HostChassisFans.of(dev, prof, bench)) is not None:
             fanset = host
@@ -335,7 +330,7 @@ class FanStage(Stage):
         prof, clock = ctx.profile, ctx.device.clock
         n = fanset.count()
         verdicts = [FanVerdict(i) for i in range(n)]
-        curve = [p.duty for p in (prof.cooling.chassis_fan_curve if fanset.chassis else prof.cooling.fan_curve)]
+        curve = [p.duty for p in prof.cooling.curve(fanset.chassis)]
         fixed = fanset.fixed_duty()
         steps = [fixed] if fixed is not None else [d for d in prm.duty_steps if min(curve) <= d <= max(curve)]
         if not steps:
@@ -416,9 +411,8 @@ class FanStage(Stage):
         dev, prof = ctx.device, ctx.profile
         if dev.compute is None:
             return {"skipped": "no compute load to heat the card"}
-        curve = prof.cooling.chassis_fan_curve if fanset.chassis else prof.cooling.fan_curve
-        low_duty = min(p.duty for p in curve)
-        default = prof.cooling.chassis_default_duty if fanset.chassis else prof.cooling.default_duty
+        low_duty = min(p.duty for p in prof.cooling.curve(fanset.chassis))
+        default = prof.cooling.default_duty_of(fanset.chassis)
         hold = prm.probe_taus * prof.thermal.tau
         step = hold / (prm.probe_samples * 5)  # the averaged samples span the last fifth of each phase
         inlet = inlet_reading(ctx, fanset.bench)
@@ -468,7 +462,7 @@ def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
             true = bench.tach(i)
             exp = prof.cooling.rpm_at(duty)
             seen = true if true is not None else rpm
-            if seen < band(prof, exp)[0]:
+            if seen < prof.cooling.rpm_band(exp)[0]:
                 out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
                                    f"card fan {i} at {seen:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
                                    location={"fan": i}, evidence={"rpm": seen, "duty_pct": duty}))
@@ -481,7 +475,7 @@ def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
             if rpm is None:
                 break
             exp = prof.cooling.rpm_at(duty, chassis=True)
-            if rpm < band(prof, exp)[0]:
+            if rpm < prof.cooling.rpm_band(exp)[0]:
                 out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
                                    f"chassis fan {ch} at {rpm:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
                                    location={"fan": ch, "chassis": True}, evidence={"rpm": rpm, "duty_pct": duty}))

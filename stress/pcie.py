@@ -17,11 +17,10 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from drivers.api import PcieLink
-from drivers.mock.transfer import link_gbps
+from drivers.pcie import link_gbps, link_label
+from drivers.units import MIB
 from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
-
-MIB = 1 << 20
 
 
 class PcieParams(StageParams):
@@ -48,7 +47,7 @@ def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: fl
             f"link trained at Gen{gen} x{width} under load, card max Gen{p.gen} x{p.width}"
             f" (floor Gen{p.floor_gen} x{p.floor_width}); copies at {worst:.1f} GB/s of {max_gbps:.1f}"
         ),
-        location={"link": f"gen{gen}x{width}"},
+        location={"link": link_label(gen, width)},
         evidence={"gen": gen, "width": width, "max_gen": p.gen, "max_width": p.width,
                   "worst_gbps": round(worst, 2), "max_link_gbps": round(max_gbps, 2), "below_floor": below_floor},
     )
@@ -108,6 +107,7 @@ class PcieStage(Stage):
             "traffic_s": round(elapsed, 3),
         }
         findings: list[Finding] = []
+        label = link_label(link.gen, link.width)
         worst = min(gbps.values())
         degraded = _link_degraded(ctx, link, max_gbps, worst)
         if degraded:
@@ -121,7 +121,7 @@ class PcieStage(Stage):
                             f"{d.upper()} copies at {rate:.1f} GB/s, the Gen{link.gen} x{link.width} link"
                             f" should carry {expected:.1f} GB/s (host: NUMA placement, IOMMU, other traffic?)"
                         ),
-                        location={"link": f"gen{link.gen}x{link.width}"},
+                        location={"link": label},
                         evidence={"direction": d, "gbps": round(rate, 2), "expected_gbps": round(expected, 2)},
                     ))
         if replays0 is not None and replays1 is not None:
@@ -140,7 +140,7 @@ class PcieStage(Stage):
                         f"{delta} PCIe replays in {elapsed:.0f} s of traffic ({per_min:.1f}/min;"
                         f" limit {rate_max:.0f}/min, {p.replays_per_test_max:.0f} per test)"
                     ),
-                    location={"link": f"gen{link.gen}x{link.width}"},
+                    location={"link": label},
                     evidence={"replays": delta, "per_min": round(per_min, 2), "limit_per_min": rate_max,
                               "limit_per_test": p.replays_per_test_max, "seconds": round(elapsed, 3)},
                 ))

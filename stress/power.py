@@ -18,6 +18,7 @@ from pydantic import Field
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.hold import hold_load
 
 XID_AUX_POWER = 54
 
@@ -52,14 +53,8 @@ class PowerStage(Stage):
         if compute is None:
             return TestResult("power", "skipped", metrics={"reason": "device offers no compute load"})
         t0 = dev.clock.now()
-        samples: list[Telemetry] = []
-        held = 0.0
-        while held < prm.hold_s - 1e-9:
-            step = min(prm.sample_interval_s, prm.hold_s - held)
-            compute.load(step, prm.intensity)
-            held += step
-            samples.append(ctx.sample("power"))
-            ctx.progress(held / prm.hold_s, "power: holding full load")
+        samples: list[Telemetry] = list(hold_load(ctx, compute, prm.hold_s, prm.sample_interval_s, prm.intensity,
+                                                  "power", "power: holding full load"))
         steady = [s for s in samples if s.time_s - t0 >= prm.settle_s] or samples[-1:]
         powers = [s.power_w for s in steady if s.power_w is not None]
         prof = ctx.profile.power
@@ -74,7 +69,7 @@ class PowerStage(Stage):
         limits = [s.power_limit_w for s in steady if s.power_limit_w is not None]
         limit = min(limits) if limits else None
         throttles = frozenset().union(*(s.throttle for s in steady))
-        floor = prof.target_fraction_min / 100.0 * target
+        floor = prof.floor_w
         metrics.update({
             "mean_power_w": round(mean_w, 1),
             "fraction_of_target": round(mean_w / target, 3),

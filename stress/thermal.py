@@ -27,6 +27,7 @@ from drivers.api import THERMAL_THROTTLES, Telemetry
 from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.fans import BenchLink, fan_suspects, inlet_reading
+from stress.hold import hold_load
 
 TAU_GRID = 240  # candidate time constants for the fit (log-spaced)
 MIN_FIT_RISE_C = 5.0  # a heating curve smaller than this (card already hot) gives no usable tau
@@ -105,18 +106,14 @@ class ThermalStage(Stage):
             dev.clock.sleep(prm.cooldown_s)
         t0 = dev.clock.now()
         samples: list[Telemetry] = [ctx.sample("thermal")]
-        held = 0.0
-        while held < prm.soak_s - 1e-9:
-            step = min(prm.sample_interval_s, prm.soak_s - held)
-            dev.compute.load(step, prm.intensity)
-            held += step
-            samples.append(ctx.sample("thermal"))
+        for tel in hold_load(ctx, dev.compute, prm.soak_s, prm.sample_interval_s, prm.intensity,
+                             "thermal", "thermal soak"):
+            samples.append(tel)
             if bench.has("outlet_c"):
                 outlet = bench.call("outlet probe", bench.ctl.outlet_c)
                 if outlet is not None:
-                    ctx.emit("sample", {"tag": "thermal bench", "time_s": samples[-1].time_s,
+                    ctx.emit("sample", {"tag": "thermal bench", "time_s": tel.time_s,
                                         "inlet_c": inlet, "outlet_c": outlet})
-            ctx.progress(held / prm.soak_s, "thermal soak")
         duration = dev.clock.now() - t0
         return self._judge(ctx, prm, samples, inlet, inlet_source, suspects, bench, duration)
 
@@ -154,7 +151,7 @@ class ThermalStage(Stage):
         p_ss = fmean([s.power_w for s in tail]) if tail else None
         t_max = float(np.max(temp[1:])) if len(temp) > 1 else float(temp[0])
         judged = theta is not None and p_ss is not None and (
-            tail_throttled or p_ss >= prof.power.target_fraction_min / 100.0 * prof.power.tdp
+            tail_throttled or p_ss >= prof.power.floor_w
         )
         if fit is not None:
             metrics.update({"tau_s": round(fit.tau, 2), "t_steady_c": round(fit.t_inf, 2), "fit_rmse_c": round(fit.rmse, 3),

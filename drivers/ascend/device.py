@@ -12,7 +12,8 @@ import contextlib
 import os
 import signal
 import subprocess
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import TypeVar
 
 from drivers.api import (
     THROTTLE_SW_THERMAL,
@@ -30,6 +31,8 @@ from drivers.api import (
 )
 from drivers.ascend import parse
 from drivers.profiles import Profile, profile_for_model
+
+T = TypeVar("T")
 
 # npu-smi exit statuses (low byte of its negative error codes) that mean "no such device"
 EXIT_INVALID_DEVICE = 209  # -9007
@@ -109,12 +112,12 @@ class AscendDevice(Device):
         args = ["info", "-t", kind, "-i", str(self.npu_id)]
         return [*args, "-c", str(self.chip_id)] if chip else args
 
-    def _view(self, kind: str, parser, chip: bool = False):  # type: ignore[no-untyped-def]
+    def _view(self, kind: str, parser: Callable[[str, str], T], chip: bool = False) -> T:
         text, cmd = self._run(*self._card_args(kind, chip))
         return parser(text, cmd)
 
-    def _optional(self, kind: str, parser, chip: bool = False,  # type: ignore[no-untyped-def]
-                  unsupported_only: bool = False):
+    def _optional(self, kind: str, parser: Callable[[str, str], T], chip: bool = False,
+                  unsupported_only: bool = False) -> T | None:
         """A view some products or versions refuse ("This device does not support querying
         ..."): None when npu-smi fails (``unsupported_only``: only when it says so); a lost
         card or unreadable output still raises."""

@@ -31,14 +31,20 @@ from drivers.api import (
 from drivers.mock import faults as F
 from drivers.mock.physics import CardPhysics, SimClock
 from drivers.profiles import Profile
+from drivers.units import MIB
 
-MIB = 1 << 20
 ECC_FAULTS = (F.EccSbeStorm, F.EccDbe, F.RowRemapPending, F.RowRemapFailure, F.RetiredPages)
 HEALTHY_SBE_MAX = 3  # a used healthy card may carry a handful of lifetime correctable errors
 
 
 def seed_from_serial(serial: str) -> int:
+    """A stable seed per serial, so a card reads the same on every run without a configured seed."""
     return int.from_bytes(hashlib.sha256(serial.encode()).digest()[:8], "little")
+
+
+def _clamp_duty(pct: float) -> float:
+    """Fans (card or chassis) take any commanded duty but run between 0 and 100 %."""
+    return float(max(0.0, min(100.0, pct)))
 
 
 class MockFans(FanControl):
@@ -59,7 +65,7 @@ class MockFans(FanControl):
 
     def set_duty(self, fan: int, duty_pct: float) -> None:
         self._check(fan)
-        self._dev.physics.fan_states[fan].duty_pct = float(max(0.0, min(100.0, duty_pct)))
+        self._dev.physics.fan_states[fan].duty_pct = _clamp_duty(duty_pct)
 
     def duty(self, fan: int) -> float | None:
         self._check(fan)
@@ -95,7 +101,9 @@ class MockDevice(Device):
         self.clock = SimClock(self.physics)
         misc = np.random.default_rng(misc_seed)
         self._base_sbe = int(misc.integers(0, HEALTHY_SBE_MAX + 1)) if profile.ecc.supported else 0
-        self._fall_off_at = min((f.at_s for f in self.faults if isinstance(f, F.BusFallOff)), default=math.inf)
+        # a bus.fall_off fault strikes this long after each power-on (inf: never)
+        self._fall_off_after = min((f.at_s for f in self.faults if isinstance(f, F.BusFallOff)), default=math.inf)
+        self._fall_off_at = self._fall_off_after
         self._lost = False
         self._event_cursor = 0.0
         self._delivered: set[int] = set()
@@ -270,7 +278,7 @@ class MockDevice(Device):
 
     def set_chassis_duty(self, ch: int, pct: float) -> None:
         if self.physics.chassis and 0 <= ch < len(self.physics.fan_states):
-            self.physics.fan_states[ch].duty_pct = float(max(0.0, min(100.0, pct)))
+            self.physics.fan_states[ch].duty_pct = _clamp_duty(pct)
 
     def chassis_duty(self, ch: int) -> float:
         return self.physics.fan_states[ch].duty_pct if self.physics.chassis else 0.0
@@ -296,8 +304,7 @@ class MockDevice(Device):
         self._slot_powered = on
         if on and self._lost:
             self._lost = False
-            at = min((f.at_s for f in self.faults if isinstance(f, F.BusFallOff)), default=math.inf)
-            self._fall_off_at = self.physics.t + at
+            self._fall_off_at = self.physics.t + self._fall_off_after
 
     def slot_powered(self) -> bool:
         return self._slot_powered

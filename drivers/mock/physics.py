@@ -89,7 +89,7 @@ class CardPhysics:
         self.throttle: frozenset[str] = frozenset({THROTTLE_IDLE})
         self.chassis = p.cooling.kind == "passive"
         n = p.cooling.fans if not self.chassis else p.cooling.chassis_fans
-        default = p.cooling.chassis_default_duty if self.chassis else p.cooling.default_duty
+        default = p.cooling.default_duty_of(self.chassis)
         curve_max = p.cooling.rpm_at(100.0, chassis=self.chassis)
         self.fan_states = [FanState(duty_pct=default, curve_rpm_max=curve_max) for _ in range(n)]
         for f in self.faults:

@@ -15,32 +15,15 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from drivers.api import PcieLink, TransferHandle
+from drivers.pcie import link_gbps
 
 if TYPE_CHECKING:
     from drivers.mock.device import MockDevice
 
-# PCIe generation -> (GT/s per lane, line-code efficiency). Gen1-2: 8b/10b; Gen3-5: 128b/130b;
-# Gen6: PAM4 with 242/256 FLIT framing. Source: PCI-SIG base specifications.
-LINK_RATES: dict[int, tuple[float, float]] = {
-    1: (2.5, 8 / 10),
-    2: (5.0, 8 / 10),
-    3: (8.0, 128 / 130),
-    4: (16.0, 128 / 130),
-    5: (32.0, 128 / 130),
-    6: (64.0, 242 / 256),
-}
 DMA_EFFICIENCY = {"h2d": 0.80, "d2h": 0.80}  # large pinned copies on real cards (TLP headers, DLLPs)
 COPY_LATENCY_S = 10e-6  # launch + completion of one copy
 BANDWIDTH_NOISE = 0.01  # copy-to-copy spread (1 sigma)
 TRANSFER_INTENSITY = 0.1  # copy engines and memory busy, SMs idle: what the physics sees meanwhile
-
-
-def link_gbps(gen: int | None, width: int | None) -> float:
-    """Raw payload rate of a link in GB/s (after line coding, before protocol overhead)."""
-    if gen is None or width is None or gen not in LINK_RATES or width <= 0:
-        return 0.0
-    gts, enc = LINK_RATES[gen]
-    return gts * enc * width / 8.0
 
 
 class MockTransfer(TransferHandle):

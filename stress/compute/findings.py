@@ -196,7 +196,7 @@ def fan_suspect(samples: list[Telemetry], profile: Profile) -> str | None:
             if rpm is None or duty is None or duty <= 0:
                 continue
             want = profile.cooling.rpm_at(duty)
-            if want > 0 and rpm < want * (1 - profile.cooling.rpm_tolerance / 100.0):
+            if want > 0 and rpm < profile.cooling.rpm_band(want)[0]:
                 return f"fan {i} at {rpm} RPM for {duty:.0f}% duty (curve {want:.0f})"
         return None
     return None
