@@ -132,6 +132,22 @@ def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str |
 
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
+@click.option("--plan", "plan", default=None, help="Plan name or path; default: the config's, else quick.")
+def validate(config: str, plan: str | None) -> None:
+    """Check a rack config and its plan without touching a device (for CI of rack plans)."""
+    try:
+        cfg, pl = _load(config, plan)
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    backends = sorted({d.config.backend for d in cfg.devices})
+    click.echo(f"{cfg.path}: ok: rack {cfg.name!r}, {len(cfg.hosts)} host(s), {len(cfg.devices)} device entr"
+               f"{'y' if len(cfg.devices) == 1 else 'ies'} ({', '.join(backends)})")
+    click.echo(f"{pl.path}: ok: plan {pl.name!r}, {len(pl.stages)} stages: {', '.join(s.stage for s in pl.stages)}")
+
+
+@main.command()
+@click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--plan", "plan", default=None)
 @click.option("--db", "db", default=None, type=click.Path(dir_okay=False))
 def tui(config: str, plan: str | None, db: str | None) -> None:

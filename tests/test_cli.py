@@ -172,3 +172,15 @@ def test_real_backend_on_a_remote_host_is_exit_3(tmp_path, burnin):
     p.write_text('[rack]\nname = "x"\n[[hosts]]\nname = "node-far-away-17"\n[[hosts.devices]]\nbackend = "nvml"\n')
     code, _, err = burnin("run", str(p))
     assert code == 3 and "node-far-away-17" in err and err.count("\n") == 1
+
+
+def test_validate_checks_config_and_plan_without_running(write_rack, burnin):
+    rack = write_rack([mock_card("V0", 0), {"backend": "nvml"}])  # no GPU needed: nothing is opened
+    code, out, err = burnin("validate", str(rack), "--plan", "standard")
+    assert code == 0, err
+    assert "ok: rack 'test-rack', 1 host(s), 2 device entries (mock, nvml)" in out
+    assert "plan 'standard'" in out and "memory" in out
+    assert not (rack.parent / "burnin.db").exists()
+    bad = write_rack([mock_card("V0", 0, faults=[{"kind": "memory.stuck_bit", "address": 1, "bit": 9, "value": 1}])])
+    code, _, err = burnin("validate", str(bad))
+    assert code == 2 and "faults[0]" in err and "bit" in err
