@@ -111,5 +111,6 @@ def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = N
                slot_known_good: bool = False) -> CardVerdict:
     merged = dedupe(findings)
     notes = escalate(merged, history or [], slot, slot_known_good)
-    merged.sort(key=lambda f: (-SEVERITY_RANK[f.severity], f.test, f.code))
+    # what decides the verdict first (an rma before a bench repair before a retest), then by stage
+    merged.sort(key=lambda f: (tuple(-r for r in _rank(f)), f.test, f.code))
     return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes)

@@ -111,3 +111,9 @@ def test_core_never_imports_textual():
 def test_dedupe_prefers_the_more_specific_action_among_equals():
     out = dedupe([F("thermal.over_temp", action="reset_and_retest"), F("thermal.over_temp", action="repaste")])
     assert [f.action for f in out] == ["repaste"]
+
+
+def test_findings_are_ordered_by_what_decides_the_verdict():
+    v = judge_card([F("fan.stalled", action="replace_fan"), F("ecc.sbe_rate", "warn", "none"),
+                    F("memory.stuck_bit", action="rma"), F("xid.119", action="reset_and_retest")])
+    assert [f.code for f in v.findings] == ["memory.stuck_bit", "fan.stalled", "xid.119", "ecc.sbe_rate"]
