@@ -69,8 +69,13 @@ def hang_finding(test: str, err: BaseException) -> Finding:
 
 
 def _identity_event(dev: Device) -> dict[str, Any]:
-    ident = dev.identity()
-    return ident.to_dict()
+    """The card's identity; a card with no serial (GeForce boards through NVML) is tracked by
+    its UUID, which is as stable across benches and repairs."""
+    ident = dev.identity().to_dict()
+    if not ident.get("serial") and ident.get("uuid"):
+        ident["serial"] = ident["uuid"]
+        ident["serial_source"] = "uuid"
+    return ident
 
 
 def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
