@@ -20,6 +20,7 @@ from __future__ import annotations
 import importlib
 import os
 import sys
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
@@ -590,6 +591,23 @@ class NvmlFanControl(FanControl):
 
 class NvmlConfig(BackendConfig):
     index: int | None = Field(default=None, ge=0)  # None = every local NVIDIA GPU
+    # a recorded snapshot (python -m drivers.nvml_record) served instead of the driver: replays a
+    # real card's answers through the whole harness, with no GPU (relative to the config file)
+    replay: str | None = None
+
+
+def _nvml_module(replay: str | None) -> ModuleType:
+    """pynvml itself, or the replay module serving a recorded snapshot."""
+    if replay is None:
+        return import_pynvml()
+    from drivers import nvml_replay
+
+    try:
+        snapshot = nvml_replay.read_snapshot(replay)
+    except (OSError, ValueError) as e:
+        raise BackendUnavailable(f"nvml: cannot read replay snapshot {replay}: {e}") from None
+    nvml_replay.load(snapshot)
+    return nvml_replay
 
 
 @register_backend
@@ -605,7 +623,13 @@ class NvmlBackend(Backend):
         listed with a ``bus.lost`` finding instead of silently dropping out of the run.
         """
         assert isinstance(cfg, NvmlConfig)
-        nv = import_pynvml()
+        replay = None
+        if cfg.replay is not None:
+            path = Path(cfg.replay)
+            if not path.is_absolute():
+                path = Path(context.get("config_dir", ".")) / path
+            replay = str(path)
+        nv = _nvml_module(replay)
         nvml_init(nv)
         try:
             try:
@@ -630,6 +654,7 @@ class NvmlBackend(Backend):
             chosen = matching or [_missing(cfg.index, cfg.serial, f"no GPU with serial {cfg.serial} at {where}")]
         for pos, loc in enumerate(chosen):
             loc["host"] = host
+            loc["replay"] = replay
             if cfg.slot is not None:
                 loc["slot"] = cfg.slot + pos
         return chosen
@@ -637,7 +662,7 @@ class NvmlBackend(Backend):
     def open(self, locator: dict[str, Any]) -> Device:
         if locator.get("missing"):
             raise DeviceLost(f"nvml: {locator['missing']}")
-        nv = import_pynvml()
+        nv = _nvml_module(locator.get("replay"))
         nvml_init(nv)
         index, uuid = int(locator["index"]), locator.get("uuid")
         try:
