@@ -38,7 +38,7 @@ def describe(card: CardSlot) -> dict[str, Any]:
     try:
         dev = get_backend(card.backend).open(card.locator)
         ident = dev.identity()
-        entry.update(model=ident.model, serial=ident.serial, vendor=ident.vendor, uuid=ident.uuid,
+        entry.update(model=ident.model, serial=ident.serial or ident.uuid, vendor=ident.vendor, uuid=ident.uuid,
                      pci_bus_id=ident.pci_bus_id, firmware=ident.firmware)
         entry["telemetry"] = _telemetry(dev)
         try:
