@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import time
 from typing import Any
 
 import pydantic
@@ -157,9 +156,7 @@ def test_every_kind_at_once_on_a_64_mib_card_with_quick() -> None:
         {"kind": "memory.address_decoder", "address": 9999, "alias": 88888},
         {"kind": "memory.intermittent", "address": 5555555, "bit": 4, "probability": 0.05},
     ]
-    t0 = time.perf_counter()
     res = run(GDDR, faults, QUICK, mib=64)
-    wall = time.perf_counter() - t0
     got = {(f.code, f.location["address"], f.location["bit"]) for f in res.findings}
     assert got == {
         ("memory.stuck_bit", 0, 3), ("memory.stuck_bit", n - 1, 0), ("memory.transition", 12345, 5),
@@ -167,7 +164,6 @@ def test_every_kind_at_once_on_a_64_mib_card_with_quick() -> None:
         ("memory.address_decoder", 9999, 0), ("memory.intermittent", 5555555, 4),
     }
     assert res.metrics["bytes_tested"] == n and res.metrics["errors_total"] > 0
-    assert wall < 20  # a few seconds on an idle core; generous for a shared CI box
 
 
 @pytest.mark.parametrize("profile", PROFILES)
