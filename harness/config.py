@@ -30,6 +30,8 @@ class RackSection(_Strict):
     db: str | None = None
     plan: str | None = None
     parallel: int | None = Field(default=None, ge=1)  # cards run at once (default: all, capped by CPUs)
+    engine: Literal["local", "ray"] = "local"  # ray: pip install '.[distributed]'
+    ray_address: str | None = None  # "auto" joins this node's Ray cluster; None starts a local one
 
 
 class InstrumentConfig(_Strict):

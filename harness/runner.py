@@ -116,6 +116,13 @@ class Run:
     def _default_engine(self) -> Engine:
         """Real cards all run at once (each is its own hardware); simulated cards share this
         host's CPUs, so a large mock rack runs a few per core at a time."""
+        if self.cfg.rack.engine == "ray":
+            from harness.engines.ray_engine import RayEngine
+
+            mock = all(c.backend == "mock" for c in self.cards)
+            return RayEngine(address=self.cfg.rack.ray_address, parallel=self.cfg.rack.parallel,
+                             cpus_per_card=1 / MOCK_CARDS_PER_CPU if mock else 1.0, reuse_workers=mock,
+                             host_addresses={h.name: h.address for h in self.cfg.hosts if h.address})
         parallel = self.cfg.rack.parallel
         if parallel is None and all(c.backend == "mock" for c in self.cards):
             parallel = min(len(self.cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1

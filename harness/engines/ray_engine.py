@@ -1,0 +1,313 @@
+"""A distributed engine on Ray: one Ray task per card, pinned to the node of the card's host.
+
+It takes LocalEngine's place without touching stages or sessions: each task runs the same
+``run_card_session`` and the driver supervises it the same way (a per-stage wall-clock deadline
+from ``stage_start`` events, a task that dies costs only its card, nothing is retried).
+
+Events travel through one async actor on the driver's node (the sink). A card's ``emit`` waits
+until the sink has stored the event, so a card's events stay in order and a task that dies a
+moment later (a segfault in a vendor library, its node powered off) has lost nothing it already
+reported. Each card gets a fresh worker process (``max_calls=1``), as with the local engine, so a
+card that poisoned its CUDA context or leaked memory cannot affect the next card on that node
+(``reuse_workers=True`` trades that for speed on simulated racks).
+
+Placement: ``job.locator["host"]`` names the host. "local" (or the driver's own hostname) is
+the driver's node; another host is the node that offers the custom resource ``host:<name>``
+(start its raylet with ``--resources '{"host:<name>": 1}'``), else the node whose hostname or
+address matches. A real card whose host has no node fails at once with a clear detail; a
+simulated (mock) card may run on any node.
+
+Ray is imported lazily: the core imports without it (``pip install '.[distributed]'``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import time
+from collections.abc import Callable, Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from harness.engine import KILL_GRACE_S, POLL_S, Engine, EngineEvent, RunCancelled
+from harness.errors import HarnessUnavailable
+from harness.session import CardJob, run_card_session
+
+INSTALL_HINT = "pip install '.[distributed]'"
+LOCAL_HOSTS = frozenset({"local", "localhost"})
+HOST_RESOURCE_AMOUNT = 0.001  # a node offering host:<name> = 1 takes up to 1000 cards
+SINK_CONCURRENCY = 4096  # concurrent emit calls the sink serves (one per running card at most)
+# Older Ray sets these to "" for a task that asked for no accelerator, hiding every card from it.
+DEVICE_ENV_VARS = ("CUDA_VISIBLE_DEVICES", "ASCEND_RT_VISIBLE_DEVICES", "ASCEND_VISIBLE_DEVICES")
+
+
+def host_resource(host: str) -> str:
+    """The custom resource a node offers to say it is ``host``."""
+    return f"host:{host}"
+
+
+def _import_ray() -> Any:
+    try:
+        import ray
+    except ImportError as e:
+        raise HarnessUnavailable(f"ray engine: ray is not installed ({e}); {INSTALL_HINT}") from None
+    return ray
+
+
+class _EventSink:
+    """The driver's mailbox, run as an async Ray actor: cards put, the driver drains in batches."""
+
+    def __init__(self) -> None:
+        self._items: list[tuple[str, str, dict[str, Any]]] = []
+        self._ready = asyncio.Event()
+
+    async def put(self, item: tuple[str, str, dict[str, Any]]) -> None:
+        self._items.append(item)
+        self._ready.set()
+
+    async def drain(self, timeout_s: float) -> list[tuple[str, str, dict[str, Any]]]:
+        """Everything stored so far, waiting up to ``timeout_s`` for the first item."""
+        if not self._items and timeout_s > 0:
+            try:
+                await asyncio.wait_for(self._ready.wait(), timeout_s)
+            except TimeoutError:
+                pass
+        items, self._items = self._items, []
+        self._ready.clear()
+        return items
+
+
+def _card_task(job: CardJob, sink: Any) -> str:
+    """Body of a card's Ray task: the same session LocalEngine's worker runs."""
+    import ray
+
+    for var in DEVICE_ENV_VARS:
+        if os.environ.get(var) == "":
+            del os.environ[var]
+
+    def emit(kind: str, data: dict[str, Any]) -> None:
+        ray.get(sink.put.remote((job.key, kind, data)))  # stored before the card goes on
+
+    return run_card_session(job, emit)
+
+
+@dataclass
+class _Running:
+    job: CardJob
+    ref: Any
+    started: float
+    deadline: float | None = None
+    timeout_s: float | None = None
+    stage: str | None = None
+    finished: bool = False
+
+
+class RayEngine(Engine):
+    """Runs each card as a Ray task on its host's node, at most ``parallel`` at once.
+
+    ``address`` is passed to ``ray.init`` when Ray is not initialised yet ("auto" joins the
+    cluster of this node, None starts a local one unless RAY_ADDRESS is set); an engine that
+    started Ray shuts it down in ``close``. ``host_addresses`` maps host names to addresses
+    (the rack config's ``hosts.address``) for matching nodes. ``should_stop`` is polled at
+    least every POLL_S, as in LocalEngine. ``cpus_per_card`` is the Ray CPU share a card's task
+    asks for (real cards: 1; simulated cards are CPU-bound and can share a core).
+    """
+
+    def __init__(self, address: str | None = None, parallel: int | None = None, cpus_per_card: float = 1.0,
+                 host_addresses: Mapping[str, str | None] | None = None, reuse_workers: bool = False,
+                 should_stop: Callable[[], bool] | None = None) -> None:
+        ray = _import_ray()
+        self._ray = ray
+        self._owns_ray = False
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address, include_dashboard=False, log_to_driver=False)
+            except Exception as e:  # noqa: BLE001 - any failure to reach the cluster is one line
+                where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
+                raise HarnessUnavailable(f"ray engine: cannot start or join Ray at {where}: {e}") from None
+            self._owns_ray = True
+        from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
+
+        self._affinity = NodeAffinitySchedulingStrategy
+        self._driver_node = ray.get_runtime_context().get_node_id()
+        here = socket.gethostname()
+        self._local_names = LOCAL_HOSTS | {here, here.split(".")[0]}
+        self._addresses = {k: v for k, v in (host_addresses or {}).items() if v}
+        self._sink = ray.remote(_EventSink).options(
+            num_cpus=0, max_concurrency=SINK_CONCURRENCY,
+            scheduling_strategy=NodeAffinitySchedulingStrategy(self._driver_node, soft=False),
+        ).remote()
+        # nothing is retried silently; a fresh process per card unless reuse_workers (mock racks:
+        # saves the ~0.5 s CPU a worker costs to start, at the price of isolation between cards)
+        self._task = ray.remote(max_calls=0 if reuse_workers else 1, max_retries=0)(_card_task)
+        self._cpus = cpus_per_card
+        self._parallel = parallel
+        self._should_stop = should_stop or (lambda: False)
+        self._pending: list[CardJob] = []
+        self._running: dict[str, _Running] = {}
+        self._ready: list[EngineEvent] = []  # outcomes decided without a task (no node for the host)
+        self._nodes: list[dict[str, Any]] | None = None
+
+    # --- placement -------------------------------------------------------------------------
+
+    def _alive_nodes(self) -> list[dict[str, Any]]:
+        if self._nodes is None:
+            self._nodes = [n for n in self._ray.nodes() if n.get("Alive")]
+        return self._nodes
+
+    def placement(self, job: CardJob) -> dict[str, Any] | str:
+        """Ray task options pinning ``job`` to its host's node, or why no node fits."""
+        host = str(job.locator.get("host", "local"))
+        if host in self._local_names:
+            return {"scheduling_strategy": self._affinity(self._driver_node, soft=False)}
+        res = host_resource(host)
+        nodes = self._alive_nodes()
+        if any(res in (n.get("Resources") or {}) for n in nodes):
+            return {"resources": {res: HOST_RESOURCE_AMOUNT}}
+        names = {host, self._addresses.get(host)} - {None}
+        for n in nodes:
+            hostname = str(n.get("NodeManagerHostname", ""))
+            if {hostname, hostname.split(".")[0], n.get("NodeManagerAddress")} & names:
+                return {"scheduling_strategy": self._affinity(n["NodeID"], soft=False)}
+        if job.locator.get("backend") == "mock":
+            return {}  # a simulated card has no hardware to be near
+        return (f"no Ray node for host {host!r}: start its raylet with --resources '{{\"{res}\": 1}}' "
+                f"or name the host by its hostname")
+
+    # --- Engine ----------------------------------------------------------------------------
+
+    def submit(self, job: CardJob) -> None:
+        self._pending.append(job)
+
+    def _active(self) -> list[_Running]:
+        return [r for r in self._running.values() if not r.finished]
+
+    def _start_more(self) -> None:
+        while self._pending and (self._parallel is None or len(self._active()) < self._parallel):
+            job = self._pending.pop(0)
+            where = self.placement(job)
+            if isinstance(where, str):
+                self._running[job.key] = _Running(job=job, ref=None, started=time.monotonic(), finished=True)
+                self._ready.append(EngineEvent(job.key, "outcome", {"state": "failed", "stage": None, "detail": where}))
+                continue
+            ref = self._task.options(
+                num_cpus=self._cpus, name=f"burnin-{job.key}", **where,
+            ).remote(job, self._sink)
+            self._running[job.key] = _Running(job=job, ref=ref, started=time.monotonic())
+
+    def events(self) -> Iterator[EngineEvent]:
+        self._start_more()
+        while self._pending or self._active() or self._ready:
+            if self._should_stop():
+                raise RunCancelled("stopped on request")
+            while self._ready:
+                yield self._ready.pop(0)
+            active = self._active()
+            done = self._done(active)
+            # a task's events are all in the sink before it ends: drain them before its outcome
+            for key, kind, data in self._drain(POLL_S if active and not done else 0.0):
+                yield from self._on_event(key, kind, data)
+            for run in done:
+                if not run.finished:
+                    yield self._finish(run)
+            yield from self._deadlines()
+            self._start_more()
+
+    def _done(self, active: list[_Running]) -> list[_Running]:
+        if not active:
+            return []
+        by_ref = {r.ref: r for r in active}
+        ready, _ = self._ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
+        return [by_ref[ref] for ref in ready]
+
+    def _drain(self, timeout_s: float) -> list[tuple[str, str, dict[str, Any]]]:
+        return self._ray.get(self._sink.drain.remote(timeout_s))
+
+    def _on_event(self, key: str, kind: str, data: dict[str, Any]) -> Iterator[EngineEvent]:
+        run = self._running.get(key)
+        if run is None or run.finished:
+            return  # a late event from a task already given up on
+        if kind == "stage_start":
+            run.stage = data.get("stage")
+            timeout = data.get("timeout_s")
+            run.timeout_s = float(timeout) if timeout else None
+            run.deadline = time.monotonic() + run.timeout_s if run.timeout_s else None
+        yield EngineEvent(key, kind, data)
+
+    def _finish(self, run: _Running) -> EngineEvent:
+        """The outcome of a task that ended: its session's state, or why it died."""
+        run.finished = True
+        key = run.job.key
+        try:
+            state = self._ray.get(run.ref)
+        except Exception as e:  # noqa: BLE001 - every way a task can die is an outcome
+            state, detail = self._death(run, e)
+            return EngineEvent(key, "outcome", {"state": state, "stage": run.stage, "detail": detail})
+        return EngineEvent(key, "outcome", {"state": str(state)})
+
+    def _death(self, run: _Running, err: BaseException) -> tuple[str, str]:
+        exc = self._ray.exceptions
+        host = run.job.locator.get("host", "local")
+        if isinstance(err, exc.TaskCancelledError):
+            return "cancelled", "the card's Ray task was cancelled outside the engine"
+        if isinstance(err, exc.RayTaskError):
+            cause = getattr(err, "cause", None) or err
+            return "failed", f"worker raised {type(cause).__name__}: {_first_line(cause)}"
+        if isinstance(err, exc.WorkerCrashedError):
+            return "failed", f"worker process died on host {host!r}: {_first_line(err)}"
+        if isinstance(err, exc.NodeDiedError | exc.ObjectLostError):
+            return "failed", f"Ray node of host {host!r} was lost: {_first_line(err)}"
+        return "failed", f"Ray task failed on host {host!r}: {type(err).__name__}: {_first_line(err)}"
+
+    def _deadlines(self) -> Iterator[EngineEvent]:
+        now = time.monotonic()
+        for run in self._active():
+            if run.deadline is not None and now > run.deadline:
+                self._kill(run)
+                run.finished = True
+                yield EngineEvent(run.job.key, "outcome", {
+                    "state": "timed_out", "stage": run.stage,
+                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
+                })
+
+    def cancel(self, key: str) -> None:
+        self._pending = [j for j in self._pending if j.key != key]
+        run = self._running.get(key)
+        if run and not run.finished:
+            self._kill(run)
+            run.finished = True
+
+    def _kill(self, run: _Running) -> None:
+        try:
+            self._ray.cancel(run.ref, force=True)  # kills the worker process
+        except Exception:  # noqa: BLE001 - already finished, or its node is gone
+            pass
+
+    def close(self) -> None:
+        """Cancel every task still running, wait briefly for them to die, release the sink."""
+        killed = []
+        for run in self._running.values():
+            if not run.finished:
+                self._kill(run)
+                run.finished = True
+                killed.append(run.ref)
+        self._pending.clear()
+        if killed:
+            self._ray.wait(killed, num_returns=len(killed), timeout=KILL_GRACE_S, fetch_local=False)
+        try:
+            self._ray.kill(self._sink)
+        except Exception:  # noqa: BLE001 - Ray already shut down
+            pass
+        if self._owns_ray:
+            self._ray.shutdown()
+            self._owns_ray = False
+
+    def unfinished(self) -> list[str]:
+        """Keys of jobs that had not reported an outcome (for marking them cancelled)."""
+        return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]
+
+
+def _first_line(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return text[0][:300] if text else type(err).__name__
