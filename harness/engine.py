@@ -57,6 +57,68 @@ class Engine(ABC):
         """Stop every job still running (its worker is killed) and release resources."""
 
 
+@dataclass
+class JobRecord:
+    """What a supervising engine knows of one submitted job."""
+
+    job: CardJob
+    started: float
+    deadline: float | None = None
+    timeout_s: float | None = None
+    stage: str | None = None
+    finished: bool = False
+
+    def note(self, kind: str, data: dict[str, Any]) -> None:
+        """Track the stage a job is in and its wall-clock watchdog (from ``stage_start``)."""
+        if kind == "stage_start":
+            self.stage = data.get("stage")
+            timeout = data.get("timeout_s")
+            self.timeout_s = float(timeout) if timeout else None
+            self.deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
+
+
+class SupervisingEngine(Engine):
+    """What every engine does the same way: a queue of jobs, at most ``parallel`` at once, a
+    per-stage watchdog, cancel, and the list of jobs that never reported an outcome. Subclasses
+    say how a job is started, read and killed."""
+
+    def __init__(self, parallel: int | None) -> None:
+        self._pending: list[CardJob] = []
+        self._running: dict[str, Any] = {}  # key -> a JobRecord subclass
+        self._parallel = parallel
+
+    def submit(self, job: CardJob) -> None:
+        self._pending.append(job)
+
+    def _active(self) -> list[Any]:
+        return [r for r in self._running.values() if not r.finished]
+
+    @abstractmethod
+    def _kill(self, run: Any) -> None: ...
+
+    def _deadlines(self) -> Iterator[EngineEvent]:
+        now = time.monotonic()
+        for run in self._active():
+            if run.deadline is not None and now > run.deadline:
+                self._kill(run)
+                run.finished = True
+                yield EngineEvent(run.job.key, "outcome", {
+                    "state": "timed_out", "stage": run.stage,
+                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
+                })
+
+    def cancel(self, key: str) -> None:
+        self._pending = [j for j in self._pending if j.key != key]
+        run = self._running.get(key)
+        if run and not run.finished:
+            self._kill(run)
+            run.finished = True
+
+    def unfinished(self) -> list[str]:
+        """Keys of jobs that had not reported an outcome (for marking them cancelled)."""
+        return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]
+
+
 def _worker_main(job: CardJob, conn: Connection) -> None:
     """Entry point of a card's worker process."""
 
@@ -69,18 +131,12 @@ def _worker_main(job: CardJob, conn: Connection) -> None:
 
 
 @dataclass
-class _Running:
-    job: CardJob
-    proc: Any
-    conn: Connection
-    started: float
-    deadline: float | None = None
-    timeout_s: float | None = None
-    stage: str | None = None
-    finished: bool = False
+class _Running(JobRecord):
+    proc: Any = None
+    conn: Connection | None = None
 
 
-class LocalEngine(Engine):
+class LocalEngine(SupervisingEngine):
     """Runs each card in its own process on this host, at most ``parallel`` at once.
 
     ``should_stop`` is polled between events (at least every POLL_S): when it returns True,
@@ -88,19 +144,11 @@ class LocalEngine(Engine):
     """
 
     def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+        super().__init__(parallel or max(2, (os.cpu_count() or 2) * 2))
         self._ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
         if os.name == "posix":
             self._ctx.set_forkserver_preload(["harness.session", "numpy", "pydantic"])
-        self._pending: list[CardJob] = []
-        self._running: dict[str, _Running] = {}
-        self._parallel = parallel or max(2, (os.cpu_count() or 2) * 2)
         self._should_stop = should_stop or (lambda: False)
-
-    def submit(self, job: CardJob) -> None:
-        self._pending.append(job)
-
-    def _active(self) -> list[_Running]:
-        return [r for r in self._running.values() if not r.finished]
 
     def _start_more(self) -> None:
         while self._pending and len(self._active()) < self._parallel:
@@ -109,7 +157,7 @@ class LocalEngine(Engine):
             proc = self._ctx.Process(target=_worker_main, args=(job, writer), name=f"burnin-{job.key}", daemon=True)
             proc.start()
             writer.close()  # the worker holds the only write end: its death is EOF here
-            self._running[job.key] = _Running(job=job, proc=proc, conn=reader, started=time.monotonic())
+            self._running[job.key] = _Running(job=job, started=time.monotonic(), proc=proc, conn=reader)
 
     def events(self) -> Iterator[EngineEvent]:
         self._start_more()
@@ -137,34 +185,12 @@ class LocalEngine(Engine):
                 "detail": f"worker process exited with code {run.proc.exitcode}",
             })
             return
-        if kind == "stage_start":
-            run.stage = data.get("stage")
-            timeout = data.get("timeout_s")
-            run.timeout_s = float(timeout) if timeout else None
-            run.deadline = time.monotonic() + run.timeout_s if run.timeout_s else None
+        run.note(kind, data)
         if kind == "outcome":
             run.finished = True
             run.proc.join(KILL_GRACE_S)
             run.conn.close()
         yield EngineEvent(key, kind, data)
-
-    def _deadlines(self) -> Iterator[EngineEvent]:
-        now = time.monotonic()
-        for run in self._active():
-            if run.deadline is not None and now > run.deadline:
-                self._kill(run)
-                run.finished = True
-                yield EngineEvent(run.job.key, "outcome", {
-                    "state": "timed_out", "stage": run.stage,
-                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
-                })
-
-    def cancel(self, key: str) -> None:
-        self._pending = [j for j in self._pending if j.key != key]
-        run = self._running.get(key)
-        if run and not run.finished:
-            self._kill(run)
-            run.finished = True
 
     def _kill(self, run: _Running) -> None:
         run.proc.terminate()
@@ -188,7 +214,3 @@ class LocalEngine(Engine):
                 run.finished = True
         self._pending.clear()
         self._reap()
-
-    def unfinished(self) -> list[str]:
-        """Keys of jobs that had not reported an outcome (for marking them cancelled)."""
-        return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]

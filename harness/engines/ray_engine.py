@@ -30,7 +30,7 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from harness.engine import KILL_GRACE_S, POLL_S, Engine, EngineEvent, RunCancelled
+from harness.engine import KILL_GRACE_S, POLL_S, EngineEvent, JobRecord, RunCancelled, SupervisingEngine
 from harness.errors import HarnessUnavailable
 from harness.session import CardJob, run_card_session
 
@@ -93,17 +93,11 @@ def _card_task(job: CardJob, sink: Any) -> str:
 
 
 @dataclass
-class _Running:
-    job: CardJob
-    ref: Any
-    started: float
-    deadline: float | None = None
-    timeout_s: float | None = None
-    stage: str | None = None
-    finished: bool = False
+class _Running(JobRecord):
+    ref: Any = None
 
 
-class RayEngine(Engine):
+class RayEngine(SupervisingEngine):
     """Runs each card as a Ray task on its host's node, at most ``parallel`` at once.
 
     ``address`` is passed to ``ray.init`` when Ray is not initialised yet ("auto" joins the
@@ -142,10 +136,8 @@ class RayEngine(Engine):
         # saves the ~0.5 s CPU a worker costs to start, at the price of isolation between cards)
         self._task = ray.remote(max_calls=0 if reuse_workers else 1, max_retries=0)(_card_task)
         self._cpus = cpus_per_card
-        self._parallel = parallel
+        super().__init__(parallel)
         self._should_stop = should_stop or (lambda: False)
-        self._pending: list[CardJob] = []
-        self._running: dict[str, _Running] = {}
         self._ready: list[EngineEvent] = []  # outcomes decided without a task (no node for the host)
         self._nodes: list[dict[str, Any]] | None = None
 
@@ -177,24 +169,18 @@ class RayEngine(Engine):
 
     # --- Engine ----------------------------------------------------------------------------
 
-    def submit(self, job: CardJob) -> None:
-        self._pending.append(job)
-
-    def _active(self) -> list[_Running]:
-        return [r for r in self._running.values() if not r.finished]
-
     def _start_more(self) -> None:
         while self._pending and (self._parallel is None or len(self._active()) < self._parallel):
             job = self._pending.pop(0)
             where = self.placement(job)
             if isinstance(where, str):
-                self._running[job.key] = _Running(job=job, ref=None, started=time.monotonic(), finished=True)
+                self._running[job.key] = _Running(job=job, started=time.monotonic(), finished=True)
                 self._ready.append(EngineEvent(job.key, "outcome", {"state": "failed", "stage": None, "detail": where}))
                 continue
             ref = self._task.options(
                 num_cpus=self._cpus, name=f"burnin-{job.key}", **where,
             ).remote(job, self._sink)
-            self._running[job.key] = _Running(job=job, ref=ref, started=time.monotonic())
+            self._running[job.key] = _Running(job=job, started=time.monotonic(), ref=ref)
 
     def events(self) -> Iterator[EngineEvent]:
         self._start_more()
@@ -228,11 +214,7 @@ class RayEngine(Engine):
         run = self._running.get(key)
         if run is None or run.finished:
             return  # a late event from a task already given up on
-        if kind == "stage_start":
-            run.stage = data.get("stage")
-            timeout = data.get("timeout_s")
-            run.timeout_s = float(timeout) if timeout else None
-            run.deadline = time.monotonic() + run.timeout_s if run.timeout_s else None
+        run.note(kind, data)
         yield EngineEvent(key, kind, data)
 
     def _finish(self, run: _Running) -> EngineEvent:
@@ -260,24 +242,6 @@ class RayEngine(Engine):
             return "failed", f"Ray node of host {host!r} was lost: {_first_line(err)}"
         return "failed", f"Ray task failed on host {host!r}: {type(err).__name__}: {_first_line(err)}"
 
-    def _deadlines(self) -> Iterator[EngineEvent]:
-        now = time.monotonic()
-        for run in self._active():
-            if run.deadline is not None and now > run.deadline:
-                self._kill(run)
-                run.finished = True
-                yield EngineEvent(run.job.key, "outcome", {
-                    "state": "timed_out", "stage": run.stage,
-                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
-                })
-
-    def cancel(self, key: str) -> None:
-        self._pending = [j for j in self._pending if j.key != key]
-        run = self._running.get(key)
-        if run and not run.finished:
-            self._kill(run)
-            run.finished = True
-
     def _kill(self, run: _Running) -> None:
         try:
             self._ray.cancel(run.ref, force=True)  # kills the worker process
@@ -303,9 +267,6 @@ class RayEngine(Engine):
             self._ray.shutdown()
             self._owns_ray = False
 
-    def unfinished(self) -> list[str]:
-        """Keys of jobs that had not reported an outcome (for marking them cancelled)."""
-        return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]
 
 
 def _first_line(err: BaseException) -> str:
