@@ -22,19 +22,8 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from drivers.api import MemoryHandle, Pattern  # noqa: E402
+from drivers.api import ManualClock, MemoryHandle, Pattern  # noqa: E402
 from drivers.units import MIB  # noqa: E402
-
-
-class _Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
 
 
 def scan_pass(mem: MemoryHandle, nbytes: int, p: Pattern, sync: Callable[[], object] = lambda: None) -> float:
@@ -64,7 +53,7 @@ def march_pass(mem: MemoryHandle, nbytes: int, p: Pattern, q: Pattern, sync: Cal
 def host(nbytes: int, repeats: int) -> tuple[float, float, float]:
     from drivers.mock.memory import MockMemory
 
-    mem = MockMemory(nbytes, [], _Clock(), np.random.default_rng(0))
+    mem = MockMemory(nbytes, [], ManualClock(), np.random.default_rng(0))
     pats = [Pattern(b"\x55"), Pattern(b"\xaa")]
     src = np.full(nbytes, 0x5A, np.uint8)
     dst = np.empty_like(src)

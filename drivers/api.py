@@ -158,6 +158,19 @@ class WallClock(Clock):
             time.sleep(seconds)
 
 
+class ManualClock(Clock):
+    """Time that moves only when someone sleeps: for a component tested on its own."""
+
+    def __init__(self) -> None:
+        self.t = 0.0
+
+    def now(self) -> float:
+        return self.t
+
+    def sleep(self, seconds: float) -> None:
+        self.t += max(0.0, seconds)
+
+
 class FanControl(ABC):
     """Card fans the host may command. Absent (``Device.fans is None``) on passive cards."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from drivers.api import DeviceLost, MemoryHandle, Mismatches, Pattern
+from drivers.api import DeviceLost, ManualClock, MemoryHandle, Mismatches, Pattern
 from drivers.mock import faults as F
 from drivers.mock.memory import MockMemory
 
@@ -13,19 +13,8 @@ N = 1 << 16
 Z, ONES = Pattern(b"\x00"), Pattern(b"\xff")
 
 
-class Clock:
-    def __init__(self) -> None:
-        self.t = 0.0
-
-    def now(self) -> float:
-        return self.t
-
-    def sleep(self, s: float) -> None:
-        self.t += s
-
-
 def mem(*faults: F.Fault, size: int = N, seed: int = 1) -> MockMemory:
-    return MockMemory(size, list(faults), Clock(), np.random.default_rng(seed))
+    return MockMemory(size, list(faults), ManualClock(), np.random.default_rng(seed))
 
 
 def cpl(a: int, ab: int, v: int, vb: int, trigger: str = "up", effect: str = "invert") -> F.Coupling:
@@ -160,7 +149,7 @@ def test_guard_and_range_errors() -> None:
         if lost[0]:
             raise DeviceLost("gone")
 
-    m = MockMemory(N, [], Clock(), np.random.default_rng(0), guard=guard)
+    m = MockMemory(N, [], ManualClock(), np.random.default_rng(0), guard=guard)
     with pytest.raises(ValueError, match="outside"):
         m.read(N - 1, 2)
     lost[0] = True
