@@ -29,6 +29,12 @@ def _fail(exc: Exception) -> None:
     sys.exit(code)
 
 
+def _require_db(db: str) -> None:
+    """history and resume read an existing database; never create an empty one by accident."""
+    if not Path(db).is_file():
+        _fail(UsageError(f"{db}: no such results database (--db)"))
+
+
 def _load(config: str, plan: str | None) -> tuple[Any, Any]:
     from harness.config import load_rack
     from harness.plans import load_plan
@@ -197,8 +203,7 @@ def history(serial: str, db: str, as_json: bool) -> None:
     from harness.store import Store
     from harness.views.history import history_entries, print_history
 
-    if not Path(db).is_file():
-        _fail(UsageError(f"{db}: no such results database (--db)"))
+    _require_db(db)
     store = Store(db)
     try:
         entries = history_entries(store, serial)
@@ -221,8 +226,7 @@ def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
     """Continue an interrupted run; devices already finished keep their results."""
     from harness.store import Store
 
-    if not Path(db).is_file():
-        _fail(UsageError(f"{db}: no such results database (--db)"))
+    _require_db(db)
     store = Store(db)
     run_row = store.run(run_id)
     store.close()

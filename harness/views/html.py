@@ -8,11 +8,11 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from html import escape
 from pathlib import Path
 from typing import Any
 
 from harness.views.svgplot import PLOT_MAX_POINTS, PLOT_MIN_POINTS, telemetry_svg  # noqa: F401 - re-exported
+from harness.views.svgplot import esc as _e
 
 VERDICTS = ("pass", "repair", "rma", "retest")
 SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
@@ -72,9 +72,6 @@ footer { color: var(--dim); font-size: 12px; margin-top: 28px; }
 @media print { section.card { break-inside: avoid; } }
 """
 
-
-def _e(v: Any) -> str:
-    return escape("" if v is None else str(v), quote=True)
 
 
 def _badge(verdict: str | None) -> str:

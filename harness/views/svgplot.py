@@ -21,8 +21,9 @@ TEMP_COLOR, POWER_COLOR, GRID_COLOR, INK_DIM = "#d1242f", "#0969da", "#e4e8ec", 
 BAND_COLORS = ("#f3f6f9", "#ffffff")
 
 
-def _e(v: Any) -> str:
-    return escape(str(v), quote=True)
+def esc(v: Any) -> str:
+    """Text made safe for HTML and SVG (None shows as nothing)."""
+    return escape("" if v is None else str(v), quote=True)
 
 
 def _nice_ceil(x: float) -> float:
@@ -129,7 +130,7 @@ def telemetry_svg(samples: list[dict[str, Any]]) -> str:
         el.append(f'<rect x="{bx0:.1f}" y="{PLOT_T}" width="{max(bx1 - bx0, 0):.1f}" height="{ph}" '
                   f'fill="{BAND_COLORS[i % 2]}"/>')
         if bx1 - bx0 >= 7 * len(label) + 8:
-            el.append(f'<text x="{bx0 + 4:.1f}" y="{PLOT_T + 12}" fill="{INK_DIM}">{_e(label)}</text>')
+            el.append(f'<text x="{bx0 + 4:.1f}" y="{PLOT_T + 12}" fill="{INK_DIM}">{esc(label)}</text>')
     for i in range(divs + 1):
         y = PLOT_T + ph - i * ph / divs
         el.append(f'<line x1="{PLOT_L}" y1="{y:.1f}" x2="{PLOT_L + pw}" y2="{y:.1f}" stroke="{GRID_COLOR}"/>')
@@ -171,7 +172,7 @@ def telemetry_svg(samples: list[dict[str, Any]]) -> str:
     for color, text, dash in legend:
         el.append(f'<line x1="{lx}" y1="{PLOT_T - 12}" x2="{lx + 18}" y2="{PLOT_T - 12}" stroke="{color}" '
                   f'stroke-width="2"{dash}/>')
-        el.append(f'<text x="{lx + 23}" y="{PLOT_T - 8}" fill="#1f2328">{_e(text)}</text>')
+        el.append(f'<text x="{lx + 23}" y="{PLOT_T - 8}" fill="#1f2328">{esc(text)}</text>')
         lx += 36 + 6 * len(text)
     el.append("</svg>")
     return "".join(el)
