@@ -42,7 +42,7 @@ def _host(args: argparse.Namespace) -> tuple[Any, Any]:
 
 
 def _cuda(args: argparse.Namespace) -> tuple[Any, Any]:
-    from stress.cuda_compute import CudaCompute
+    from drivers.cuda.compute import CudaCompute
 
     engine = CudaCompute(args.device).verified_gemm(args.dtype, args.size, args.full_every, args.seed)
     return engine, lambda n: engine.bare(n, args.timeout)

@@ -4,7 +4,7 @@
 
 Host: the scan is the mock memory's pattern pass (write a pattern over the buffer, then verify
 it) and the reference is a numpy copy of the same number of bytes. GPU: the CUDA kernels of
-stress/cuda_memory.py against a device-to-device copy of the same size. Both are "bytes per
+drivers/cuda/memory.py against a device-to-device copy of the same size. Both are "bytes per
 second": tested bytes (each written once and verified once) and copied bytes. Best of
 ``--repeats`` runs each, measured in the same process on the same buffer size.
 Goal: ratio >= 0.5 on the host, >= 0.8 on a GPU.
@@ -68,7 +68,7 @@ def host(nbytes: int, repeats: int) -> tuple[float, float, float]:
 
 
 def gpu(nbytes: int, repeats: int, device: int) -> tuple[float, float, float]:
-    from stress.cuda_memory import CudaMemory
+    from drivers.cuda.memory import CudaMemory
 
     mem = CudaMemory(device, max_bytes=2 * nbytes)  # the second half is the copy's destination
     pats = [Pattern(b"\x55"), Pattern(b"\xaa")]

@@ -79,11 +79,11 @@ def get_backend(name: str) -> Backend:
 
 
 # Accelerator handles (device memory, compute, transfers) for real cards come from optional
-# modules (the CUDA path through CuPy lives beside the stages that need it); they register a
+# modules (the CUDA path through CuPy, in drivers/cuda/); they register a
 # factory here, and a vendor backend asks for one, so drivers never import those modules.
 HandleFactory = Callable[[int], Any]
 _HANDLES: dict[tuple[str, str], HandleFactory] = {}
-_HANDLE_MODULES = {"cuda": ("stress.cuda_memory", "stress.cuda_compute", "stress.cuda_transfer")}
+_HANDLE_MODULES = {"cuda": ("drivers.cuda.memory", "drivers.cuda.compute", "drivers.cuda.transfer")}
 
 
 def register_handle(platform: str, kind: str, factory: HandleFactory) -> None:

@@ -22,12 +22,12 @@ from drivers.registry import get_backend
 from harness.config import RackConfig
 from harness.engine import Engine, EngineEvent, LocalEngine
 from harness.errors import HarnessUnavailable
-from harness.model import Finding, TestResult
 from harness.plans import Plan
 from harness.session import CardJob
 from harness.store import Store
 from harness.verdict import judge_card
 from stress.base import get_stage
+from stress.model import Finding, TestResult
 
 SCHEMA = "burnin.result/1"
 COMPUTE_STAGES = frozenset({"burn", "compute"})

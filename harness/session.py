@@ -16,8 +16,8 @@ from typing import Any
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
-from harness.model import Finding, TestResult
 from stress.base import StageContext, get_stage
+from stress.model import Finding, TestResult
 
 Emit = Callable[[str, dict[str, Any]], None]
 POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain

@@ -12,7 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.model import BENCH_ACTIONS, RETEST_ACTIONS, Finding, actions_of, verdict_of
+from stress.model import BENCH_ACTIONS, RETEST_ACTIONS, Finding, actions_of, verdict_of
 
 SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
 

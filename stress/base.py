@@ -21,7 +21,7 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.api import Device, DeviceEvent, Telemetry
 from drivers.profiles import Profile
-from harness.model import Finding, TestResult
+from stress.model import Finding, TestResult
 
 
 class StageParams(BaseModel):

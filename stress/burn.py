@@ -30,7 +30,6 @@ from pydantic import Field
 
 from drivers.api import DeviceError, DeviceLost, KernelTimeout, Telemetry, Unsupported
 from drivers.profiles import Profile
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.compute.engine import VerifiedGemm, open_engine
 from stress.compute.findings import (
@@ -44,6 +43,7 @@ from stress.compute.findings import (
     wrong_result_findings,
 )
 from stress.compute.heat import Airflow, theta_from_steps
+from stress.model import Finding, TestResult, test_status
 
 _EPS_S = 1e-9
 

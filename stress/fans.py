@@ -26,8 +26,8 @@ from pydantic import Field
 
 from drivers.api import Device, FanControl, Unsupported
 from drivers.profiles import Profile
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.model import Finding, TestResult, test_status
 
 T = TypeVar("T")
 AIRFLOW_FAULTS = frozenset({"fan.stalled", "fan.weak"})  # findings that mean less air, not a bad reading

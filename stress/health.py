@@ -15,8 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.model import Finding, TestResult, test_status
 
 XID_CATALOGUE = Path(__file__).resolve().parent.parent / "fixtures" / "xid_catalogue.toml"
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap

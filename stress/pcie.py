@@ -19,8 +19,8 @@ from pydantic import Field
 from drivers.api import PcieLink
 from drivers.pcie import link_gbps, link_label
 from drivers.units import MIB
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.model import Finding, TestResult, test_status
 
 
 class PcieParams(StageParams):

@@ -16,9 +16,9 @@ from typing import Any, ClassVar
 from pydantic import Field
 
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.hold import hold_load
+from stress.model import Finding, TestResult, test_status
 
 XID_AUX_POWER = 54
 

@@ -24,10 +24,10 @@ import numpy as np
 from pydantic import Field
 
 from drivers.api import THERMAL_THROTTLES, Telemetry
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.fans import BenchLink, fan_suspects, inlet_reading
 from stress.hold import hold_load
+from stress.model import Finding, TestResult, test_status
 
 TAU_GRID = 240  # candidate time constants for the fit (log-spaced)
 MIN_FIT_RISE_C = 5.0  # a heating curve smaller than this (card already hot) gives no usable tau

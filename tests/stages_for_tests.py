@@ -5,8 +5,8 @@ from __future__ import annotations
 import os
 import time
 
-from harness.model import TestResult
 from stress.base import Stage, StageContext, StageParams
+from stress.model import TestResult
 
 
 class CrashParams(StageParams):

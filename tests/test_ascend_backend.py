@@ -17,7 +17,7 @@ from drivers.ascend import AscendBackend, AscendConfig, AscendDevice, resolve_np
 from drivers.ascend.codes import classify_health_code, load_catalogue, lookup, worst_level
 from drivers.ascend.parse import ParseError
 from drivers.registry import get_backend
-from harness.model import ACTIONS, Finding
+from stress.model import ACTIONS, Finding
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "ascend"
 SIM = FIX / "npu_smi_sim.py"

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from stress.compute.abft import (
+from drivers.abft import (
     RESULT_INT_LIMIT,
     Comparison,
     bad_rows,

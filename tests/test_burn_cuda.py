@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 
 from drivers.api import BackendUnavailable
-from stress import cuda_compute
-from stress.compute.engine import VerifiedGemmProvider
+from drivers.cuda import compute as cuda_compute
+from drivers.verified_gemm import VerifiedGemmProvider
 
 HAVE_CUPY = importlib.util.find_spec("cupy") is not None
 

@@ -12,10 +12,10 @@ from drivers.api import ComputeHandle, LoadReport
 from drivers.mock.device import MockDevice
 from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
-from harness.model import Finding, verdict_of
-from harness.model import TestResult as Result
 from stress.base import StageContext, get_stage
 from stress.burn import BurnParams, BurnStage
+from stress.model import Finding, verdict_of
+from stress.model import TestResult as Result
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
 QUICK: dict[str, Any] = {"duration_s": 120, "products_min": 400}  # the quick plan's table

@@ -9,8 +9,8 @@ import pytest
 
 from drivers.profiles import PROFILE_DIR, ProfileError, load_profile, load_profile_file, profile_for_model
 from drivers.units import parse_quantity
-from harness.model import Finding, actions_of, verdict_of
 from harness.verdict import dedupe, judge_card
+from stress.model import Finding, actions_of, verdict_of
 
 
 def F(code: str, severity: str = "fail", action: str = "reseat", **kw) -> Finding:  # noqa: N802

@@ -11,7 +11,7 @@ from typing import Any
 from drivers.mock.device import MockDevice
 from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
-from harness import model
+from stress import model
 from stress.base import StageContext, get_stage
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")

@@ -11,7 +11,7 @@ from drivers.api import Pattern
 
 
 def test_module_imports_without_cupy() -> None:
-    mod = importlib.import_module("stress.cuda_memory")
+    mod = importlib.import_module("drivers.cuda.memory")
     assert "cupy" not in mod.__dict__ and hasattr(mod, "CudaMemory")
 
 
@@ -22,7 +22,7 @@ def _gpu_memory(mib: int = 64):  # noqa: ANN202 - CudaMemory only exists with cu
             pytest.skip("no CUDA device")
     except cp.cuda.runtime.CUDARuntimeError:
         pytest.skip("no CUDA driver")
-    from stress.cuda_memory import CudaMemory
+    from drivers.cuda.memory import CudaMemory
 
     return CudaMemory(0, max_bytes=mib << 20, chunk_bytes=16 << 20)  # several chunks
 

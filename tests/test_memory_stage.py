@@ -13,7 +13,7 @@ from drivers.mock import faults as F
 from drivers.mock.device import MockDevice
 from drivers.profiles import load_profile
 from drivers.registry import get_backend
-from harness import model
+from stress import model
 from stress.base import StageContext, get_stage
 
 MIB = 1 << 20

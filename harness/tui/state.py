@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from harness.engine import EngineEvent
-from harness.model import Finding, actions_of, verdict_of
+from stress.model import Finding, actions_of, verdict_of
 
 HISTORY_MAX = 600  # samples kept per card for the sparklines
 FINAL_OK = "done"

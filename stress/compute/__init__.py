@@ -1,2 +1,3 @@
-"""Building blocks of the compute burn-in: exact operands and ABFT checks, verified-product
-engines (host side here, device side in ``stress.cuda_compute``), heat-versus-silicon logic."""
+"""Building blocks of the compute burn-in: verified-product engines (host side here; exact
+operands and ABFT checks in ``drivers.abft``, the device side in ``drivers.cuda.compute``),
+findings and heat-versus-silicon logic."""

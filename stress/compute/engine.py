@@ -3,54 +3,18 @@
 An engine owns a small pool of operand pairs (with their exact products and checksums), runs
 products round-robin over the pool, checks each one's row checksums (ABFT) and, every
 ``full_check_every`` products, compares the whole result with the reference. A device that can
-do this on its own side (``stress.cuda_compute``: checksums computed on the GPU, no copy of the
+do this on its own side (``drivers.cuda.compute``: checksums computed on the GPU, no copy of the
 result) offers ``verified_gemm``; any other ComputeHandle gets ``HostGemmEngine``, which checks
 on the host what ``matmul`` returns (the mock cards, whose products are small).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Protocol, runtime_checkable
-
 import numpy as np
 
+from drivers.abft import Comparison, Operands, bad_rows, compare_rows, make_operands
 from drivers.api import Clock, ComputeHandle, Device
-from stress.compute.abft import Comparison, ElementError, Operands, bad_rows, compare_rows, make_operands
-
-MAX_EXAMPLES = 8  # wrong elements kept per batch (the count is always complete)
-
-
-@dataclass
-class BatchReport:
-    """What one ``run`` did. ``seconds`` is device time in the products, verification excluded."""
-
-    dtype: str
-    products: int = 0
-    flops: float = 0.0
-    seconds: float = 0.0
-    full_checks: int = 0
-    bad_products: int = 0
-    wrong_elements: int = 0
-    nonfinite: int = 0  # wrong elements that are NaN or Inf
-    errors: list[ElementError] = field(default_factory=list)
-
-
-@runtime_checkable
-class VerifiedGemm(Protocol):
-    dtype: str
-    size: int
-
-    def run(self, products: int, timeout_s: float) -> BatchReport: ...
-
-    def close(self) -> None: ...
-
-
-@runtime_checkable
-class VerifiedGemmProvider(Protocol):
-    """A ComputeHandle that verifies products on the device itself."""
-
-    def verified_gemm(self, dtype: str, size: int | None, full_check_every: int, seed: int) -> VerifiedGemm: ...
+from drivers.verified_gemm import MAX_EXAMPLES, BatchReport, VerifiedGemm, VerifiedGemmProvider
 
 
 class HostGemmEngine:

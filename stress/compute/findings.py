@@ -12,11 +12,11 @@ import math
 from dataclasses import dataclass, field
 from typing import Any
 
+from drivers.abft import ElementError
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from drivers.profiles import Profile
-from harness.model import Finding
-from stress.compute.abft import ElementError
 from stress.compute.engine import BatchReport
+from stress.model import Finding
 
 TEST = "burn"
 

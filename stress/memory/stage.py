@@ -9,11 +9,11 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
-from harness.model import Finding, TestResult, test_status
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.memory import algorithms as A
 from stress.memory.diagnosis import Diagnoser, Diagnosis
 from stress.memory.records import ErrorLog
+from stress.model import Finding, TestResult, test_status
 
 Algorithm = Literal["march_c-", "walking_ones", "walking_zeros", "address", "moving_inversions",
                     "bit_fade", "repeated_reads", "bandwidth"]

@@ -25,10 +25,10 @@ from typing import Any
 
 import numpy as np
 
+from drivers.abft import ElementError, entry_max, flipped_bits
 from drivers.api import BackendUnavailable, ComputeHandle, DeviceError, KernelTimeout, LoadReport
 from drivers.registry import register_handle
-from stress.compute.abft import ElementError, entry_max, flipped_bits
-from stress.compute.engine import MAX_EXAMPLES, BatchReport
+from drivers.verified_gemm import MAX_EXAMPLES, BatchReport
 
 # cudaDataType_t / cublasComputeType_t / cublasOperation_t values (cuBLAS headers, CUDA >= 11)
 CUDA_R_16F, CUDA_R_32F, CUDA_R_64F, CUDA_R_16BF = 2, 0, 1, 14
