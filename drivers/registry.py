@@ -23,6 +23,14 @@ from drivers.api import BackendUnavailable, Device
 _BUILTIN = {"mock": "drivers.mock", "nvml": "drivers.nvml", "ascend": "drivers.ascend"}
 
 
+class ConfigFieldError(ValueError):
+    """A device entry's value is wrong in a way only its backend can tell; ``field`` names it."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
 class BackendConfig(BaseModel):
     """Keys every ``[[hosts.devices]]`` entry may have; backends subclass it with their own."""
 
@@ -31,6 +39,10 @@ class BackendConfig(BaseModel):
     backend: str
     slot: int | None = None
     serial: str | None = None  # the serial the bench expects (mock: the card's serial)
+
+    def check(self) -> None:
+        """Checks beyond the keys' types, run when the config loads (e.g. the mock backend's
+        faults against its profile); raise ConfigFieldError naming the field."""
 
 
 class Backend(ABC):

@@ -76,7 +76,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
     except Interrupted as e:
         click.echo(f"burnin: {e}", err=True)
         sys.exit(EXIT_INTERRUPTED)
-    _write_outputs(doc, json_path, junit_path, html_path, db, cfg)
+    _write_outputs(doc, json_path, junit_path, html_path)
     from harness.views.table import print_verdicts
 
     print_verdicts(doc)
@@ -93,14 +93,11 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
         cards = discover_cards(cfg)
         if resume_id is not None:
             done = {r["key"] for r in store.run_cards(resume_id) if r["state"] in ("done", "lost", "hung")}
-            todo = [c for c in cards if c.key not in done]
-            for c in todo:
-                store.reset_card(resume_id, c.key)
-            runner_cards = todo
+            runner_cards = [c for c in cards if c.key not in done]
         else:
             runner_cards = cards
         with LiveProgress(runner_cards, pl, enabled=not quiet) as progress:
-            r = Run(cfg, pl, store, listener=progress.on_event)
+            r = Run(cfg, pl, store, listeners=[progress])
             if resume_id is None:
                 r.start(runner_cards)
             else:
@@ -118,22 +115,38 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
 
 
 def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str | None,
-                   html_path: str | None, db: str | None, cfg: Any) -> None:
+                   html_path: str | None, saved: str = "results are in the database") -> None:
+    """Every report the user asked for, each written by its view from the result document alone."""
+    from harness.views import write_reports
+
     try:
-        if json_path:
-            Path(json_path).write_text(json.dumps(doc, indent=2, default=str) + "\n", encoding="utf-8")
-        if junit_path:
-            from harness.views.junit import to_junit
-
-            Path(junit_path).write_text(to_junit(doc), encoding="utf-8")
-        if html_path:
-            from harness.runner import resolve_db
-            from harness.views.html import to_html
-
-            Path(html_path).write_text(to_html(doc, db_path=resolve_db(db, cfg)), encoding="utf-8")
+        write_reports(doc, json_path=json_path, junit_path=junit_path, html_path=html_path)
     except OSError as e:
-        click.echo(f"burnin: cannot write report: {e.filename}: {e.strerror} (results are in the database)", err=True)
+        click.echo(f"burnin: cannot write report: {e.filename}: {e.strerror} ({saved})", err=True)
         sys.exit(EXIT_USAGE)
+
+
+@main.command()
+@click.argument("result", type=click.Path(dir_okay=False))
+@click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
+@click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the document again here.")
+def report(result: str, html_path: str | None, junit_path: str | None, json_path: str | None) -> None:
+    """Render reports from a saved result document (--json of a run); no database needed.
+
+    With no option, prints the verdict table."""
+    from harness.views import load_result_document
+
+    try:
+        doc = load_result_document(result)
+    except UsageError as e:
+        _fail(e)
+        return
+    _write_outputs(doc, json_path, junit_path, html_path, saved="nothing else was changed")
+    if not (html_path or junit_path or json_path):
+        from harness.views.table import print_verdicts
+
+        print_verdicts(doc)
 
 
 @main.command()
@@ -166,7 +179,7 @@ def tui(config: str, plan: str | None, db: str | None) -> None:
     try:
         from harness.tui.app import run_tui
     except ImportError:
-        click.echo("burnin: the TUI is not available yet; use `burnin run`", err=True)
+        click.echo("burnin: the TUI cannot start here (textual is missing); use `burnin run`", err=True)
         sys.exit(EXIT_UNAVAILABLE)
     sys.exit(run_tui(cfg, pl, db))
 

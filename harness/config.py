@@ -14,10 +14,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from drivers.mock.faults import FaultError, parse_fault
-from drivers.profiles import ProfileError, load_profile
-from drivers.registry import BackendConfig, get_backend
-from drivers.units import MIB
+from drivers.registry import BackendConfig, ConfigFieldError, get_backend
 from harness.errors import UsageError
 
 
@@ -142,7 +139,10 @@ def load_rack(path: str | Path) -> RackConfig:
             except ValidationError as e:
                 where, msg = _first_error(e)
                 raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: {where}: {msg}") from None
-            _check_mock(prefix, label, raw, dev_cfg)
+            try:
+                dev_cfg.check()
+            except ConfigFieldError as e:
+                raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: {e.field}: {e}") from None
             if dev_cfg.slot is not None:
                 if dev_cfg.slot in seen_slots:
                     raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: slot: slot {dev_cfg.slot} is used twice on host {host.name!r}")
@@ -154,20 +154,3 @@ def load_rack(path: str | Path) -> RackConfig:
             cfg.devices.append(DeviceEntry(host=host.name, index=di, config=dev_cfg, label=label))
     return cfg
 
-
-def _check_mock(prefix: str, label: str, raw: dict[str, Any], dev_cfg: BackendConfig) -> None:
-    """Mock entries: the profile must exist and every fault must be valid for that card."""
-    if raw.get("backend") != "mock":
-        return
-    who = label.split(" ", 1)[1]
-    try:
-        profile = load_profile(dev_cfg.profile)  # type: ignore[attr-defined]
-    except ProfileError as e:
-        raise UsageError(f"{prefix} {who}: profile: {e}") from None
-    size = dev_cfg.memory_mib * MIB  # type: ignore[attr-defined]
-    for fi, spec in enumerate(dev_cfg.faults):  # type: ignore[attr-defined]
-        try:
-            parse_fault(spec, size, profile.cooling.fault_fans)
-        except FaultError as e:
-            kind = spec.get("kind") if isinstance(spec, dict) else None
-            raise UsageError(f"{prefix} {who}: faults[{fi}] ({kind}).{e.field}: {e}") from None

@@ -1,5 +1,6 @@
-"""``burnin devices``: identity, a telemetry snapshot and the health findings of each card,
-read in-process with no stress (the health stage with no observation window)."""
+"""``burnin devices``: identity, a telemetry snapshot and the findings of the stages that say
+they belong in a listing (``Stage.listing_params``: the health stage with no observation
+window), read in-process with no stress."""
 
 from __future__ import annotations
 
@@ -11,8 +12,7 @@ from drivers.registry import get_backend
 from harness.runner import CardSlot
 from harness.session import bus_lost_finding, device_error_finding
 from harness.verdict import dedupe
-from stress.base import StageContext
-from stress.health import HealthStage
+from stress.base import StageContext, listing_stages
 
 SCHEMA = "burnin.devices/1"
 
@@ -45,9 +45,12 @@ def describe(card: CardSlot) -> dict[str, Any]:
             profile = load_profile(ident.profile or "")
         except ProfileError:
             return entry
-        ctx = StageContext(device=dev, profile=profile, params=HealthStage.Params(observe_s=0.0),
-                           serial=ident.serial or card.key, slot=card.slot)
-        entry["findings"] = [f.to_dict() for f in dedupe(HealthStage().run(ctx).findings)]
+        ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot)
+        found = []
+        for stage in listing_stages():
+            ctx.params = stage.Params.model_validate(stage.listing_params)
+            found += stage().run(ctx).findings
+        entry["findings"] = [f.to_dict() for f in dedupe(found)]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
     except DeviceError as e:

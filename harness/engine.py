@@ -21,11 +21,11 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any, Literal
+from typing import Any
 
 from harness.session import CardJob, run_card_session
+from stress.events import CardEvent, Outcome, StageStarted
 
-Outcome = Literal["done", "failed", "timed_out", "lost", "hung", "cancelled"]
 POLL_S = 0.05
 KILL_GRACE_S = 2.0
 
@@ -36,9 +36,14 @@ class RunCancelled(Exception):
 
 @dataclass(frozen=True)
 class EngineEvent:
+    """A card event (``stress.events``) and the key of the card it is about."""
+
     key: str  # the job's card key
-    kind: str  # identity | stage_start | progress | sample | test | finding | outcome
-    data: dict[str, Any]
+    event: CardEvent
+
+    @property
+    def kind(self) -> str:
+        return self.event.kind
 
 
 class Engine(ABC):
@@ -68,12 +73,11 @@ class JobRecord:
     stage: str | None = None
     finished: bool = False
 
-    def note(self, kind: str, data: dict[str, Any]) -> None:
-        """Track the stage a job is in and its wall-clock watchdog (from ``stage_start``)."""
-        if kind == "stage_start":
-            self.stage = data.get("stage")
-            timeout = data.get("timeout_s")
-            self.timeout_s = float(timeout) if timeout else None
+    def note(self, event: CardEvent) -> None:
+        """Track the stage a job is in and its wall-clock watchdog (from ``StageStarted``)."""
+        if isinstance(event, StageStarted):
+            self.stage = event.stage
+            self.timeout_s = float(event.timeout_s) if event.timeout_s else None
             self.deadline = time.monotonic() + self.timeout_s if self.timeout_s else None
 
 
@@ -102,10 +106,8 @@ class SupervisingEngine(Engine):
             if run.deadline is not None and now > run.deadline:
                 self._kill(run)
                 run.finished = True
-                yield EngineEvent(run.job.key, "outcome", {
-                    "state": "timed_out", "stage": run.stage,
-                    "detail": f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog",
-                })
+                yield EngineEvent(run.job.key, Outcome(
+                    "timed_out", run.stage, f"stage {run.stage!r} ran past its {run.timeout_s:.0f} s watchdog"))
 
     def cancel(self, key: str) -> None:
         self._pending = [j for j in self._pending if j.key != key]
@@ -122,11 +124,8 @@ class SupervisingEngine(Engine):
 def _worker_main(job: CardJob, conn: Connection) -> None:
     """Entry point of a card's worker process."""
 
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        conn.send((kind, data))
-
-    state = run_card_session(job, emit)
-    conn.send(("outcome", {"state": state}))
+    state = run_card_session(job, conn.send)
+    conn.send(Outcome(state))
     conn.close()
 
 
@@ -175,22 +174,19 @@ class LocalEngine(SupervisingEngine):
     def _read(self, run: _Running) -> Iterator[EngineEvent]:
         key = run.job.key
         try:
-            kind, data = run.conn.recv()
+            event = run.conn.recv()
         except (EOFError, OSError):
             run.finished = True
             run.proc.join(KILL_GRACE_S)
             run.conn.close()
-            yield EngineEvent(key, "outcome", {
-                "state": "failed", "stage": run.stage,
-                "detail": f"worker process exited with code {run.proc.exitcode}",
-            })
+            yield EngineEvent(key, Outcome("failed", run.stage, f"worker process exited with code {run.proc.exitcode}"))
             return
-        run.note(kind, data)
-        if kind == "outcome":
+        run.note(event)
+        if isinstance(event, Outcome):
             run.finished = True
             run.proc.join(KILL_GRACE_S)
             run.conn.close()
-        yield EngineEvent(key, kind, data)
+        yield EngineEvent(key, event)
 
     def _kill(self, run: _Running) -> None:
         run.proc.terminate()

@@ -1,8 +1,10 @@
 """The orchestrator: rack config + plan -> engine jobs -> store -> verdicts -> result document.
 
-Data moves one way: workers measure, the store records each event as it arrives, the verdict
-engine reads the store at the end, and every view (table, JSON, JUnit, HTML, TUI) reads the
-result document or the event stream. Nothing here talks to a device.
+Data moves one way: workers measure and send typed events (``stress.events``); each event is
+handed, through one dispatch, to the run's records, the store (persisted as it arrives) and any
+listener (progress bars, the TUI). At the end, peer comparison and verdicts run on the records,
+and every view (table, JSON, JUnit, HTML) reads the result document built from them. Nothing
+here talks to a device.
 """
 
 from __future__ import annotations
@@ -10,30 +12,29 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable
-from drivers.profiles import ProfileError, load_profile
+from drivers.profiles import Profile, ProfileError, load_profile
 from drivers.registry import get_backend
 from harness.config import RackConfig
-from harness.engine import Engine, EngineEvent, LocalEngine
+from harness.engine import Engine, LocalEngine
 from harness.errors import HarnessUnavailable
 from harness.plans import Plan
 from harness.session import CardJob
-from harness.store import Store
+from harness.store import Store, StoreWriter
 from harness.verdict import judge_card
+from harness.views import RESULT_SCHEMA
 from stress.base import get_stage
+from stress.events import CardEvent, EventConsumer, Outcome, TestDone
 from stress.model import Finding, TestResult
+from stress.record import CardRecord
 
-SCHEMA = "burnin.result/1"
-COMPUTE_STAGES = frozenset({"burn", "compute"})
+SCHEMA = RESULT_SCHEMA
 MOCK_CARDS_PER_CPU = 4
-
-Listener = Callable[[EngineEvent], None]
 
 
 def utcnow() -> str:
@@ -85,33 +86,66 @@ def discover_cards(cfg: RackConfig) -> list[CardSlot]:
     return cards
 
 
-class Run:
-    """One run of a plan over a rack, recorded in a store as it happens."""
+class RunRecords(EventConsumer):
+    """The run's in-memory record of every card, folded from its events."""
 
-    def __init__(self, cfg: RackConfig, plan: Plan, store: Store, listener: Listener | None = None,
+    def __init__(self) -> None:
+        self.by_key: dict[str, CardRecord] = {}
+
+    def add(self, rec: CardRecord) -> None:
+        self.by_key[rec.key] = rec
+
+    def handle(self, key: str, event: CardEvent) -> None:
+        rec = self.by_key.get(key)
+        if rec is not None:
+            rec.apply(event)
+
+    def ordered(self) -> list[CardRecord]:
+        return sorted(self.by_key.values(), key=lambda r: (r.host, r.slot, r.key))
+
+
+class Run:
+    """One run of a plan over a rack: events fold into records, the store persists them as they
+    arrive, and peer comparison and verdicts run on the records at the end."""
+
+    def __init__(self, cfg: RackConfig, plan: Plan, store: Store, listeners: list[EventConsumer] | None = None,
                  engine: Engine | None = None) -> None:
         self.cfg = cfg
         self.plan = plan
         self.store = store
-        self.listener = listener or (lambda ev: None)
+        self.listeners = list(listeners or [])
         self._engine = engine
         self.run_id = ""
+        self.started_at = ""
         self.cards: list[CardSlot] = []
-        self._stage_of: dict[str, str | None] = {}
+        self.records = RunRecords()
 
     def start(self, cards: list[CardSlot]) -> str:
         self.run_id = new_run_id()
+        self.started_at = utcnow()
         self.cards = cards
         self.store.create_run(self.run_id, self.cfg.name, self.plan.name, str(self.cfg.path.resolve()),
-                              str(self.plan.path.resolve()), utcnow())
+                              str(self.plan.path.resolve()), self.started_at)
         for c in cards:
             self.store.add_card(self.run_id, c.key, c.host, c.slot, c.backend, c.locator)
+            self.records.add(CardRecord(c.key, c.host, c.slot, c.backend, dict(c.locator)))
         return self.run_id
 
     def resume(self, run_id: str, cards: list[CardSlot]) -> None:
-        """Continue ``run_id``: cards already finished keep their results, the rest run again."""
+        """Continue ``run_id``: cards already finished keep their results (read back once, so
+        peer comparison sees every card of the run), the rest run again from scratch."""
         self.run_id = run_id
+        self.started_at = (self.store.run(run_id) or {}).get("started_at") or utcnow()
         self.cards = cards
+        for rec in self.store.records(run_id):
+            self.records.add(rec)
+        for c in cards:
+            self.store.reset_card(run_id, c.key)
+            rec = self.records.by_key.get(c.key)
+            if rec is None:
+                self.records.add(CardRecord(c.key, c.host, c.slot, c.backend, dict(c.locator)))
+            else:
+                rec.reset()
 
     def _default_engine(self) -> Engine:
         """Real cards all run at once (each is its own hardware); simulated cards share this
@@ -130,122 +164,113 @@ class Run:
 
     def execute(self) -> dict[str, Any]:
         self.engine = self._engine or self._default_engine()
+        consumers: list[EventConsumer] = [self.records, StoreWriter(self.store, self.run_id, utcnow), *self.listeners]
         stages = [(s.stage, s.params) for s in self.plan.stages]
         for c in self.cards:
             self.store.card_started(self.run_id, c.key, utcnow())
+            self.records.by_key[c.key].started_at = utcnow()
             self.engine.submit(CardJob(key=c.key, locator=c.locator, stages=stages, instruments=c.instruments))
         try:
             for ev in self.engine.events():
-                self._record(ev)
-                self.listener(ev)
+                for event in _with_abandoned_test(ev.event, self.records.by_key.get(ev.key)):
+                    for consumer in consumers:
+                        consumer.handle(ev.key, event)
         finally:
             self.engine.close()
-        self._peer_findings()
-        self._verdicts()
-        self.store.finish_run(self.run_id, utcnow())
-        return build_document(self.store, self.run_id)
+        records = self.records.ordered()
+        for key, f in peer_findings(records):
+            self.store.add_finding(self.run_id, key, f)
+        self._verdicts(records)
+        finished_at = utcnow()
+        self.store.finish_run(self.run_id, finished_at)
+        return result_document(self.run_id, self.cfg.name, self.plan.name, self.started_at, finished_at, records)
 
-    def _record(self, ev: EngineEvent) -> None:
-        s, rid, key, d = self.store, self.run_id, ev.key, ev.data
-        if ev.kind == "identity":
-            s.card_identity(rid, key, d, utcnow())
-        elif ev.kind == "stage_start":
-            self._stage_of[key] = d.get("stage")
-        elif ev.kind == "test":
-            s.add_test(rid, key, d)
-        elif ev.kind == "finding":
-            s.add_finding(rid, key, d)
-        elif ev.kind == "sample":
-            s.add_samples(rid, key, [d])
-        elif ev.kind == "outcome":
-            state = d.get("state", "done")
-            if state in ("timed_out", "failed"):
-                stage = d.get("stage") or self._stage_of.get(key) or "session"
-                s.add_test(rid, key, _abandoned_test(stage, state, d.get("detail", "")))
-            s.card_outcome(rid, key, state, d.get("detail"), utcnow())
-
-    def _peer_findings(self) -> None:
-        """Run-level comparisons among identical cards (e.g. throughput vs the best peer).
-
-        Every card of the run takes part, also those a resumed run had finished before."""
-        by_stage: dict[str, list[tuple[str, Any, TestResult]]] = {}
-        for row in self.store.run_cards(self.run_id):
-            ident = row.get("identity") or {}
-            try:
-                profile = load_profile(ident.get("profile") or (row.get("locator") or {}).get("profile", ""))
-            except ProfileError:
-                continue
-            for t in self.store.tests(self.run_id, row["key"]):
-                if t["status"] in ("pass", "fail"):
-                    by_stage.setdefault(t["name"], []).append((row["key"], profile, TestResult.from_dict(t)))
-        for stage, results in by_stage.items():
-            try:
-                extra = get_stage(stage).compare_peers(results)
-            except KeyError:
-                continue
-            for key, findings in extra.items():
-                for f in findings:
-                    self.store.add_finding(self.run_id, key, f.to_dict())
-
-    def _verdicts(self) -> None:
-        for row in self.store.run_cards(self.run_id):
-            findings = [Finding.from_dict(f) for f in self.store.findings(self.run_id, row["key"])]
+    def _verdicts(self, records: list[CardRecord]) -> None:
+        for rec in records:
             history = []
-            if row.get("serial"):
-                history = [h for h in self.store.card_history(row["serial"])
+            if rec.serial:
+                history = [h for h in self.store.card_history(rec.serial)
                            if h["run_id"] != self.run_id and h.get("findings") is not None]
-            good = self.store.slot_known_good(row["host"], row["slot"], row.get("serial"), self.run_id)
-            v = judge_card(findings, history, row.get("slot"), slot_known_good=good)
-            self.store.card_verdict(self.run_id, row["key"], v.verdict, v.actions, [f.to_dict() for f in v.findings])
+            good = self.store.slot_known_good(rec.host, rec.slot, rec.serial, self.run_id)
+            v = judge_card(rec.findings(), history, rec.slot, slot_known_good=good)
+            rec.verdict, rec.actions, rec.judged = v.verdict, v.actions, v.findings
+            self.store.card_verdict(self.run_id, rec.key, v.verdict, v.actions, v.findings)
 
 
-def _abandoned_test(stage: str, state: str, detail: str) -> dict[str, Any]:
-    """The test a worker was in when the supervisor gave up on it, with why."""
-    if state == "timed_out" and stage in COMPUTE_STAGES:
-        f = Finding("compute.hang", "fail", "reset_and_retest", stage,
-                    f"the {stage} stage did not finish within its watchdog; worker abandoned ({detail})",
-                    evidence={"detail": detail})
-    elif state == "timed_out":
-        f = Finding("harness.stage_timeout", "fail", "reset_and_retest", stage,
-                    f"stage {stage} did not finish within its watchdog; worker abandoned ({detail})",
+def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
+    """Run-level comparisons among identical cards (e.g. throughput against the best peer),
+    over every card of the run (also those a resumed run had finished before). Each finding is
+    added to its card's record and returned with the card's key."""
+    by_stage: dict[str, list[tuple[str, Profile, TestResult]]] = {}
+    for rec in records:
+        try:
+            profile = load_profile(rec.profile_name)
+        except ProfileError:
+            continue
+        for t in rec.tests:
+            if t.status in ("pass", "fail"):
+                by_stage.setdefault(t.name, []).append((rec.key, profile, t))
+    by_key = {r.key: r for r in records}
+    out: list[tuple[str, Finding]] = []
+    for stage, results in by_stage.items():
+        try:
+            extra = get_stage(stage).compare_peers(results)
+        except KeyError:
+            continue
+        for key, findings in extra.items():
+            by_key[key].extra_findings.extend(findings)
+            out += [(key, f) for f in findings]
+    return out
+
+
+def _with_abandoned_test(event: CardEvent, rec: CardRecord | None) -> list[CardEvent]:
+    """An abnormal end from the supervisor (the worker died or ran past its watchdog) becomes
+    the test the card was in, failed with why, followed by the outcome itself."""
+    if not isinstance(event, Outcome) or event.state not in ("timed_out", "failed"):
+        return [event]
+    stage = event.stage or (rec.stage if rec else None) or "session"
+    return [TestDone(abandoned_test(stage, event.state, event.detail or "")), event]
+
+
+def abandoned_test(stage: str, state: str, detail: str) -> TestResult:
+    """The test a worker was in when the supervisor gave up on it; the stage says what its
+    watchdog running out means (a kernel-launching stage: ``compute.hang``)."""
+    if state == "timed_out":
+        try:
+            code = get_stage(stage).watchdog_code
+        except KeyError:
+            code = "harness.stage_timeout"
+        what = "a kernel" if code == "compute.hang" else f"stage {stage}"
+        f = Finding(code, "fail", "reset_and_retest", stage,
+                    f"{what} did not finish within the {stage} stage's watchdog; worker abandoned ({detail})",
                     evidence={"detail": detail})
     else:
         f = Finding("harness.worker_crashed", "fail", "reset_and_retest", stage,
                     f"the card's worker died during {stage}: {detail}", evidence={"detail": detail})
-    return {"name": stage, "status": "error", "duration_s": 0.0, "metrics": {}, "error": detail,
-            "findings": [f.to_dict()]}
+    return TestResult(name=stage, status="error", error=detail, findings=[f])
 
 
-def card_document(row: dict[str, Any], tests: list[dict[str, Any]]) -> dict[str, Any]:
-    """The contract's card shape from a stored run_cards row."""
-    ident = row.get("identity") or {}
-    loc = row.get("locator") or {}
-    return {
-        "host": row["host"],
-        "slot": row["slot"],
-        "backend": row["backend"],
-        "model": ident.get("model") or loc.get("profile") or row.get("model"),
-        "serial": row.get("serial") or ident.get("serial"),
-        "verdict": row.get("verdict") or "retest",
-        "actions": row.get("actions") or [],
-        "findings": row.get("findings") or [],
-        "tests": tests,
-        "state": row.get("state"),
-    }
-
-
-def build_document(store: Store, run_id: str) -> dict[str, Any]:
-    run = store.run(run_id) or {}
-    cards = [card_document(r, store.tests(run_id, r["key"])) for r in store.run_cards(run_id)]
+def result_document(run_id: str, rack: str | None, plan: str | None, started_at: str | None,
+                    finished_at: str | None, records: list[CardRecord]) -> dict[str, Any]:
+    """contract.md's result document, built from the run's records alone. ``telemetry`` carries
+    each card's plot points (by card key) so the HTML view needs nothing but this document."""
     return {
         "schema": SCHEMA,
         "run_id": run_id,
-        "rack": run.get("rack"),
-        "plan": run.get("plan"),
-        "started_at": run.get("started_at"),
-        "finished_at": run.get("finished_at"),
-        "cards": cards,
+        "rack": rack,
+        "plan": plan,
+        "started_at": started_at,
+        "finished_at": finished_at,
+        "cards": [r.card_document() for r in records],
+        "telemetry": {r.key: r.samples for r in records if r.samples},
     }
+
+
+def stored_document(store: Store, run_id: str) -> dict[str, Any]:
+    """The result document of a stored run (resume of a finished run, evidence packs)."""
+    run = store.run(run_id) or {}
+    return result_document(run_id, run.get("rack"), run.get("plan"), run.get("started_at"),
+                           run.get("finished_at"), store.records(run_id))
 
 
 def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> Path:

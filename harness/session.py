@@ -16,13 +16,12 @@ from typing import Any
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
-from stress.base import StageContext, get_stage
+from stress.base import StageContext, get_stage, reprobe_stage
+from stress.events import Emit, FindingRaised, Identity, Progress, StageStarted, TestDone
 from stress.model import Finding, TestResult
 
-Emit = Callable[[str, dict[str, Any]], None]
 POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain
 POWER_CYCLE_SETTLE_S = 5.0  # time for the card to train its link and enumerate again
-REPROBE_OBSERVE_S = 60.0  # the re-probe watches the card this long
 
 
 @dataclass
@@ -101,10 +100,10 @@ def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
             bench.power_cycle_enabled = bool(inst.get("power_cycle"))  # type: ignore[attr-defined]
             out["bench"] = bench
         except Exception as e:  # noqa: BLE001 - reported as a finding, the run goes on
-            emit("finding", Finding(
+            emit(FindingRaised(Finding(
                 code="instrument.unavailable", severity="warn", action="none", test="session",
                 message=f"bench instrument on {port}: {e}", evidence={"port": port},
-            ).to_dict())
+            )))
     return out
 
 
@@ -112,16 +111,18 @@ def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
                              reopen: Callable[[], Device]) -> None:
     """After bus.lost: power-cycle the slot through the relay once and re-probe the card.
 
-    The re-probe is the health stage with its observation window: a card that comes back and
+    The re-probe is the stage that says it can (``reprobe_stage``; the health stage with its
+    observation window): a card that comes back and
     stays up keeps ``reseat``; one that does not come back, or comes back and falls off again in
     the same slot, says so in the finding's evidence, which the verdict engine escalates when
     the slot is known to be good. Nothing is retried beyond this one cycle.
     """
     bench = ctx.instruments.get("bench")
-    if bench is None or not getattr(bench, "power_cycle_enabled", False):
+    probe = reprobe_stage()
+    if bench is None or not getattr(bench, "power_cycle_enabled", False) or probe is None:
         return
     dev = ctx.device
-    emit("progress", {"fraction": 0.0, "message": "card lost: power-cycling its slot"})
+    emit(Progress(0.0, "card lost: power-cycling its slot"))
     try:
         bench.power_cycle(bench.relay_channel, off_s=POWER_CYCLE_OFF_S, sleep=dev.clock.sleep)
         dev.clock.sleep(POWER_CYCLE_SETTLE_S)
@@ -134,12 +135,10 @@ def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
             ctx.device = dev = reopen()
         dev.identity()
         came_back = True
-        from stress.health import HealthStage
-
         saved = ctx.params
-        ctx.params = HealthStage.Params(observe_s=REPROBE_OBSERVE_S)
+        ctx.params = probe.Params.model_validate(probe.reprobe_params)
         try:
-            HealthStage().run(ctx)
+            probe().run(ctx)
         finally:
             ctx.params = saved
         stayed = True
@@ -153,7 +152,7 @@ def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
         lost.message += "; it came back after a slot power-cycle and fell off the bus again in the same slot"
     else:
         lost.message += "; it came back after a slot power-cycle and stayed up: reseat and retest"
-    emit("progress", {"fraction": 1.0, "message": "re-probed after power-cycle"})
+    emit(Progress(1.0, "re-probed after power-cycle"))
 
 
 def run_card_session(job: CardJob, emit: Emit) -> str:
@@ -163,21 +162,21 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         dev = backend.open(job.locator)
         ident = _identity_event(dev)
     except DeviceLost as e:
-        emit("test", _lost_result("discover", e).to_dict_full())
+        emit(TestDone(_lost_result("discover", e)))
         return "lost"
     except DeviceError as e:
-        emit("test", TestResult(name="discover", status="error", error=str(e),
-                                findings=[device_error_finding("discover", e)]).to_dict_full())
+        emit(TestDone(TestResult(name="discover", status="error", error=str(e),
+                                 findings=[device_error_finding("discover", e)])))
         return "done"
-    emit("identity", ident)
+    emit(Identity(ident))
     try:
         profile = load_profile(ident.get("profile") or job.locator.get("profile", ""))
     except ProfileError as e:
-        emit("test", TestResult(
+        emit(TestDone(TestResult(
             name="discover", status="error", error=str(e),
             findings=[Finding(code="harness.no_profile", severity="fail", action="fix_host", test="discover",
                               message=f"no profile for model {ident.get('model')!r}: add one to fixtures/profiles/")],
-        ).to_dict_full())
+        )))
         return "done"
     instruments = _open_instruments(job, dev, emit)
     ctx = StageContext(
@@ -189,10 +188,10 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         for index, (name, params) in enumerate(job.stages):
             cls = get_stage(name)
             missing = [h for h in sorted(cls.requires) if getattr(dev, h, None) is None]
-            emit("stage_start", {"index": index, "stage": name, "timeout_s": params.get("timeout_s", 1800.0)})
+            emit(StageStarted(index, name, params.get("timeout_s", 1800.0)))
             if missing:
                 res = TestResult(name=name, status="skipped", error=f"device has no {', '.join(missing)} handle")
-                emit("test", {**res.to_dict_full(), "index": index})
+                emit(TestDone(res, index))
                 continue
             ctx.params = cls.Params.model_validate(params)
             t0 = _safe_now(dev)
@@ -214,12 +213,12 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
             ctx.prior.append(res)
-            emit("test", {**res.to_dict_full(), "index": index})
+            emit(TestDone(res, index))
             _release(ctx.device)
             if outcome != "done":
                 for later, (lname, _) in enumerate(job.stages[index + 1:], start=index + 1):
                     skipped = TestResult(name=lname, status="skipped", error=f"card {outcome}")
-                    emit("test", {**skipped.to_dict_full(), "index": later})
+                    emit(TestDone(skipped, later))
                 break
     finally:
         _teardown(ctx.device, instruments)

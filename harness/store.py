@@ -9,10 +9,14 @@ from __future__ import annotations
 
 import json
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
+
+from stress.events import EventConsumer, FindingRaised, Identity, Outcome, Sample, TestDone
+from stress.model import Finding, TestResult
+from stress.record import CardRecord
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -45,6 +49,10 @@ CREATE INDEX IF NOT EXISTS findings_run_key ON findings(run_id, key);
 CREATE INDEX IF NOT EXISTS samples_run_key ON samples(run_id, key);
 """
 
+# (table, column definition) added after the first schema; ``findings.test_id`` links a finding to
+# the test that raised it (NULL: raised outside any test, e.g. a peer comparison).
+MIGRATIONS = (("findings", "test_id INTEGER"),)
+
 
 def _j(obj: Any) -> str:
     return json.dumps(obj, default=str, sort_keys=True)
@@ -58,7 +66,15 @@ class Store:
         self.db.execute("PRAGMA journal_mode=WAL")
         self.db.execute("PRAGMA synchronous=NORMAL")
         self.db.executescript(SCHEMA)
+        self._migrate()
         self.db.commit()
+
+    def _migrate(self) -> None:
+        """Columns added since the first schema (older databases gain them, empty)."""
+        for table, column in MIGRATIONS:
+            have = {r[1] for r in self.db.execute(f"PRAGMA table_info({table})")}
+            if column.split()[0] not in have:
+                self.db.execute(f"ALTER TABLE {table} ADD COLUMN {column}")
 
     @contextmanager
     def _tx(self) -> Iterator[sqlite3.Connection]:
@@ -101,27 +117,25 @@ class Store:
                     (serial, identity.get("model"), identity.get("vendor"), at),
                 )
 
-    def add_test(self, run_id: str, key: str, test: dict[str, Any]) -> None:
+    def add_test(self, run_id: str, key: str, test: TestResult, index: int | None = None) -> None:
         with self._tx() as db:
-            db.execute(
+            cur = db.execute(
                 "INSERT INTO tests (run_id, key, idx, name, status, duration_s, metrics, error) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, key, test.get("index"), test["name"], test["status"], test.get("duration_s", 0.0),
-                 _j(test.get("metrics", {})), test.get("error")),
+                (run_id, key, index, test.name, test.status, test.duration_s, _j(test.metrics), test.error),
             )
-            for f in test.get("findings", []):
-                self._insert_finding(db, run_id, key, f)
+            for f in test.findings:
+                self._insert_finding(db, run_id, key, f, cur.lastrowid)
 
-    def add_finding(self, run_id: str, key: str, finding: dict[str, Any]) -> None:
+    def add_finding(self, run_id: str, key: str, finding: Finding) -> None:
         with self._tx() as db:
-            self._insert_finding(db, run_id, key, finding)
+            self._insert_finding(db, run_id, key, finding, None)
 
     @staticmethod
-    def _insert_finding(db: sqlite3.Connection, run_id: str, key: str, f: dict[str, Any]) -> None:
+    def _insert_finding(db: sqlite3.Connection, run_id: str, key: str, f: Finding, test_id: int | None) -> None:
         db.execute(
-            "INSERT INTO findings (run_id, key, test, code, severity, action, message, location, evidence) "
-            "VALUES (?,?,?,?,?,?,?,?,?)",
-            (run_id, key, f["test"], f["code"], f["severity"], f["action"], f["message"],
-             _j(f.get("location", {})), _j(f.get("evidence", {}))),
+            "INSERT INTO findings (run_id, key, test, code, severity, action, message, location, evidence, test_id) "
+            "VALUES (?,?,?,?,?,?,?,?,?,?)",
+            (run_id, key, f.test, f.code, f.severity, f.action, f.message, _j(f.location), _j(f.evidence), test_id),
         )
 
     def add_samples(self, run_id: str, key: str, samples: list[dict[str, Any]]) -> None:
@@ -138,11 +152,11 @@ class Store:
                 (state, detail, at, run_id, key),
             )
 
-    def card_verdict(self, run_id: str, key: str, verdict: str, actions: list[str], findings: list[dict[str, Any]]) -> None:
+    def card_verdict(self, run_id: str, key: str, verdict: str, actions: list[str], findings: list[Finding]) -> None:
         with self._tx() as db:
             db.execute(
                 "UPDATE run_cards SET verdict=?, actions=?, findings=? WHERE run_id=? AND key=?",
-                (verdict, _j(actions), _j(findings), run_id, key),
+                (verdict, _j(actions), _j([f.to_dict() for f in findings]), run_id, key),
             )
 
     def reset_card(self, run_id: str, key: str) -> None:
@@ -174,26 +188,48 @@ class Store:
             r[k] = json.loads(r[k]) if r.get(k) else None
         return r
 
-    def tests(self, run_id: str, key: str) -> list[dict[str, Any]]:
+    def tests(self, run_id: str, key: str) -> list[TestResult]:
+        """A card's tests in the order they ended, each with the findings it raised."""
         rows = self.db.execute(
-            "SELECT name, status, duration_s, metrics, error, idx FROM tests WHERE run_id=? AND key=? ORDER BY id",
+            "SELECT id, name, status, duration_s, metrics, error FROM tests WHERE run_id=? AND key=? ORDER BY id",
             (run_id, key),
         ).fetchall()
-        out = []
-        for r in rows:
-            d = {"name": r["name"], "status": r["status"], "duration_s": r["duration_s"],
-                 "metrics": json.loads(r["metrics"] or "{}")}
-            if r["error"]:
-                d["error"] = r["error"]
-            out.append(d)
-        return out
+        by_test: dict[int | None, list[Finding]] = {}
+        for f in self.findings(run_id, key):
+            by_test.setdefault(f.pop("test_id"), []).append(f)
+        return [TestResult(name=r["name"], status=r["status"], duration_s=r["duration_s"] or 0.0,
+                           metrics=json.loads(r["metrics"] or "{}"), error=r["error"],
+                           findings=[Finding.from_dict(f) for f in by_test.get(r["id"], [])])
+                for r in rows]
+
+    def extra_findings(self, run_id: str, key: str) -> list[Finding]:
+        """Findings raised outside any test (session-level, peer comparisons)."""
+        return [Finding.from_dict({k: v for k, v in f.items() if k != "test_id"})
+                for f in self.findings(run_id, key) if f["test_id"] is None]
 
     def findings(self, run_id: str, key: str) -> list[dict[str, Any]]:
         rows = self.db.execute(
-            "SELECT test, code, severity, action, message, location, evidence FROM findings "
+            "SELECT test, code, severity, action, message, location, evidence, test_id FROM findings "
             "WHERE run_id=? AND key=? ORDER BY id", (run_id, key),
         ).fetchall()
         return [{**dict(r), "location": json.loads(r["location"]), "evidence": json.loads(r["evidence"])} for r in rows]
+
+    def record(self, run_id: str, row: dict[str, Any], samples: bool = True) -> CardRecord:
+        """A stored card (a ``run_cards`` row) as the record the run kept of it (its plot
+        points too, unless ``samples`` is False)."""
+        rec = CardRecord(key=row["key"], host=row["host"], slot=row["slot"], backend=row["backend"],
+                         locator=row.get("locator") or {}, identity=row.get("identity"),
+                         state=row.get("state") or "pending", detail=row.get("detail"),
+                         tests=self.tests(run_id, row["key"]), extra_findings=self.extra_findings(run_id, row["key"]),
+                         verdict=row.get("verdict"), actions=list(row.get("actions") or []),
+                         judged=[Finding.from_dict(f) for f in row.get("findings") or []],
+                         started_at=row.get("started_at"), finished_at=row.get("finished_at"))
+        for s in self.samples(run_id, row["key"]) if samples else ():
+            rec.add_sample(s)
+        return rec
+
+    def records(self, run_id: str) -> list[CardRecord]:
+        return [self.record(run_id, row) for row in self.run_cards(run_id)]
 
     def samples(self, run_id: str, key: str, tag: str | None = None) -> list[dict[str, Any]]:
         q = "SELECT data FROM samples WHERE run_id=? AND key=?" + (" AND tag=?" if tag else "") + " ORDER BY id"
@@ -220,3 +256,25 @@ class Store:
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None
+
+
+class StoreWriter(EventConsumer):
+    """Persists each card event the moment it arrives (one commit each: a crash loses nothing)."""
+
+    def __init__(self, store: Store, run_id: str, now: Callable[[], str]) -> None:
+        self.store, self.run_id, self.now = store, run_id, now
+
+    def on_identity(self, key: str, ev: Identity) -> None:
+        self.store.card_identity(self.run_id, key, ev.identity, self.now())
+
+    def on_sample(self, key: str, ev: Sample) -> None:
+        self.store.add_samples(self.run_id, key, [ev.to_dict()])
+
+    def on_test(self, key: str, ev: TestDone) -> None:
+        self.store.add_test(self.run_id, key, ev.result, ev.index)
+
+    def on_finding(self, key: str, ev: FindingRaised) -> None:
+        self.store.add_finding(self.run_id, key, ev.finding)
+
+    def on_outcome(self, key: str, ev: Outcome) -> None:
+        self.store.card_outcome(self.run_id, key, ev.state, ev.detail, self.now())

@@ -13,7 +13,6 @@ import importlib
 import importlib.metadata
 import pkgutil
 from abc import ABC, abstractmethod
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
@@ -21,6 +20,7 @@ from pydantic import BaseModel, ConfigDict
 
 from drivers.api import Device, DeviceEvent, Telemetry
 from drivers.profiles import Profile
+from stress.events import Emit, Progress, Sample
 from stress.model import Finding, TestResult
 
 
@@ -31,8 +31,6 @@ class StageParams(BaseModel):
 
     timeout_s: float = 1800.0  # wall-clock watchdog for the whole stage on this card
 
-
-EmitFn = Callable[[str, dict[str, Any]], None]
 
 
 @dataclass
@@ -50,18 +48,18 @@ class StageContext:
     params: Any  # the stage's StageParams subclass instance
     serial: str
     slot: int = 0
-    emit: EmitFn = lambda kind, data: None
+    emit: Emit = lambda event: None
     instruments: dict[str, Any] = field(default_factory=dict)
     state: dict[str, Any] = field(default_factory=dict)
     prior: list[TestResult] = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "") -> None:
-        self.emit("progress", {"fraction": max(0.0, min(1.0, fraction)), "message": message})
+        self.emit(Progress(max(0.0, min(1.0, fraction)), message))
 
     def sample(self, tag: str = "") -> Telemetry:
         """Read telemetry and record it as a sample (it lands in the store)."""
         t = self.device.telemetry()
-        self.emit("sample", {"tag": tag, **t.to_dict()})
+        self.emit(Sample(t.to_dict(), tag))
         return t
 
     def drain_events(self) -> list[DeviceEvent]:
@@ -75,6 +73,14 @@ class Stage(ABC):
     name: ClassVar[str]
     Params: ClassVar[type[StageParams]] = StageParams
     requires: ClassVar[frozenset[str]] = frozenset()  # device handles needed: memory, compute, fans
+    # What it means when the worker is killed because this stage ran past its ``timeout_s``: a
+    # stage that launches kernels says ``compute.hang`` (a kernel never came back).
+    watchdog_code: ClassVar[str] = "harness.stage_timeout"
+    # A stage that can re-probe a card after a slot power-cycle (did it come back and stay up?)
+    # gives the parameters to do it with; the session asks ``reprobe_stage()`` for it.
+    reprobe_params: ClassVar[dict[str, Any] | None] = None
+    # A stage ``burnin devices`` runs on each card (no stress), with these parameters.
+    listing_params: ClassVar[dict[str, Any] | None] = None
 
     @abstractmethod
     def run(self, ctx: StageContext) -> TestResult: ...
@@ -118,6 +124,16 @@ def _load_all() -> None:
 def stages() -> dict[str, type[Stage]]:
     _load_all()
     return dict(_REGISTRY)
+
+
+def reprobe_stage() -> type[Stage] | None:
+    """The stage that re-probes a card after a slot power-cycle, if one is registered."""
+    return next((cls for _, cls in sorted(stages().items()) if cls.reprobe_params is not None), None)
+
+
+def listing_stages() -> list[type[Stage]]:
+    """The stages ``burnin devices`` runs on each card, in name order."""
+    return [cls for _, cls in sorted(stages().items()) if cls.listing_params is not None]
 
 
 def get_stage(name: str) -> type[Stage]:

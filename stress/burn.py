@@ -165,6 +165,7 @@ class BurnStage(Stage):
 
     name: ClassVar[str] = "burn"
     Params: ClassVar[type[StageParams]] = BurnParams
+    watchdog_code: ClassVar[str] = "compute.hang"
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 
     def run(self, ctx: StageContext) -> TestResult:

@@ -12,7 +12,7 @@ import functools
 import math
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
@@ -218,6 +218,9 @@ def _health_code_finding(ev: DeviceEvent) -> Finding:
 class HealthStage(Stage):
     name = "health"
     Params = HealthParams
+    # after a slot power-cycle: watch the card a minute (did it come back and stay up?)
+    reprobe_params: ClassVar[dict[str, Any] | None] = {"observe_s": 60.0}
+    listing_params: ClassVar[dict[str, Any] | None] = {"observe_s": 0.0}  # `burnin devices`: no watch
 
     def run(self, ctx: StageContext) -> TestResult:
         p: HealthParams = ctx.params

@@ -7,7 +7,7 @@ store and the JSON document unchanged. Stages import these; they import nothing 
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 Severity = Literal["info", "warn", "fail"]
 TestStatus = Literal["pass", "fail", "error", "skipped"]
@@ -58,6 +58,7 @@ class Finding:
 
 @dataclass
 class TestResult:
+    __test__: ClassVar[bool] = False  # not a pytest test class
     name: str
     status: TestStatus
     duration_s: float = 0.0

@@ -58,6 +58,7 @@ class PcieStage(Stage):
     name = "pcie"
     Params = PcieParams
     requires: ClassVar[frozenset[str]] = frozenset({"transfer"})
+    watchdog_code: ClassVar[str] = "compute.hang"  # a copy that never completes
 
     def run(self, ctx: StageContext) -> TestResult:
         prm: PcieParams = ctx.params

@@ -25,6 +25,7 @@ from pydantic import Field
 
 from drivers.api import THERMAL_THROTTLES, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.events import Sample
 from stress.fans import BenchLink, fan_suspects, inlet_reading
 from stress.hold import hold_load
 from stress.model import Finding, TestResult, test_status
@@ -112,8 +113,7 @@ class ThermalStage(Stage):
             if bench.has("outlet_c"):
                 outlet = bench.call("outlet probe", bench.ctl.outlet_c)
                 if outlet is not None:
-                    ctx.emit("sample", {"tag": "thermal bench", "time_s": tel.time_s,
-                                        "inlet_c": inlet, "outlet_c": outlet})
+                    ctx.emit(Sample({"time_s": tel.time_s, "inlet_c": inlet, "outlet_c": outlet}, "thermal bench"))
         duration = dev.clock.now() - t0
         return self._judge(ctx, prm, samples, inlet, inlet_source, suspects, bench, duration)
 

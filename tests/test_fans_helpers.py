@@ -13,6 +13,7 @@ from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
 from stress import model
 from stress.base import StageContext, get_stage
+from stress.events import Sample
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
 
@@ -58,10 +59,10 @@ class DirectBench:
 def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, Any] | None = None,
               **params: Any) -> tuple[model.TestResult, StageContext, list[tuple[str, dict[str, Any]]]]:
     cls = get_stage(name)
-    events: list[tuple[str, dict[str, Any]]] = []
+    events: list[tuple[str, dict[str, Any]]] = []  # (kind, what a consumer sees) of each event
     ctx = StageContext(
         device=dev, profile=dev.profile, params=cls.Params(**params), serial=dev.serial,
-        emit=lambda kind, data: events.append((kind, data)),
+        emit=lambda ev: events.append((ev.kind, ev.to_dict() if isinstance(ev, Sample) else vars(ev))),
         instruments={"bench": bench} if bench is not None else {},
         state=state if state is not None else {},
     )

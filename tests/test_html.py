@@ -117,19 +117,60 @@ def test_report_escapes_everything_from_outside():
                        "metrics": {"k<": "v>", "traceback": evil}}],
         }],
     }
-    text = to_html(doc, None)
+    text = to_html(doc)
     _check_well_formed(text)
     assert evil not in text and "&lt;script&gt;" in text
     assert "S&lt;1&gt;" in text and "m&amp;m" in text and "rack &lt;1&gt;" in text
     assert "address=0x2A5F31" in text  # addresses read as addresses
-    assert "<svg" not in text  # no store: no plot, and no error
+    assert "<svg" not in text  # no telemetry in the document: no plot, and no error
 
 
-def test_missing_database_still_renders(tmp_path):
-    doc = {"run_id": "x", "rack": "r", "plan": "p", "cards": []}
-    text = to_html(doc, tmp_path / "absent.db")
+def test_empty_document_renders():
+    text = to_html({"run_id": "x", "rack": "r", "plan": "p", "cards": []})
     _check_well_formed(text)
-    assert "No cards" in text and not (tmp_path / "absent.db").exists()  # reading never creates a db
+    assert "No cards" in text
+
+
+def test_report_verb_renders_from_the_saved_document_alone(report, tmp_path):
+    """`burnin report` after the database is gone: the same cards, verdicts and plots."""
+    import json
+
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    text, doc = report
+    saved = tmp_path / "saved.json"
+    saved.write_text(json.dumps(doc), encoding="utf-8")
+    res = CliRunner().invoke(main, ["report", str(saved), "--html", str(tmp_path / "again.html"),
+                                    "--junit", str(tmp_path / "again.xml")])
+    assert res.exit_code == 0, res.output
+    again = (tmp_path / "again.html").read_text(encoding="utf-8")
+    root = _check_well_formed(again)
+    sections = [s for s in root.iter("section") if "card" in (s.get("class") or "")]
+    assert len(sections) == 3 and all(s.find(f".//{SVG}svg") is not None for s in sections)
+    for card in doc["cards"]:
+        assert card["serial"] in again and card["key"] in doc["telemetry"]
+    junit = ET.fromstring((tmp_path / "again.xml").read_text(encoding="utf-8"))
+    suites = [s.get("name") for s in junit.iter("testsuite")]
+    assert sorted(suites) == sorted(f"{c['host']}/{c['slot']} {c['serial']}" for c in doc["cards"])
+
+
+@pytest.mark.parametrize("content, says", [
+    ("{not json", "not a JSON result document"),
+    ('{"schema": "burnin.devices/1", "devices": []}', "schema: expected 'burnin.result/1'"),
+    ('{"schema": "burnin.result/1", "cards": 3}', "cards: expected a list"),
+])
+def test_report_verb_refuses_a_bad_document_in_one_line(tmp_path, content, says):
+    from click.testing import CliRunner
+
+    from harness.cli import main
+
+    bad = tmp_path / "bad.json"
+    bad.write_text(content, encoding="utf-8")
+    res = CliRunner().invoke(main, ["report", str(bad), "--html", str(tmp_path / "x.html")])
+    assert res.exit_code == 2 and says in res.output and str(bad) in res.output
+    assert "Traceback" not in res.output and not (tmp_path / "x.html").exists()
 
 
 def test_plot_is_small_escaped_and_keeps_peaks():

@@ -15,6 +15,11 @@ import pytest
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def _is_module(dotted: str) -> bool:
+    base = ROOT.joinpath(*dotted.split("."))
+    return base.with_suffix(".py").is_file() or base.is_dir()
+
+
 def _modules_named(path: Path) -> set[str]:
     tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     named: set[str] = set()
@@ -25,8 +30,10 @@ def _modules_named(path: Path) -> set[str]:
             named.add(node.module)
             named |= {f"{node.module}.{a.name}" for a in node.names}
         elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            # "pkg.mod" or "pkg.mod:Attr" in a string: a lazy import by name
-            named |= set(re.findall(r"\b((?:harness|stress|drivers)(?:\.\w+)+)", node.value))
+            # "pkg.mod" or "pkg.mod:Attr" in a string naming a module of the project: a lazy import
+            # by name (finding codes such as "harness.stage_timeout" name no module)
+            named |= {m for m in re.findall(r"\b((?:harness|stress|drivers)(?:\.\w+)+)", node.value)
+                      if _is_module(m)}
     return named
 
 
@@ -49,5 +56,25 @@ def test_drivers_name_no_stress_module() -> None:
 
 def test_the_checker_sees_a_lazy_import(tmp_path: Path) -> None:
     f = tmp_path / "m.py"
-    f.write_text("def f():\n    from harness.store import Store\n    return 'stress.health:HealthStage'\n")
-    assert {"harness.store", "stress.health"} <= _modules_named(f)
+    f.write_text("def f():\n    from harness.store import Store\n    return 'stress.health:HealthStage', 'harness.no_profile'\n")
+    named = _modules_named(f)
+    assert {"harness.store", "stress.health"} <= named and "harness.no_profile" not in named
+
+
+STAGE_API = {"stress", "stress.base", "stress.model", "stress.events", "stress.record"}
+BACKENDS = ("drivers.mock", "drivers.nvml", "drivers.ascend", "drivers.cuda")
+
+
+def test_harness_names_no_particular_stage_or_backend() -> None:
+    """The harness reaches stages through the stage API and its hooks, and backends through the
+    registry: adding either touches nothing in harness/."""
+    bad = []
+    for p in _files("harness"):
+        for m in sorted(_modules_named(p)):
+            mod = m.split(":")[0]
+            if mod.startswith("stress") and not any(mod == a or mod.startswith(a + ".") and a != "stress"
+                                                    for a in STAGE_API):
+                bad.append(f"{p.relative_to(ROOT)}: {m}")
+            elif mod.startswith(BACKENDS):
+                bad.append(f"{p.relative_to(ROOT)}: {m}")
+    assert not bad, "harness/ must not name a stage module or a backend:\n" + "\n".join(bad)

@@ -16,6 +16,7 @@ from harness.engines.ray_engine import RayEngine  # noqa: E402
 from harness.plans import load_plan  # noqa: E402
 from harness.runner import discover_cards  # noqa: E402
 from harness.session import CardJob  # noqa: E402
+from stress.events import Identity, Outcome, StageStarted, TestDone  # noqa: E402
 from tests.conftest import mock_card, rack_toml  # noqa: E402
 
 HANG = "tests.stages_for_tests:HangStage"
@@ -57,12 +58,15 @@ def _shape(events: list[EngineEvent]) -> list[tuple[str, Any]]:
     progress may be batched differently)."""
     keep = []
     for ev in events:
-        if ev.kind == "stage_start":
-            keep.append(("stage_start", ev.data["stage"]))
-        elif ev.kind == "test":
-            keep.append(("test", (ev.data["name"], ev.data["status"])))
-        elif ev.kind in ("identity", "outcome"):
-            keep.append((ev.kind, ev.data.get("serial") or ev.data.get("state")))
+        e = ev.event
+        if isinstance(e, StageStarted):
+            keep.append(("stage_start", e.stage))
+        elif isinstance(e, TestDone):
+            keep.append(("test", (e.result.name, e.result.status)))
+        elif isinstance(e, Identity):
+            keep.append(("identity", e.serial))
+        elif isinstance(e, Outcome):
+            keep.append(("outcome", e.state))
     return keep
 
 
@@ -90,7 +94,7 @@ def test_hang_times_out_and_crash_fails_while_others_finish(tmp_path: Path) -> N
     t0 = time.monotonic()
     out = _run(RayEngine(cpus_per_card=0.5), jobs)
     assert time.monotonic() - t0 < 30
-    outcomes = {key: [e.data for e in evs if e.kind == "outcome"] for key, evs in out.items()}
+    outcomes = {key: [vars(e.event) for e in evs if isinstance(e.event, Outcome)] for key, evs in out.items()}
     crash, hang, fine = outcomes["local/0"], outcomes["local/1"], outcomes["local/2"]
     assert fine == [{"state": "done"}]
     assert len(crash) == 1 and crash[0]["state"] == "failed" and crash[0]["stage"] == CRASH
@@ -113,7 +117,7 @@ def test_should_stop_and_cancel(tmp_path: Path) -> None:
     with pytest.raises(RunCancelled):
         for ev in engine.events():
             seen.append(ev)
-            if ev.kind == "stage_start" and ev.key == "local/0":
+            if isinstance(ev.event, StageStarted) and ev.key == "local/0":
                 stop["now"] = True
     assert "local/0" in engine.unfinished()
     engine.cancel("local/0")

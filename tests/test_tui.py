@@ -18,10 +18,11 @@ import pytest
 from rich.console import Console
 
 from harness.config import load_rack
-from harness.engine import EngineEvent
 from harness.plans import load_plan
 from harness.runner import discover_cards
 from harness.tui.state import BenchState
+from stress.events import Identity, Outcome, Progress, Sample, StageStarted, TestDone
+from stress.model import Finding, TestResult
 from tests.conftest import mock_card
 
 pytest.importorskip("textual")
@@ -167,35 +168,30 @@ def test_quit_mid_run_asks_then_stops_cleanly_keeping_results(write_rack, tmp_pa
     assert db.execute("SELECT COUNT(*) FROM tests WHERE key='local/1' AND name='health'").fetchone()[0] == 1
 
 
-def _ev(kind: str, **data) -> EngineEvent:
-    return EngineEvent("local/0", kind, data)
-
-
 def test_state_folds_events_and_finds_non_pass(write_rack, tmp_path):
     cfg = load_rack(str(write_rack([mock_card("S-1", 0)])))
     bench = BenchState(discover_cards(cfg), n_stages=2)
     card = bench.cards["local/0"]
     assert card.serial == "S-1" and card.state == "pending" and not card.needs_attention()
-    bench.apply(_ev("identity", serial="S-1", model="H100 SXM5"))
-    bench.apply(_ev("stage_start", index=1, stage="thermal"))
-    bench.apply(_ev("progress", fraction=0.5, message="soak"))
+    bench.apply("local/0", Identity({"serial": "S-1", "model": "H100 SXM5"}))
+    bench.apply("local/0", StageStarted(1, "thermal"))
+    bench.apply("local/0", Progress(0.5, "soak"))
     assert card.done_fraction == pytest.approx(0.75)
-    bench.apply(_ev("sample", tag="thermal", time_s=1.0, temperature_c=61.5, power_w=402.0))
-    bench.apply(_ev("sample", tag="thermal bench", time_s=1.0, inlet_c=25.0))  # no temperature: ignored
+    bench.apply("local/0", Sample({"time_s": 1.0, "temperature_c": 61.5, "power_w": 402.0}, "thermal"))
+    bench.apply("local/0", Sample({"time_s": 1.0, "inlet_c": 25.0}, "thermal bench"))  # no temperature: ignored
     assert (card.temperature_c, card.power_w, list(card.temps)) == (61.5, 402.0, [61.5])
-    finding = {"code": "fan.stalled", "severity": "fail", "action": "replace_fan", "test": "fans",
-               "message": "fan 0 <b>[bold]0 RPM[/bold]", "location": {"fan": 0}, "evidence": {}}
-    bench.apply(_ev("test", name="fans", status="fail", duration_s=3.0, metrics={}, findings=[finding]))
+    finding = Finding("fan.stalled", "fail", "replace_fan", "fans", "fan 0 <b>[bold]0 RPM[/bold]", {"fan": 0})
+    bench.apply("local/0", TestDone(TestResult("fans", "fail", 3.0, findings=[finding])))
     assert card.needs_attention() and card.provisional_verdict() == "repair"
-    assert bench.apply(EngineEvent("nowhere/9", "sample", {})) is None
-    bench.apply(_ev("outcome", state="done"))
+    assert bench.apply("nowhere/9", Sample({})) is None
+    bench.apply("local/0", Outcome("done"))
     assert card.finished and bench.exit_code() == 1  # no verdicts yet: not a pass
-    bench.finish({"cards": [{"verdict": "pass", "actions": [], "findings": [], "tests": []}]}, ["local/0"])
+    bench.finish({"cards": [{"key": "local/0", "verdict": "pass", "actions": [], "findings": [], "tests": []}]})
     assert card.verdict == "pass" and not card.needs_attention() and bench.exit_code() == 0
 
     from harness.tui.render import detail_body
 
-    card.findings = [finding]
+    card.findings = [finding.to_dict()]
     assert "fan 0 <b>[bold]0 RPM[/bold]" in _plain(detail_body(card))  # shown as written, never as markup
 
 

@@ -7,8 +7,10 @@ from typing import Any
 from pydantic import Field
 
 from drivers.api import Device
-from drivers.mock.faults import parse_fault
-from drivers.registry import Backend, BackendConfig, register_backend
+from drivers.mock.faults import FaultError, parse_fault
+from drivers.profiles import ProfileError, load_profile
+from drivers.registry import Backend, BackendConfig, ConfigFieldError, register_backend
+from drivers.units import MIB
 
 
 class MockConfig(BackendConfig):
@@ -18,6 +20,19 @@ class MockConfig(BackendConfig):
     memory_mib: int = Field(default=64, ge=1, le=65536)
     seed: int | None = None
     faults: list[dict[str, Any]] = []
+
+    def check(self) -> None:
+        """The profile must exist and every fault must be valid for that card."""
+        try:
+            profile = load_profile(self.profile)
+        except ProfileError as e:
+            raise ConfigFieldError("profile", str(e)) from None
+        for fi, spec in enumerate(self.faults):
+            try:
+                parse_fault(spec, self.memory_mib * MIB, profile.cooling.fault_fans)
+            except FaultError as e:
+                kind = spec.get("kind") if isinstance(spec, dict) else None
+                raise ConfigFieldError(f"faults[{fi}] ({kind}).{e.field}", str(e)) from None
 
 
 @register_backend

@@ -33,6 +33,7 @@ from typing import Any
 from harness.engine import KILL_GRACE_S, POLL_S, EngineEvent, JobRecord, RunCancelled, SupervisingEngine
 from harness.errors import HarnessUnavailable
 from harness.session import CardJob, run_card_session
+from stress.events import CardEvent, Outcome
 
 INSTALL_HINT = "pip install '.[distributed]'"
 LOCAL_HOSTS = frozenset({"local", "localhost"})
@@ -59,14 +60,14 @@ class _EventSink:
     """The driver's mailbox, run as an async Ray actor: cards put, the driver drains in batches."""
 
     def __init__(self) -> None:
-        self._items: list[tuple[str, str, dict[str, Any]]] = []
+        self._items: list[tuple[str, CardEvent]] = []
         self._ready = asyncio.Event()
 
-    async def put(self, item: tuple[str, str, dict[str, Any]]) -> None:
+    async def put(self, item: tuple[str, CardEvent]) -> None:
         self._items.append(item)
         self._ready.set()
 
-    async def drain(self, timeout_s: float) -> list[tuple[str, str, dict[str, Any]]]:
+    async def drain(self, timeout_s: float) -> list[tuple[str, CardEvent]]:
         """Everything stored so far, waiting up to ``timeout_s`` for the first item."""
         if not self._items and timeout_s > 0:
             try:
@@ -86,8 +87,8 @@ def _card_task(job: CardJob, sink: Any) -> str:
         if os.environ.get(var) == "":
             del os.environ[var]
 
-    def emit(kind: str, data: dict[str, Any]) -> None:
-        ray.get(sink.put.remote((job.key, kind, data)))  # stored before the card goes on
+    def emit(event: CardEvent) -> None:
+        ray.get(sink.put.remote((job.key, event)))  # stored before the card goes on
 
     return run_card_session(job, emit)
 
@@ -175,7 +176,7 @@ class RayEngine(SupervisingEngine):
             where = self.placement(job)
             if isinstance(where, str):
                 self._running[job.key] = _Running(job=job, started=time.monotonic(), finished=True)
-                self._ready.append(EngineEvent(job.key, "outcome", {"state": "failed", "stage": None, "detail": where}))
+                self._ready.append(EngineEvent(job.key, Outcome("failed", None, where)))
                 continue
             ref = self._task.options(
                 num_cpus=self._cpus, name=f"burnin-{job.key}", **where,
@@ -192,8 +193,8 @@ class RayEngine(SupervisingEngine):
             active = self._active()
             done = self._done(active)
             # a task's events are all in the sink before it ends: drain them before its outcome
-            for key, kind, data in self._drain(POLL_S if active and not done else 0.0):
-                yield from self._on_event(key, kind, data)
+            for key, event in self._drain(POLL_S if active and not done else 0.0):
+                yield from self._on_event(key, event)
             for run in done:
                 if not run.finished:
                     yield self._finish(run)
@@ -207,15 +208,15 @@ class RayEngine(SupervisingEngine):
         ready, _ = self._ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
         return [by_ref[ref] for ref in ready]
 
-    def _drain(self, timeout_s: float) -> list[tuple[str, str, dict[str, Any]]]:
+    def _drain(self, timeout_s: float) -> list[tuple[str, CardEvent]]:
         return self._ray.get(self._sink.drain.remote(timeout_s))
 
-    def _on_event(self, key: str, kind: str, data: dict[str, Any]) -> Iterator[EngineEvent]:
+    def _on_event(self, key: str, event: CardEvent) -> Iterator[EngineEvent]:
         run = self._running.get(key)
         if run is None or run.finished:
             return  # a late event from a task already given up on
-        run.note(kind, data)
-        yield EngineEvent(key, kind, data)
+        run.note(event)
+        yield EngineEvent(key, event)
 
     def _finish(self, run: _Running) -> EngineEvent:
         """The outcome of a task that ended: its session's state, or why it died."""
@@ -225,8 +226,8 @@ class RayEngine(SupervisingEngine):
             state = self._ray.get(run.ref)
         except Exception as e:  # noqa: BLE001 - every way a task can die is an outcome
             state, detail = self._death(run, e)
-            return EngineEvent(key, "outcome", {"state": state, "stage": run.stage, "detail": detail})
-        return EngineEvent(key, "outcome", {"state": str(state)})
+            return EngineEvent(key, Outcome(state, run.stage, detail))
+        return EngineEvent(key, Outcome(str(state)))
 
     def _death(self, run: _Running, err: BaseException) -> tuple[str, str]:
         exc = self._ray.exceptions

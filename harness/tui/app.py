@@ -143,12 +143,12 @@ class BenchApp(App[int]):
         self.sub_title = f"plan {self.plan.name} · run {msg.run_id}"
 
     def on_engine_update(self, msg: EngineUpdate) -> None:
-        card = self.bench.apply(msg.event)
+        card = self.bench.apply(msg.key, msg.event)
         if card is not None:
             self._dirty.add(card.key)
 
     def on_run_finished(self, msg: RunFinished) -> None:
-        self.bench.finish(msg.doc, msg.keys)
+        self.bench.finish(msg.doc)
         self.phase = "finished"
         self.exit_status = self.bench.exit_code()
         self._dirty.update(self.bench.cards)

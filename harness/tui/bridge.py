@@ -17,10 +17,11 @@ from typing import Any
 
 from textual.message import Message
 
-from harness.engine import EngineEvent, LocalEngine, RunCancelled
+from harness.engine import LocalEngine, RunCancelled
 from harness.errors import HarnessUnavailable, UsageError
 from harness.runner import CardSlot, Run, utcnow
 from harness.store import Store
+from stress.events import CardEvent, EventConsumer
 
 
 class StoppableEngine(LocalEngine):
@@ -37,18 +38,20 @@ class RunStarted(Message):
 
 
 class EngineUpdate(Message):
-    def __init__(self, event: EngineEvent) -> None:
+    """One card event (``stress.events``) for the card ``key``."""
+
+    def __init__(self, key: str, event: CardEvent) -> None:
         super().__init__()
+        self.key = key
         self.event = event
 
 
 class RunFinished(Message):
-    """The verdict engine's document and the card key of each of its cards, in order."""
+    """The verdict engine's document (each card carries its key)."""
 
-    def __init__(self, doc: dict[str, Any], keys: list[str]) -> None:
+    def __init__(self, doc: dict[str, Any]) -> None:
         super().__init__()
         self.doc = doc
-        self.keys = keys
 
 
 class RunStopped(Message):
@@ -62,6 +65,16 @@ class RunFailed(Message):
         super().__init__()
         self.error = error
         self.exit_code = exit_code
+
+
+class _Poster(EventConsumer):
+    """Hands every card event to the app as a message (the app folds it on its own thread)."""
+
+    def __init__(self, post: Callable[[Message], Any]) -> None:
+        self.post = post
+
+    def handle(self, key: str, event: CardEvent) -> None:
+        self.post(EngineUpdate(key, event))
 
 
 def prepare_engine(stop: threading.Event, parallel: int | None) -> StoppableEngine:
@@ -86,15 +99,10 @@ def execute_run(cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot], engin
     try:
         store = Store(db_path)
 
-        def listen(ev: EngineEvent) -> None:
-            post(EngineUpdate(ev))
-
-        run = Run(cfg, plan, store, listener=listen, engine=engine)
+        run = Run(cfg, plan, store, listeners=[_Poster(post)], engine=engine)
         run_id = run.start(cards)
         post(RunStarted(run_id))
-        doc = run.execute()
-        keys = [r["key"] for r in store.run_cards(run_id)]
-        post(RunFinished(doc, keys))
+        post(RunFinished(run.execute()))
     except RunCancelled:
         if store is not None and run_id:
             _mark_stopped(store, run_id)

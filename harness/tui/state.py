@@ -10,7 +10,17 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from harness.engine import EngineEvent
+from stress.events import (
+    CardEvent,
+    EventConsumer,
+    FindingRaised,
+    Identity,
+    Outcome,
+    Progress,
+    Sample,
+    StageStarted,
+    TestDone,
+)
 from stress.model import Finding, actions_of, verdict_of
 
 HISTORY_MAX = 600  # samples kept per card for the sparklines
@@ -75,7 +85,7 @@ class CardState:
         return bool(self.fail_findings()) or (self.finished and self.state != FINAL_OK)
 
 
-class BenchState:
+class BenchState(EventConsumer):
     """Every card of the run, keyed like the engine's events ("host/slot")."""
 
     def __init__(self, cards: list[Any], n_stages: int) -> None:
@@ -89,40 +99,31 @@ class BenchState:
         self.run_id = ""
         self.doc: dict[str, Any] | None = None
 
-    def apply(self, ev: EngineEvent) -> CardState | None:
+    def apply(self, key: str, event: CardEvent) -> CardState | None:
         """Fold one event into its card; returns the card it changed (None if unknown)."""
-        card = self.cards.get(ev.key)
-        if card is None:
-            return None
-        d = ev.data or {}
-        if ev.kind == "identity":
-            card.serial = str(d.get("serial") or card.serial)
-            card.model = str(d.get("model") or card.model)
-            card.state = "running"
-        elif ev.kind == "stage_start":
-            card.state = "running"
-            card.stage = str(d.get("stage") or "")
-            card.stage_index = int(d.get("index") or 0)
-            card.fraction, card.message = 0.0, ""
-        elif ev.kind == "progress":
-            card.fraction = float(d.get("fraction") or 0.0)
-            card.message = str(d.get("message") or "")
-        elif ev.kind == "sample":
-            self._sample(card, d)
-        elif ev.kind == "test":
-            card.tests.append({k: v for k, v in d.items() if k != "findings"})
-            card.findings.extend(d.get("findings") or [])
-        elif ev.kind == "finding":
-            card.findings.append(d)
-        elif ev.kind == "outcome":
-            card.state = str(d.get("state") or FINAL_OK)
-            card.detail = d.get("detail")
-            card.fraction = 1.0
+        card = self.cards.get(key)
+        if card is not None:
+            self.handle(key, event)
         return card
 
-    @staticmethod
-    def _sample(card: CardState, d: dict[str, Any]) -> None:
-        t, p = d.get("temperature_c"), d.get("power_w")
+    def on_identity(self, key: str, ev: Identity) -> None:
+        card = self.cards[key]
+        card.serial = str(ev.identity.get("serial") or card.serial)
+        card.model = str(ev.identity.get("model") or card.model)
+        card.state = "running"
+
+    def on_stage_start(self, key: str, ev: StageStarted) -> None:
+        card = self.cards[key]
+        card.state, card.stage, card.stage_index = "running", ev.stage, ev.index
+        card.fraction, card.message = 0.0, ""
+
+    def on_progress(self, key: str, ev: Progress) -> None:
+        card = self.cards[key]
+        card.fraction, card.message = ev.fraction, ev.message
+
+    def on_sample(self, key: str, ev: Sample) -> None:
+        card = self.cards[key]
+        t, p = ev.data.get("temperature_c"), ev.data.get("power_w")
         if isinstance(t, int | float):
             card.temperature_c = float(t)
             card.temps.append(float(t))
@@ -130,11 +131,23 @@ class BenchState:
             card.power_w = float(p)
             card.powers.append(float(p))
 
-    def finish(self, doc: dict[str, Any], keys: list[str]) -> None:
+    def on_test(self, key: str, ev: TestDone) -> None:
+        card = self.cards[key]
+        card.tests.append(ev.result.to_dict())
+        card.findings.extend(f.to_dict() for f in ev.result.findings)
+
+    def on_finding(self, key: str, ev: FindingRaised) -> None:
+        self.cards[key].findings.append(ev.finding.to_dict())
+
+    def on_outcome(self, key: str, ev: Outcome) -> None:
+        card = self.cards[key]
+        card.state, card.detail, card.fraction = ev.state or FINAL_OK, ev.detail, 1.0
+
+    def finish(self, doc: dict[str, Any]) -> None:
         """Take the verdict engine's word: verdicts, actions, the final findings and tests."""
         self.doc = doc
-        for key, c in zip(keys, doc.get("cards", []), strict=False):
-            card = self.cards.get(key)
+        for c in doc.get("cards", []):
+            card = self.cards.get(str(c.get("key")))
             if card is None:
                 continue
             card.verdict = c.get("verdict")

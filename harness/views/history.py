@@ -8,7 +8,6 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
-from harness.runner import card_document
 from harness.store import Store
 from harness.views.table import VERDICT_STYLE, report_console
 
@@ -17,7 +16,7 @@ def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
     """One contract card object per run, with the run's id, rack, plan and times."""
     out = []
     for row in store.card_history(serial):
-        card = card_document(row, store.tests(row["run_id"], row["key"]))
+        card = store.record(row["run_id"], row, samples=False).card_document()
         out.append({"run_id": row["run_id"], "rack": row["rack"], "plan": row["plan"],
                     "started_at": row["run_started_at"], "finished_at": row["run_finished_at"], **card})
     return out

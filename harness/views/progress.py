@@ -10,12 +10,13 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from harness.engine import EngineEvent
+from stress.events import CardEvent, EventConsumer, Identity, Outcome, StageStarted, TestDone
+from stress.events import Progress as ProgressEvent
 
 PER_CARD_BARS_MAX = 24  # above this many cards, show one overall bar
 
 
-class LiveProgress:
+class LiveProgress(EventConsumer):
     def __init__(self, cards: list[Any], plan: Any, enabled: bool = True) -> None:
         self.cards = cards
         self.n_stages = max(1, len(plan.stages))
@@ -52,33 +53,39 @@ class LiveProgress:
         if self.enabled:
             self.console.print(f"run {run_id}  (results: {db})", style="dim")
 
-    def on_event(self, ev: EngineEvent) -> None:
-        if not self.enabled:
+    def handle(self, key: str, event: CardEvent) -> None:
+        if self.enabled:
+            super().handle(key, event)
+
+    def on_identity(self, key: str, ev: Identity) -> None:
+        if (task := self.tasks.get(key)) is not None:
+            self.progress.update(task, description=f"{key:<10} {ev.serial or '':<14}")
+
+    def on_stage_start(self, key: str, ev: StageStarted) -> None:
+        self.stage_index[key] = ev.index
+        if (task := self.tasks.get(key)) is not None:
+            self.progress.update(task, completed=ev.index, status=ev.stage)
+
+    def on_progress(self, key: str, ev: ProgressEvent) -> None:
+        if (task := self.tasks.get(key)) is not None:
+            self.progress.update(task, completed=self.stage_index.get(key, 0) + ev.fraction)
+
+    def on_test(self, key: str, ev: TestDone) -> None:
+        if ev.result.status not in ("fail", "error"):
             return
-        task = self.tasks.get(ev.key)
-        if ev.kind == "identity" and task is not None:
-            self.progress.update(task, description=f"{ev.key:<10} {ev.data.get('serial') or '':<14}")
-        elif ev.kind == "stage_start":
-            self.stage_index[ev.key] = int(ev.data.get("index", 0))
-            if task is not None:
-                self.progress.update(task, completed=self.stage_index[ev.key], status=str(ev.data.get("stage")))
-        elif ev.kind == "progress" and task is not None:
-            frac = float(ev.data.get("fraction", 0.0))
-            self.progress.update(task, completed=self.stage_index.get(ev.key, 0) + frac)
-        elif ev.kind == "test" and ev.data.get("status") in ("fail", "error"):
-            self.flagged.add(ev.key)
-            if task is not None:
-                self.progress.update(task, status=f"{ev.data['name']}: {ev.data['status'].upper()}")
-        elif ev.kind == "outcome":
-            self.done += 1
-            state = ev.data.get("state", "done")
-            if task is not None:
-                self.progress.update(task, completed=self.n_stages, status=state)
-            elif self.overall is not None:
-                self.progress.update(self.overall, completed=self.done,
-                                     status=f"{self.done} finished, {len(self.flagged)} with failures")
-            if state != "done":
-                self.console.print(f"{ev.key}: {state} {ev.data.get('detail') or ''}".rstrip(), style="yellow")
+        self.flagged.add(key)
+        if (task := self.tasks.get(key)) is not None:
+            self.progress.update(task, status=f"{ev.result.name}: {ev.result.status.upper()}")
+
+    def on_outcome(self, key: str, ev: Outcome) -> None:
+        self.done += 1
+        if (task := self.tasks.get(key)) is not None:
+            self.progress.update(task, completed=self.n_stages, status=ev.state)
+        elif self.overall is not None:
+            self.progress.update(self.overall, completed=self.done,
+                                 status=f"{self.done} finished, {len(self.flagged)} with failures")
+        if ev.state != "done":
+            self.console.print(f"{key}: {ev.state} {ev.detail or ''}".rstrip(), style="yellow")
 
 
 def isatty() -> bool:

@@ -67,6 +67,7 @@ class MemoryStage(Stage):
     name = "memory"
     Params = MemoryParams
     requires = frozenset({"memory"})
+    watchdog_code = "compute.hang"  # scan kernels that never come back
 
     def run(self, ctx: StageContext) -> TestResult:
         p: MemoryParams = ctx.params
