@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from stress.events import EventConsumer, FindingRaised, Identity, Outcome, Sample, TestDone
-from stress.model import Finding, TestResult
+from stress.model import Finding, Measurement, TestResult
 from stress.record import CardRecord
 
 SCHEMA = """
@@ -51,7 +51,7 @@ CREATE INDEX IF NOT EXISTS samples_run_key ON samples(run_id, key);
 
 # (table, column definition) added after the first schema; ``findings.test_id`` links a finding to
 # the test that raised it (NULL: raised outside any test, e.g. a peer comparison).
-MIGRATIONS = (("findings", "test_id INTEGER"),)
+MIGRATIONS = (("findings", "test_id INTEGER"), ("tests", "measurements TEXT"))
 
 
 def _j(obj: Any) -> str:
@@ -120,8 +120,10 @@ class Store:
     def add_test(self, run_id: str, key: str, test: TestResult, index: int | None = None) -> None:
         with self._tx() as db:
             cur = db.execute(
-                "INSERT INTO tests (run_id, key, idx, name, status, duration_s, metrics, error) VALUES (?,?,?,?,?,?,?,?)",
-                (run_id, key, index, test.name, test.status, test.duration_s, _j(test.metrics), test.error),
+                "INSERT INTO tests (run_id, key, idx, name, status, duration_s, metrics, error, measurements) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, key, index, test.name, test.status, test.duration_s, _j(test.metrics), test.error,
+                 _j([m.to_dict() for m in test.measurements])),
             )
             for f in test.findings:
                 self._insert_finding(db, run_id, key, f, cur.lastrowid)
@@ -191,7 +193,8 @@ class Store:
     def tests(self, run_id: str, key: str) -> list[TestResult]:
         """A card's tests in the order they ended, each with the findings it raised."""
         rows = self.db.execute(
-            "SELECT id, name, status, duration_s, metrics, error FROM tests WHERE run_id=? AND key=? ORDER BY id",
+            "SELECT id, name, status, duration_s, metrics, error, measurements FROM tests WHERE run_id=? AND key=? "
+            "ORDER BY id",
             (run_id, key),
         ).fetchall()
         by_test: dict[int | None, list[Finding]] = {}
@@ -199,7 +202,8 @@ class Store:
             by_test.setdefault(f.pop("test_id"), []).append(f)
         return [TestResult(name=r["name"], status=r["status"], duration_s=r["duration_s"] or 0.0,
                            metrics=json.loads(r["metrics"] or "{}"), error=r["error"],
-                           findings=[Finding.from_dict(f) for f in by_test.get(r["id"], [])])
+                           findings=[Finding.from_dict(f) for f in by_test.get(r["id"], [])],
+                           measurements=[Measurement.from_dict(m) for m in json.loads(r["measurements"] or "[]")])
                 for r in rows]
 
     def extra_findings(self, run_id: str, key: str) -> list[Finding]:

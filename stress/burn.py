@@ -38,6 +38,7 @@ from stress.compute.findings import (
     fan_suspect,
     hang_finding,
     heat_call,
+    rate_measurements,
     rate_metrics,
     throughput_findings,
     wrong_result_findings,
@@ -222,7 +223,7 @@ class BurnStage(Stage):
                     eng.close()
         metrics.update(self._metrics(run, prof, dtypes))
         return TestResult(TEST, test_status(findings), duration_s=self._elapsed(run), metrics=metrics,
-                          findings=findings)
+                          findings=findings, measurements=rate_measurements(metrics, prof, dtypes))
 
     @staticmethod
     def _now(run: _Run) -> float:

@@ -57,6 +57,56 @@ class Finding:
 
 
 @dataclass
+class Measurement:
+    """A key figure of a test and the limit it was judged against (OpenHTF-style), so every view
+    can say "theta 0.0812 °C/W, limit ≤ 0.077" rather than show a bare number.
+
+    ``op`` says which side of the limit passes: ``max`` (value must not exceed it) or ``min``.
+    ``value`` None: the test could not measure it.
+    """
+
+    name: str
+    value: float | None
+    limit: float | None
+    unit: str = ""
+    op: Literal["max", "min"] = "max"
+
+    @property
+    def within(self) -> bool | None:
+        if self.value is None or self.limit is None:
+            return None
+        return self.value <= self.limit if self.op == "max" else self.value >= self.limit
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"name": self.name, "value": self.value, "limit": self.limit, "unit": self.unit, "op": self.op}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Measurement:
+        return cls(d["name"], d.get("value"), d.get("limit"), d.get("unit", ""), d.get("op", "max"))
+
+
+def _fig(x: Any) -> str:
+    return f"{x:.4g}" if isinstance(x, float) else str(x)
+
+
+def measurement_text(m: dict[str, Any]) -> str:
+    """One measurement as a user reads it: ``theta 0.0812 °C/W, limit ≤ 0.077``."""
+    unit = f" {m['unit']}" if m.get("unit") else ""
+    value = "not measured" if m.get("value") is None else f"{_fig(m['value'])}{unit}"
+    if m.get("limit") is None:
+        return f"{m['name']} {value}"
+    return f"{m['name']} {value}, limit {'≤' if m.get('op', 'max') == 'max' else '≥'} {_fig(m['limit'])}"
+
+
+def out_of_limits(m: dict[str, Any]) -> bool:
+    """Measured, and on the wrong side of its limit."""
+    v, lim = m.get("value"), m.get("limit")
+    if v is None or lim is None:
+        return False
+    return v > lim if m.get("op", "max") == "max" else v < lim
+
+
+@dataclass
 class TestResult:
     __test__: ClassVar[bool] = False  # not a pytest test class
     name: str
@@ -65,6 +115,7 @@ class TestResult:
     metrics: dict[str, Any] = field(default_factory=dict)
     findings: list[Finding] = field(default_factory=list)
     error: str | None = None  # why a test ended in "error"
+    measurements: list[Measurement] = field(default_factory=list)  # key figures with their limits
 
     def to_dict(self) -> dict[str, Any]:
         d: dict[str, Any] = {
@@ -73,6 +124,8 @@ class TestResult:
             "duration_s": round(self.duration_s, 3),
             "metrics": self.metrics,
         }
+        if self.measurements:
+            d["measurements"] = [m.to_dict() for m in self.measurements]
         if self.error:
             d["error"] = self.error
         return d
@@ -90,6 +143,7 @@ class TestResult:
             metrics=d.get("metrics", {}),
             findings=[Finding.from_dict(f) for f in d.get("findings", [])],
             error=d.get("error"),
+            measurements=[Measurement.from_dict(m) for m in d.get("measurements", [])],
         )
 
 

@@ -20,7 +20,7 @@ from drivers.api import PcieLink
 from drivers.pcie import link_gbps, link_label
 from drivers.units import MIB
 from stress.base import Stage, StageContext, StageParams, register_stage
-from stress.model import Finding, TestResult, test_status
+from stress.model import Finding, Measurement, TestResult, test_status
 
 
 class PcieParams(StageParams):
@@ -108,6 +108,9 @@ class PcieStage(Stage):
             "traffic_s": round(elapsed, 3),
         }
         findings: list[Finding] = []
+        measured = [Measurement(f"{d.upper()} bandwidth", round(rate, 2),
+                                round(prm.bandwidth_fraction_min * expected, 2) if expected > 0 else None, "GB/s", "min")
+                    for d, rate in gbps.items()]
         label = link_label(link.gen, link.width)
         worst = min(gbps.values())
         degraded = _link_degraded(ctx, link, max_gbps, worst)
@@ -129,11 +132,13 @@ class PcieStage(Stage):
             delta = max(0, replays1 - replays0)
             per_min = delta / (elapsed / 60.0)
             metrics.update({"replays": delta, "replays_per_min": round(per_min, 2)})
+            measured.append(Measurement("replays", delta, p.replays_per_test_max, "per test"))
             rate_max = p.replays_per_min_max
             if link.width and p.width and link.width != p.width:
                 rate_max = math.ceil(p.replays_per_min_max * link.width / p.width)  # per-lane rule
             # a counter read twice is uncertain by one count: a 20 s window must not turn a card
             # just under the limit into one over it
+            measured.append(Measurement("replay rate", round(per_min, 2), rate_max, "/min"))
             if max(0, delta - 1) / (elapsed / 60.0) > rate_max or delta > p.replays_per_test_max:
                 findings.append(Finding(
                     code="pcie.replays", severity="fail", action="reseat", test="pcie",
@@ -145,4 +150,5 @@ class PcieStage(Stage):
                     evidence={"replays": delta, "per_min": round(per_min, 2), "limit_per_min": rate_max,
                               "limit_per_test": p.replays_per_test_max, "seconds": round(elapsed, 3)},
                 ))
-        return TestResult("pcie", test_status(findings), duration_s=elapsed, metrics=metrics, findings=findings)
+        return TestResult("pcie", test_status(findings), duration_s=elapsed, metrics=metrics, findings=findings,
+                          measurements=measured)

@@ -18,7 +18,7 @@ from pydantic import Field
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.hold import hold_load
-from stress.model import Finding, TestResult, test_status
+from stress.model import Finding, Measurement, TestResult, test_status
 
 XID_AUX_POWER = 54
 
@@ -112,4 +112,6 @@ class PowerStage(Stage):
                     ),
                     evidence=evidence,
                 ))
-        return TestResult("power", test_status(findings), duration_s=duration, metrics=metrics, findings=findings)
+        measured = [Measurement("power under full load", round(mean_w, 1), round(floor, 1), "W", "min")]
+        return TestResult("power", test_status(findings), duration_s=duration, metrics=metrics, findings=findings,
+                          measurements=measured)

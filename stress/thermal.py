@@ -28,7 +28,7 @@ from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.events import Sample
 from stress.fans import BenchLink, fan_suspects, inlet_reading
 from stress.hold import hold_load
-from stress.model import Finding, TestResult, test_status
+from stress.model import Finding, Measurement, TestResult, test_status
 
 TAU_GRID = 240  # candidate time constants for the fit (log-spaced)
 MIN_FIT_RISE_C = 5.0  # a heating curve smaller than this (card already hot) gives no usable tau
@@ -211,4 +211,7 @@ class ThermalStage(Stage):
                 + (f"; cause: {cause[1]}" if cause else ""), loc, ev))
         if suspects and not ctx.state.get("fans_checked"):
             metrics["fan_suspects"] = [f.message for f in suspects]
-        return TestResult("thermal", test_status(findings), duration_s=duration, metrics=metrics, findings=findings)
+        measured = [Measurement("theta", metrics["theta_c_per_w"], th.theta_fail if judged else None, "°C/W"),
+                    Measurement("max temperature", metrics["t_max_c"], th.max_operating, "°C")]
+        return TestResult("thermal", test_status(findings), duration_s=duration, metrics=metrics, findings=findings,
+                          measurements=measured)

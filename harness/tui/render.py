@@ -17,6 +17,7 @@ from rich.text import Text
 
 from harness.tui.state import CardState
 from harness.views.table import VERDICT_STYLE
+from stress.model import measurement_text
 
 SEVERITY_STYLE = {"fail": "bold red", "warn": "yellow", "info": "dim"}
 STATUS_STYLE = {"pass": "green", "fail": "bold red", "error": "bold magenta", "skipped": "dim"}
@@ -155,7 +156,8 @@ def tests_table(card: CardState) -> RenderableType:
     table.add_column("key metrics", ratio=1, overflow="fold")
     for t in card.tests:
         st = str(t.get("status", "?"))
-        extra = metrics_text(t.get("metrics") or {})
+        measured = "  ".join(measurement_text(m) for m in t.get("measurements") or [])
+        extra = "  ".join(x for x in (measured, metrics_text(t.get("metrics") or {}, METRICS_SHOWN - 2)) if x)
         if t.get("error") and st != "pass":
             extra = f"{t['error']}  {extra}".strip()
         table.add_row(Text(str(t.get("name"))), Text(st, style=STATUS_STYLE.get(st, "")),

@@ -11,6 +11,7 @@ from typing import Any
 
 from harness.views.svgplot import PLOT_MAX_POINTS, PLOT_MIN_POINTS, telemetry_svg  # noqa: F401 - re-exported
 from harness.views.svgplot import esc as _e
+from stress.model import measurement_text, out_of_limits
 
 VERDICTS = ("pass", "repair", "rma", "retest")
 SEVERITY_ORDER = {"fail": 0, "warn": 1, "info": 2}
@@ -61,6 +62,7 @@ section.card.rma { border-top: 4px solid var(--rma); } section.card.retest { bor
 .sub { color: var(--dim); font-weight: 400; font-size: 14px; }
 .note { color: var(--dim); margin: 6px 0; }
 .warnnote { color: var(--retest); font-weight: 600; margin: 6px 0; }
+.meas { font-weight: 600; margin: 2px 0; } .meas.bad { color: var(--rma); }
 .cols { display: grid; grid-template-columns: minmax(0, 1fr); gap: 8px; }
 details summary { cursor: pointer; color: var(--dim); }
 pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; }
@@ -144,9 +146,11 @@ def _tests_table(tests: list[dict[str, Any]]) -> str:
         st = str(t.get("status", ""))
         raw = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
         metrics = {k: v for k, v in raw.items() if k != "traceback"}
-        extra = ""
+        extra = "".join(
+            f'<div class="meas{" bad" if out_of_limits(m) else ""}">{_e(measurement_text(m))}</div>'
+            for m in t.get("measurements") or [] if isinstance(m, dict) and "name" in m)
         if t.get("error"):
-            extra = f'<div class="warnnote">{_e(t["error"])}</div>'
+            extra += f'<div class="warnnote">{_e(t["error"])}</div>'
         tb = raw.get("traceback")
         if tb:
             extra += f'<details><summary>traceback</summary><pre class="mono">{_e(tb)}</pre></details>'

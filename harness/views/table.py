@@ -8,6 +8,8 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from stress.model import measurement_text, out_of_limits
+
 VERDICT_STYLE = {"pass": "bold green", "repair": "bold yellow", "rma": "bold red", "retest": "bold magenta"}
 
 
@@ -24,7 +26,10 @@ def top_finding(card: dict[str, Any]) -> str:
         warns = [f for f in card["findings"] if f["severity"] == "warn"]
         return f"(warn) {warns[0]['message']}" if warns else ""
     more = f"  (+{len(fails) - 1} more)" if len(fails) > 1 else ""
-    return f"{fails[0]['code']}: {fails[0]['message']}{more}"
+    test = next((t for t in card.get("tests") or [] if t.get("name") == fails[0].get("test")), {})
+    off = [measurement_text(m) for m in test.get("measurements") or [] if out_of_limits(m)]
+    measured = f"  [{'; '.join(off)}]" if off else ""
+    return f"{fails[0]['code']}: {fails[0]['message']}{measured}{more}"
 
 
 def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
@@ -43,7 +48,8 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
         counts[v] = counts.get(v, 0) + 1
         table.add_row(
             f"{c['host']}/{c['slot']}", str(c.get("serial") or "?"), str(c.get("model") or "?"),
-            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-", top_finding(c),
+            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-",
+            Text(top_finding(c)),  # device text and brackets are shown as written, never as markup
         )
     console.print(table)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))

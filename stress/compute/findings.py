@@ -16,7 +16,7 @@ from drivers.abft import ElementError
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from drivers.profiles import Profile
 from stress.compute.engine import BatchReport
-from stress.model import Finding
+from stress.model import Finding, Measurement
 
 TEST = "burn"
 
@@ -222,6 +222,17 @@ def rate_metrics(tally: Tally, profile: Profile, dtypes: list[str]) -> dict[str,
         m[f"target_tflops_{d}"] = target
         m[f"ratio_{d}"] = None if rate is None or not target else round(rate / target, 4)
     return m
+
+
+def rate_measurements(metrics: dict[str, Any], profile: Profile, dtypes: list[str]) -> list[Measurement]:
+    """Each datatype's sustained rate against the floor it is judged by (a fraction of target)."""
+    floor = profile.compute.slow_fraction / 100.0
+    out = []
+    for d in dtypes:
+        target = profile.compute.target.get(d)
+        out.append(Measurement(f"{d} rate", metrics.get(f"tflops_{d}"),
+                               None if not target else round(floor * target, 3), "TFLOPS", "min"))
+    return out
 
 
 def finite_or_none(x: float | None) -> float | None:
