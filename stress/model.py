@@ -1,7 +1,8 @@
-"""The result vocabulary of contract.md: findings, test results, card results, verdicts.
+"""The result vocabulary of contract.md: findings, measurements, test results, verdicts.
 
 Plain dataclasses with ``to_dict``/``from_dict`` so they cross process boundaries and land in the
-store and the JSON document unchanged. Stages import these; they import nothing from the harness.
+store and the JSON document unchanged. It lives below the harness (stages produce these, the
+harness judges and stores them): imports run harness -> stress -> drivers.
 """
 
 from __future__ import annotations
