@@ -615,6 +615,21 @@ class NvmlBackend(Backend):
     name = "nvml"
     Config = NvmlConfig
 
+    def vendor_record(self, locator: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+        """NVML's answers for the GPUs of this host (drivers/nvml_record), or the snapshot a
+        replayed run was served from."""
+        import json
+        import shutil
+
+        if locator.get("replay"):
+            shutil.copyfile(locator["replay"], out_dir / "nvml-snapshot.json")
+            return [("nvml-snapshot.json", "the recorded NVML snapshot this run replayed")]
+        from drivers.nvml_record import record
+
+        snap = record(import_pynvml(), note=f"burnin evidence {locator.get('serial') or ''}".strip())
+        (out_dir / "nvml-snapshot.json").write_text(json.dumps(snap, indent=2, default=str) + "\n", encoding="utf-8")
+        return [("nvml-snapshot.json", "NVML's answers for every GPU of this host, read when the pack was written")]
+
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
         """One locator per GPU this entry names.
 

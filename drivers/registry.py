@@ -13,6 +13,7 @@ import importlib
 import importlib.metadata
 from abc import ABC, abstractmethod
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict
@@ -60,6 +61,11 @@ class Backend(ABC):
     @abstractmethod
     def open(self, locator: dict[str, Any]) -> Device:
         """Open one card in the current (worker) process."""
+
+    def vendor_record(self, locator: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+        """Write the vendor tool's own record of this card into ``out_dir`` (an RMA evidence pack);
+        returns (file name, what it is) for each file written. Default: the backend has none."""
+        return []
 
 
 _REGISTRY: dict[str, type[Backend]] = {}

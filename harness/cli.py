@@ -58,18 +58,21 @@ def main() -> None:
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
 @click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's, else ./burnin.db).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
+@click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
+              help="Run only this card (repeatable): retest one card of the rack.")
 def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
-        html_path: str | None, db: str | None, quiet: bool) -> None:
+        html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...]) -> None:
     """Run the plan on every device CONFIG names; verdict table on stdout."""
-    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path)
+    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only)
 
 
 def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, resume_id: str | None,
-                    json_path: str | None, junit_path: str | None, html_path: str | None) -> None:
+                    json_path: str | None, junit_path: str | None, html_path: str | None,
+                    only: tuple[str, ...] = ()) -> None:
     """Run (or resume) a plan, write the reports, print the verdict table, exit as the contract says."""
     try:
         cfg, pl = _load(config, plan)
-        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id)
+        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
@@ -83,14 +86,16 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
     sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
 
 
-def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None) -> dict[str, Any]:
+def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
+             only: tuple[str, ...] = ()) -> dict[str, Any]:
+    from harness.pick import pick_cards
     from harness.runner import Run, discover_cards, resolve_db
     from harness.store import Store
     from harness.views.progress import LiveProgress
 
     store = Store(resolve_db(db, cfg))
     try:
-        cards = discover_cards(cfg)
+        cards = pick_cards(discover_cards(cfg), only, str(cfg.path))
         if resume_id is not None:
             done = {r["key"] for r in store.run_cards(resume_id) if r["state"] in ("done", "lost", "hung")}
             runner_cards = [c for c in cards if c.key not in done]
@@ -187,7 +192,8 @@ def tui(config: str, plan: str | None, db: str | None) -> None:
 @main.command()
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the burnin.devices/1 document.")
-def devices(config: str, as_json: bool) -> None:
+@click.option("--toml", "as_toml", is_flag=True, help="Print a rack config naming each card found, ready to edit.")
+def devices(config: str, as_json: bool, as_toml: bool) -> None:
     """Enumerate devices: identity and a telemetry snapshot, no stress."""
     from harness.config import load_rack
     from harness.devices import list_devices
@@ -195,11 +201,16 @@ def devices(config: str, as_json: bool) -> None:
 
     try:
         cfg = load_rack(config)
-        doc = list_devices(discover_cards(cfg))
+        cards = discover_cards(cfg)
+        doc = list_devices(cards)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
-    if as_json:
+    if as_toml:
+        from harness.cli_loop import rack_toml
+
+        click.echo(rack_toml(cfg, cards, doc["devices"]), nl=False)
+    elif as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
     else:
         from harness.views.table import print_devices
@@ -212,22 +223,22 @@ def devices(config: str, as_json: bool) -> None:
 @click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print every run of this card as JSON (card shape).")
 def history(serial: str, db: str, as_json: bool) -> None:
-    """Every run and verdict for one card, oldest first."""
+    """Every run and verdict for one card and the repairs between them, oldest first."""
     from harness.store import Store
-    from harness.views.history import history_entries, print_history
+    from harness.views.history import history_timeline, print_history
 
     _require_db(db)
     store = Store(db)
     try:
-        entries = history_entries(store, serial)
+        entries = history_timeline(store, serial)
     finally:
         store.close()
+    if not entries:
+        _fail(UsageError(f"{db}: no card with serial {serial!r} (no runs or repairs recorded)"))
     if as_json:
         click.echo(json.dumps(entries, indent=2, default=str))
     else:
         print_history(serial, entries)
-    if not entries:
-        click.echo(f"burnin: no runs recorded for serial {serial!r} in {db}", err=True)
 
 
 @main.command()
@@ -248,6 +259,16 @@ def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
         return
     _run_and_report(run_row["config_path"], run_row["plan_path"], db, quiet, run_id, json_path, None, None)
 
+
+def _add_loop_verbs() -> None:
+    """The bench loop's verbs (repair, evidence, plans, stages) live in cli_loop.py."""
+    from harness.cli_loop import COMMANDS
+
+    for cmd in COMMANDS:
+        main.add_command(cmd)
+
+
+_add_loop_verbs()
 
 if __name__ == "__main__":
     main()

@@ -186,13 +186,17 @@ class Run:
         return result_document(self.run_id, self.cfg.name, self.plan.name, self.started_at, finished_at, records)
 
     def _verdicts(self, records: list[CardRecord]) -> None:
+        from harness.repairs import repairs_before
+
         for rec in records:
-            history = []
+            history, repairs = [], []
             if rec.serial:
                 history = [h for h in self.store.card_history(rec.serial)
                            if h["run_id"] != self.run_id and h.get("findings") is not None]
+                started = (self.store.run(self.run_id) or {}).get("started_at") or utcnow()
+                repairs = repairs_before(self.store, rec.serial, self.run_id, started)
             good = self.store.slot_known_good(rec.host, rec.slot, rec.serial, self.run_id)
-            v = judge_card(rec.findings(), history, rec.slot, slot_known_good=good)
+            v = judge_card(rec.findings(), history, rec.slot, slot_known_good=good, repairs=repairs)
             rec.verdict, rec.actions, rec.judged = v.verdict, v.actions, v.findings
             self.store.card_verdict(self.run_id, rec.key, v.verdict, v.actions, v.findings)
 

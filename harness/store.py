@@ -44,6 +44,11 @@ CREATE TABLE IF NOT EXISTS samples (
     id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, key TEXT, t REAL, tag TEXT, data TEXT
 );
 CREATE INDEX IF NOT EXISTS run_cards_serial ON run_cards(serial);
+CREATE TABLE IF NOT EXISTS repairs (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, serial TEXT, at TEXT, who TEXT, host TEXT, action TEXT,
+    note TEXT, part TEXT, after_run TEXT
+);
+CREATE INDEX IF NOT EXISTS repairs_serial ON repairs(serial);
 CREATE INDEX IF NOT EXISTS tests_run_key ON tests(run_id, key);
 CREATE INDEX IF NOT EXISTS findings_run_key ON findings(run_id, key);
 CREATE INDEX IF NOT EXISTS samples_run_key ON samples(run_id, key);
@@ -260,6 +265,22 @@ class Store:
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None
+
+    # repairs done at the bench (``burnin repair``) ----------------------------------------------
+    def add_repair(self, serial: str, at: str, who: str, host: str, action: str, note: str | None,
+                   part: str | None, after_run: str | None) -> int:
+        """Record one repair; ``after_run`` is the card's latest run when it was done (what it targets)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO repairs (serial, at, who, host, action, note, part, after_run) VALUES (?,?,?,?,?,?,?,?)",
+                (serial, at, who, host, action, note, part, after_run),
+            )
+        return int(cur.lastrowid or 0)
+
+    def repairs(self, serial: str) -> list[dict[str, Any]]:
+        """Every repair of one card, oldest first."""
+        rows = self.db.execute("SELECT * FROM repairs WHERE serial=? ORDER BY at, id", (serial,)).fetchall()
+        return [dict(r) for r in rows]
 
 
 class StoreWriter(EventConsumer):

@@ -61,6 +61,23 @@ def dedupe(findings: list[Finding]) -> list[Finding]:
     return [best[k] for k in order]
 
 
+# Location keys that name a part a technician can replace: a fault "of the same kind" is the same
+# code family at the same part (a new failing cell on a reworked chip is that chip's fault again).
+PART_KEYS = ("chip", "stack", "fan")
+
+
+def fault_key(f: Finding | dict[str, Any]) -> str:
+    """What a repair targets and what "the same fault back" means: code family plus the part.
+
+    Memory codes collapse into ``memory`` (the scan may classify a reworked chip's new failure
+    differently); the part is the chip/stack/fan location when the finding names one."""
+    code = f.code if isinstance(f, Finding) else str(f.get("code"))
+    loc = f.location if isinstance(f, Finding) else (f.get("location") or {})
+    family = "memory" if code.startswith("memory.") else code
+    part = next((f"{k}={loc[k]}" for k in PART_KEYS if k in loc), "")
+    return f"{family}@{part}" if part else family
+
+
 def _prior_codes(history: list[dict[str, Any]]) -> list[tuple[int | None, set[str]]]:
     """(slot, fail codes) of each earlier run of this serial."""
     out = []
@@ -70,13 +87,37 @@ def _prior_codes(history: list[dict[str, Any]]) -> list[tuple[int | None, set[st
     return out
 
 
+def _back_after_repair(f: Finding, repairs: list[dict[str, Any]]) -> str:
+    """Why ``f`` escalates because a repair that targeted it did not fix it ('' if none did).
+
+    The rule (docs/repair-loop.md): a repair recorded with ``burnin repair`` after a run targets
+    that run's fail findings whose action it names. When the same fault (``fault_key``) fails
+    again in a later run, the bench fix has been tried and did not hold: the card goes to ``rma``
+    at once, where without a repair a bench fault never escalates and a reset-fixable one needs
+    three runs. ``fix_host`` repairs are exempt (they fix the host, not the card).
+    """
+    key = fault_key(f)
+    for r in repairs:
+        if r.get("action") != "fix_host" and key in (r.get("targets") or []):
+            when = str(r.get("at") or "")[:10]
+            return f"back after {r.get('action')} ({when}{', ' + str(r['part']) if r.get('part') else ''})"
+    return ""
+
+
 def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int | None,
-             slot_known_good: bool = False) -> list[str]:
-    """Apply history rules in place; returns notes explaining each escalation."""
+             slot_known_good: bool = False, repairs: list[dict[str, Any]] | None = None) -> list[str]:
+    """Apply history rules in place; returns notes explaining each escalation.
+
+    ``repairs`` are the card's earlier repairs with the fault keys each targeted (see
+    harness/repairs.py); a fault back after its repair is the strongest history signal."""
     notes: list[str] = []
     prior = _prior_codes(history)
     for f in findings:
         if f.severity != "fail" or f.action == "rma":
+            continue
+        back = _back_after_repair(f, repairs or [])
+        if back:
+            _to_rma(f, back, notes)
             continue
         if f.code == "bus.lost" and f.evidence.get("lost_again") and slot_known_good:
             _to_rma(f, "fell off the bus again after a power-cycle, in a slot where other cards pass", notes)
@@ -108,9 +149,9 @@ def _to_rma(f: Finding, why: str, notes: list[str]) -> None:
 
 
 def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = None, slot: int | None = None,
-               slot_known_good: bool = False) -> CardVerdict:
+               slot_known_good: bool = False, repairs: list[dict[str, Any]] | None = None) -> CardVerdict:
     merged = dedupe(findings)
-    notes = escalate(merged, history or [], slot, slot_known_good)
+    notes = escalate(merged, history or [], slot, slot_known_good, repairs)
     # what decides the verdict first (an rma before a bench repair before a retest), then by stage
     merged.sort(key=lambda f: (tuple(-r for r in _rank(f)), f.test, f.code))
     return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes)

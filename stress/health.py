@@ -258,6 +258,7 @@ class HealthStage(Stage):
             "dbe_volatile": counters.dbe_volatile,
             "pcie_replays": counters.pcie_replays,
             "window_min": round(minutes, 3) if math.isfinite(minutes) else None,
+            "final": p.final,  # the end-of-session check (its JUnit case is "health (final)")
         }
         ctx.progress(1.0, "health read")
         return TestResult(

@@ -30,7 +30,7 @@ pytest.importorskip("textual")
 from textual.widgets import DataTable, Static  # noqa: E402
 
 from harness.tui.app import BenchApp  # noqa: E402
-from harness.tui.screens import QuitScreen  # noqa: E402
+from harness.tui.screens import CardScreen, QuitScreen  # noqa: E402
 
 ROOT = Path(__file__).resolve().parent.parent
 DEADLINE_S = 60.0
@@ -92,15 +92,15 @@ def test_run_to_verdicts_detail_filter_and_quit(write_rack, tmp_path):
             # move to the faulty card with j, open its detail with enter
             await pilot.press("j")
             assert app.selected == "local/1"
-            await pilot.press("enter")
-            assert app.focused is app.query_one("#detail-scroll")
-            detail = _plain(app.query_one("#detail-body", Static).content)
+            await pilot.press("enter")  # opens the card's own screen
+            assert isinstance(app.screen, CardScreen) and app.screen.key == "local/1"
+            detail = _plain(app.screen.query_one("#card-body", Static).content)
             assert "TUI-0002" in detail and "pcie.link_degraded" in detail and "reseat" in detail
             assert "gen3 x8" in detail  # the finding's message
             assert "link=pcie" in detail  # its location
             assert app.bench.cards["local/1"].temps  # sparkline history from samples
             await pilot.press("escape")
-            assert app.focused is app.query_one("#cards")
+            assert not isinstance(app.screen, CardScreen) and app.focused is app.query_one("#cards")
 
             # the non-pass filter keeps only the faulty card, and toggles back
             await pilot.press("f")

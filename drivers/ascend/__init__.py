@@ -21,6 +21,10 @@ from drivers.ascend import parse
 from drivers.ascend.device import AscendDevice, NpuSmi
 from drivers.registry import Backend, BackendConfig, register_backend
 
+# the npu-smi views an RMA evidence pack keeps (card-level ones get ``-i NPU_ID``)
+NPU_SMI_VIEWS = (("info",), ("info", "-t", "board"), ("info", "-t", "health"), ("info", "-t", "common"),
+                 ("info", "-t", "ecc"), ("info", "-t", "memory"), ("info", "-t", "usages"))
+
 __all__ = ["AscendBackend", "AscendConfig", "AscendDevice", "NpuSmi", "resolve_npu_smi"]
 
 
@@ -96,6 +100,21 @@ class AscendBackend(Backend):
                 "timeout_s": cfg.timeout_s,
             })
         return locators
+
+    def vendor_record(self, locator: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
+        """The npu-smi views of the card, read now (a view the card refuses says why in its file)."""
+        smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))
+        out = []
+        for view in NPU_SMI_VIEWS:
+            args = [*view] + (["-i", str(locator.get("npu_id", 0))] if len(view) > 1 else [])
+            name = "npu-smi_" + "_".join(a.lstrip("-") for a in args) + ".txt"
+            try:
+                text = smi.run(args)
+            except Exception as e:  # noqa: BLE001 - one refused view must not cost the others
+                text = f"# {smi.command(args)} failed: {e}\n"
+            (out_dir / name).write_text(text, encoding="utf-8")
+            out.append((name, f"output of `{smi.command(args)}`, read when the pack was written"))
+        return out
 
     def open(self, locator: dict[str, Any]) -> Device:
         smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))

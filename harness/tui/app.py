@@ -32,7 +32,7 @@ from harness.tui.bridge import (
     execute_run,
     prepare_engine,
 )
-from harness.tui.screens import QuitScreen
+from harness.tui.screens import CardScreen, QuitScreen, RepairScreen
 from harness.tui.state import BenchState, CardState
 
 REDRAW_S = 0.1
@@ -46,10 +46,10 @@ COLUMNS: tuple[tuple[str, str, int | None], ...] = (
 
 
 class CardTable(DataTable[Any]):
-    """The card table; enter opens the selected card's detail (shown in the footer)."""
+    """The card table; enter opens the selected card's view (findings, chip map, tests, history)."""
 
     BINDINGS: ClassVar[list[BindingType]] = [
-        Binding("enter", "select_cursor", "Details"),
+        Binding("enter", "select_cursor", "Card view"),
         Binding("j", "cursor_down", "Move", key_display="j/k ↑↓"),
         Binding("k", "cursor_up", "Up", show=False),
     ]
@@ -89,6 +89,9 @@ class BenchApp(App[int]):
         Binding("k", "up", "Scroll", show=False),
         Binding("escape", "show_cards", "Back to cards"),
         Binding("f", "filter", "Non-pass only"),
+        Binding("h", "history", "History"),
+        Binding("r", "retest", "Retest card"),
+        Binding("p", "repair", "Record repair"),
     ]
 
     def __init__(self, cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot]) -> None:
@@ -102,6 +105,8 @@ class BenchApp(App[int]):
         self.exit_status = 1
         self.only_attention = False
         self.selected: str | None = cards[0].key if cards else None
+        self.retesting: str | None = None  # the card a retest (``r``) runs, while it runs
+        self._run_slots = list(cards)
         self._dirty: set[str] = set()
         self._visible: list[str] = []
         self._last_summary: Text | None = None
@@ -135,7 +140,7 @@ class BenchApp(App[int]):
 
     @work(thread=True, exclusive=True, name="burnin-run", exit_on_error=False)
     def _run_worker(self) -> None:
-        execute_run(self.cfg, self.plan, self.db_path, self.slots, self.engine, self.post_message)
+        execute_run(self.cfg, self.plan, self.db_path, self._run_slots, self.engine, self.post_message)
 
     # events from the run --------------------------------------------------------------------
     def on_run_started(self, msg: RunStarted) -> None:
@@ -146,9 +151,64 @@ class BenchApp(App[int]):
         card = self.bench.apply(msg.key, msg.event)
         if card is not None:
             self._dirty.add(card.key)
+            if card.finished:
+                self._finalize()
+
+    # verdicts as soon as they are known ----------------------------------------------------------
+    FINAL_STATES = ("done", "lost", "hung")  # others get the runner's abandoned-test finding at the end
+
+    def _groups(self) -> tuple[dict[str, str], dict[str, Any]]:
+        from harness.views.chipmap import profile_of
+
+        groups, profiles = {}, {}
+        for c in self.slots:
+            card = self.bench.cards[c.key]
+            prof = profile_of({"profile": (c.locator or {}).get("profile"), "model": card.model})
+            profiles[c.key] = prof
+            groups[c.key] = prof.name if prof else card.model
+        return groups, profiles
+
+    def provisional_why(self, key: str) -> str:
+        """Why a card's verdict is not final yet ('' once it is)."""
+        from harness.tui.finality import peer_stages, waiting_for
+
+        card = self.bench.cards.get(key)
+        if card is None or card.verdict is not None:
+            return ""
+        if card.finished and card.state not in self.FINAL_STATES:
+            return "judged when the run ends"
+        live = {c.key: self.bench.cards[c.key] for c in self._run_slots}
+        if key not in live:
+            return ""
+        return waiting_for(key, live, self._groups()[0], peer_stages(self.plan))
+
+    def _finalize(self) -> None:
+        """Judge every finished card whose peers are done too, as the runner will at the end."""
+        from harness.tui.finality import judge_now, peer_findings, peer_stages, waiting_for
+
+        stages = peer_stages(self.plan)
+        groups, profiles = self._groups()
+        live = {c.key: self.bench.cards[c.key] for c in self._run_slots}  # a retest compares within itself
+        for key, card in live.items():
+            if card.verdict is not None or card.state not in self.FINAL_STATES:
+                continue
+            if waiting_for(key, live, groups, stages):
+                continue
+            try:
+                extra = peer_findings(key, live, groups, stages, profiles)
+                v = judge_now(card, extra, self.db_path, self.bench.run_id)
+            except Exception:  # noqa: BLE001 - the runner's verdict comes at the end anyway
+                continue
+            card.verdict, card.actions = v.verdict, list(v.actions)
+            card.findings = [f.to_dict() for f in v.findings]
+            self._dirty.add(key)
 
     def on_run_finished(self, msg: RunFinished) -> None:
+        before = self.bench.doc
         self.bench.finish(msg.doc)
+        if self.retesting is not None and before is not None:
+            self.bench.doc = merge_retest(before, msg.doc)
+            self.retesting = None
         self.phase = "finished"
         self.exit_status = self.bench.exit_code()
         self._dirty.update(self.bench.cards)
@@ -207,7 +267,13 @@ class BenchApp(App[int]):
             body.update(Text("no card needs attention" if self.only_attention else "no cards", style="dim"))
             self._spark(None)
             return
-        body.update(render.detail_body(card))
+        why = self.provisional_why(card.key)
+        if why:
+            from rich.console import Group
+
+            body.update(Group(render.detail_body(card), Text(f"verdict provisional: {why}", style="italic dim")))
+        else:
+            body.update(render.detail_body(card))
         self._spark(card)
 
     def _spark(self, card: CardState | None) -> None:
@@ -248,8 +314,102 @@ class BenchApp(App[int]):
     def on_data_table_row_selected(self, msg: DataTable.RowSelected) -> None:
         self.action_details()
 
-    def action_details(self) -> None:
-        self.query_one("#detail-scroll").focus()
+    def action_details(self, history: bool = False) -> None:
+        """Open the selected card's own screen (h: with its history next to the findings)."""
+        if self.selected is None or self.selected not in self.bench.cards:
+            return
+        if isinstance(self.screen, CardScreen):
+            if history and not self.screen.show_history:
+                self.screen.action_toggle_history()
+            return
+        self.push_screen(CardScreen(self.selected, self._card_view, self._card_history, show_history=history))
+
+    def action_history(self) -> None:
+        self.action_details(history=True)
+
+    def _card_view(self, key: str) -> Any:
+        from rich.console import Group
+
+        from harness.tui.story import card_chip_map
+
+        card = self.bench.cards[key]
+        slot = next((c for c in self.slots if c.key == key), None)
+        cmap = card_chip_map(card, (slot.locator or {}).get("profile") if slot else None)
+        parts: list[Any] = [render.detail_body(card, cmap)]
+        if self.retesting == key:
+            parts.insert(0, Text("retesting this card…", style="bold cyan"))
+        why = self.provisional_why(key)
+        if why:
+            parts.insert(1, Text(f"verdict provisional: {why}", style="italic dim"))
+        return Group(*parts)
+
+    def _card_history(self, key: str) -> Any:
+        from harness.store import Store
+        from harness.tui.story import history_view
+        from harness.views.history import history_timeline
+
+        serial = self.bench.cards[key].serial
+        if not serial or not self.db_path.is_file():
+            return history_view(serial, [])
+        store = Store(self.db_path)
+        try:
+            entries = history_timeline(store, serial)
+        finally:
+            store.close()
+        return history_view(serial, entries, self.bench.run_id)
+
+    def action_retest(self) -> None:
+        """Run the plan again on the selected card only; the other cards keep their results."""
+        key = self.selected
+        if key is None or key not in self.bench.cards:
+            return
+        if self.phase not in ("finished", "failed"):
+            self.notify("the run is still going: retest once it has finished", severity="warning")
+            return
+        slot = next(c for c in self.slots if c.key == key)
+        old = self.bench.cards[key]
+        fresh = BenchState([slot], len(self.plan.stages)).cards[key]
+        fresh.serial, fresh.model = old.serial or fresh.serial, old.model or fresh.model
+        self.bench.cards[key] = fresh
+        self.retesting, self.phase, self.error = key, "running", None
+        self.bench.run_id = ""  # the retest's own run id arrives with RunStarted
+        self.stop_flag.clear()
+        self.engine = prepare_engine(self.stop_flag, self.cfg.rack.parallel)
+        self._run_slots = [slot]
+        self._dirty.add(key)
+        self._tick()
+        self._redraw_detail()
+        self.notify(f"retesting {old.serial or key}")
+        self._run_worker()
+
+    def action_repair(self) -> None:
+        """Record what was done to the selected card (stored like ``burnin repair``)."""
+        from harness.repairs import REPAIR_ACTIONS
+
+        card = self.bench.cards.get(self.selected or "")
+        if card is None or not card.serial:
+            return
+        proposed = next((a for a in card.live_actions() if a in REPAIR_ACTIONS), None)
+        self.push_screen(RepairScreen(card.serial, list(REPAIR_ACTIONS), proposed),
+                         lambda ans: self._save_repair(card.serial, ans))
+
+    def _save_repair(self, serial: str, answer: dict[str, str] | None) -> None:
+        if not answer:
+            return
+        from harness.repairs import record_repair
+        from harness.store import Store
+
+        store = Store(self.db_path)
+        try:
+            rep = record_repair(store, serial, answer["action"], answer.get("note"), answer.get("part"))
+        except UsageError as e:
+            self.notify(str(e), severity="error")
+            return
+        finally:
+            store.close()
+        self.notify(f"repair recorded: {serial} {rep['action']}; press r to retest it")
+        if isinstance(self.screen, CardScreen) and self.screen.show_history:
+            self.screen.load_history()
 
     def action_show_cards(self) -> None:
         self.query_one("#cards", DataTable).focus()
@@ -277,21 +437,34 @@ class BenchApp(App[int]):
         """Finished: quit. Running: ask first, then stop the workers cleanly (results stay)."""
         if self.phase in ("finished", "failed", "stopped"):
             self.exit(self.exit_status, return_code=self.exit_status)
-        elif self.phase == "running" and not isinstance(self.screen, QuitScreen):
+        elif not isinstance(self.screen, QuitScreen | RepairScreen):
             self.push_screen(QuitScreen(self.bench.run_id, self.db_path), self._quit_answer)
 
     async def action_quit(self) -> None:
         self.action_request_quit()
 
     def _quit_answer(self, stop: bool | None) -> None:
-        if stop and self.phase == "running":
+        """Yes quits whatever happened meanwhile: the run may have ended while the question was up."""
+        if not stop:
+            return
+        if self.phase in ("running", "stopping"):
             self.phase = "stopping"
             self.stop_flag.set()
             self._redraw_summary()
+        else:
+            self.exit(self.exit_status, return_code=self.exit_status)
 
     def card_row_keys(self) -> list[str]:
         """The card keys the table shows, top to bottom (for tests and scripting)."""
         return list(self._visible)
+
+
+def merge_retest(before: dict[str, Any], retest: dict[str, Any]) -> dict[str, Any]:
+    """The run's document with the retested card's entry replaced by the retest's (same host/slot)."""
+    new = {c.get("key") or f"{c.get('host')}/{c.get('slot')}": c for c in retest.get("cards", [])}
+    cards = [new.pop(c.get("key") or f"{c.get('host')}/{c.get('slot')}", c) for c in before.get("cards", [])]
+    return {**before, "cards": cards + list(new.values()), "retest_run_ids":
+            [*before.get("retest_run_ids", []), retest.get("run_id")]}
 
 
 def _spark_label(name: str, unit: str, values: list[float]) -> Text:

@@ -165,13 +165,16 @@ def tests_table(card: CardState) -> RenderableType:
     return table
 
 
-def detail_body(card: CardState) -> RenderableType:
+def detail_body(card: CardState, after_findings: RenderableType | None = None) -> RenderableType:
+    """Heading, findings (then ``after_findings``, e.g. the chip map), tests."""
     parts: list[RenderableType] = [card_heading(card)]
     if card.finished and card.state != "done":
         parts.append(Text(f"{card.state.replace('_', ' ')}: {card.detail or ''}".rstrip(": "),
                           style=STATE_STYLE.get(card.state, "")))
-    parts += [Text(""), Text("Findings", style="bold underline"), findings_table(card),
-              Text(""), Text("Tests", style="bold underline"), tests_table(card)]
+    parts += [Text(""), Text("Findings", style="bold underline"), findings_table(card)]
+    if after_findings is not None:
+        parts += [Text(""), after_findings]
+    parts += [Text(""), Text("Tests", style="bold underline"), tests_table(card)]
     return Group(*parts)
 
 

@@ -1,4 +1,4 @@
-"""``burnin history SERIAL``: a card's runs and verdicts, oldest first."""
+"""``burnin history SERIAL``: a card's runs and the repairs between them, oldest first."""
 
 from __future__ import annotations
 
@@ -8,8 +8,11 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.repairs import FIXED, NOT_FIXED, timeline
 from harness.store import Store
 from harness.views.table import VERDICT_STYLE, report_console
+
+OUTCOME_STYLE = {FIXED: "bold green", NOT_FIXED: "bold red"}
 
 
 def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
@@ -22,14 +25,46 @@ def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
     return out
 
 
+def history_timeline(store: Store, serial: str) -> list[dict[str, Any]]:
+    """Runs (card shape, ``kind: run``) and repairs (``kind: repair``, with what each targeted
+    and whether the next run shows it fixed), interleaved in time order."""
+    return timeline(history_entries(store, serial), store.repairs(serial))
+
+
+def _fail_codes(e: dict[str, Any]) -> str:
+    return ", ".join(sorted({f["code"] for f in e.get("findings") or [] if f["severity"] == "fail"})) or "-"
+
+
+def repair_text(e: dict[str, Any]) -> Text:
+    """One repair as a line: action, part, note, who, and whether it held."""
+    t = Text(f"{e['action']}", style="bold")
+    if e.get("part"):
+        t.append(f" ({e['part']})")
+    if e.get("note"):
+        t.append(f" · {e['note']}", style="italic")
+    t.append(f" · by {e.get('who')}", style="dim")
+    if e.get("targets"):
+        t.append(f" · for {', '.join(e['targets'])}", style="dim")
+    t.append(" → ")
+    t.append(str(e.get("outcome")), style=OUTCOME_STYLE.get(str(e.get("outcome")), "dim"))
+    return t
+
+
+def run_verdict(e: dict[str, Any]) -> str:
+    return e["verdict"] if e.get("state") not in (None, "pending", "running") else f"({e.get('state')})"
+
+
 def print_history(serial: str, entries: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or report_console()
     table = Table(title=f"history of {serial}", title_justify="left")
-    for col in ("started", "run", "rack", "plan", "slot", "verdict", "actions", "fail findings"):
-        table.add_column(col, no_wrap=col not in ("fail findings",))
+    for col in ("when", "what", "rack", "plan", "slot", "verdict", "actions", "fail findings / repair"):
+        table.add_column(col, no_wrap=col not in ("fail findings / repair",))
     for e in entries:
-        fails = ", ".join(sorted({f["code"] for f in e["findings"] if f["severity"] == "fail"})) or "-"
-        v = e["verdict"] if e.get("state") not in (None, "pending", "running") else f"({e.get('state')})"
-        table.add_row(str(e["started_at"]), e["run_id"], str(e["rack"]), str(e["plan"]), f"{e['host']}/{e['slot']}",
-                      Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(e["actions"]) or "-", fails)
+        if e.get("kind") == "repair":
+            table.add_row(str(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", repair_text(e))
+            continue
+        v = run_verdict(e)
+        table.add_row(str(e["started_at"]), f"run {e['run_id']}", str(e["rack"]), str(e["plan"]),
+                      f"{e['host']}/{e['slot']}", Text(v.upper(), style=VERDICT_STYLE.get(v, "")),
+                      ", ".join(e["actions"]) or "-", _fail_codes(e))
     console.print(table)

@@ -69,6 +69,11 @@ pre { white-space: pre-wrap; overflow-wrap: anywhere; margin: 4px 0; }
 svg { max-width: 100%; height: auto; }
 a { color: var(--power); text-decoration: none; }
 footer { color: var(--dim); font-size: 12px; margin-top: 28px; }
+.chipmap { display: grid; grid-template-columns: repeat(auto-fill, minmax(46px, 1fr)); gap: 4px; max-width: 760px; }
+.chipmap div { border: 1px solid var(--line); border-radius: 4px; text-align: center; padding: 3px 0;
+               font-size: 11px; color: var(--dim); background: var(--bg); }
+.chipmap div.bad { background: #ffebe9; border-color: var(--rma); color: var(--rma); font-weight: 700; }
+.chipmap b { display: block; font-size: 12px; }
 @media print { section.card { break-inside: avoid; } }
 """
 
@@ -193,7 +198,7 @@ def _card_section(i: int, c: dict[str, Any], samples: list[dict[str, Any]] | Non
     state = c.get("state")
     if state and state != "done":
         out.append(f'<p class="warnnote">card state: {_e(state)} (the run did not finish this card normally)</p>')
-    out += ["<h3>Findings</h3>", _findings_table(c.get("findings") or []),
+    out += ["<h3>Findings</h3>", _findings_table(c.get("findings") or []), _chip_map(c),
             "<h3>Tests</h3>", _tests_table(c.get("tests") or [])]
     if samples:
         svg = telemetry_svg(samples)
@@ -201,6 +206,24 @@ def _card_section(i: int, c: dict[str, Any], samples: list[dict[str, Any]] | Non
             out += ["<h3>Temperature and power</h3>", svg]
     out.append("</section>")
     return "\n".join(out)
+
+
+def _chip_map(card: dict[str, Any]) -> str:
+    """The memory findings on the board's chip/stack positions (from the profile's layout)."""
+    from harness.views.chipmap import chip_map, profile_of
+
+    cm = chip_map(card.get("findings") or [], profile_of(card))
+    if cm is None:
+        return ""
+    cells = []
+    for pos in range(cm.count):
+        bad = pos in cm.cells
+        title = f"{cm.where} {pos}: {cm.label(pos)} failing cells" if bad else f"{cm.where} {pos}: no failure"
+        cells.append(f'<div class="{"bad" if bad else ""}" title="{_e(title)}"><b>{pos}</b>'
+                     f'{_e(cm.label(pos)) if bad else "·"}</div>')
+    failed = ", ".join(f"{cm.where} {p} ({cm.label(p)} cells)" for p in sorted(cm.cells))
+    return (f"<h3>{_e(cm.memory_type)} {_e(cm.where)} map</h3><p class=\"note\">{cm.count} {_e(cm.where)}s; "
+            f"failing: {_e(failed)}</p><div class=\"chipmap\">{''.join(cells)}</div>")
 
 
 def _plot_points(doc: dict[str, Any], card: dict[str, Any]) -> list[dict[str, Any]] | None:

@@ -7,6 +7,21 @@ import xml.etree.ElementTree as ET
 from typing import Any
 
 
+def case_names(tests: list[dict[str, Any]]) -> list[str]:
+    """Unique test case names: a stage that runs again is told apart (``health (final)`` for the
+    final health check, else ``name #2``), since CI systems merge cases of the same name."""
+    out: list[str] = []
+    for t in tests:
+        base = str(t["name"])
+        if base in out and (t.get("metrics") or {}).get("final"):
+            base = f"{base} (final)"
+        name, n = base, 2
+        while name in out:
+            name, n = f"{base} #{n}", n + 1
+        out.append(name)
+    return out
+
+
 def to_junit(doc: dict[str, Any]) -> str:
     suites = ET.Element("testsuites", name=f"burnin {doc['plan']} {doc['rack']}")
     for card in doc["cards"]:
@@ -22,8 +37,8 @@ def to_junit(doc: dict[str, Any]) -> str:
         for k in ("serial", "model", "backend", "verdict"):
             ET.SubElement(props, "property", name=k, value=str(card.get(k)))
         ET.SubElement(props, "property", name="actions", value=",".join(card["actions"]))
-        for t in tests:
-            case = ET.SubElement(suite, "testcase", classname=name, name=t["name"], time=f"{t.get('duration_s') or 0:.3f}")
+        for t, case_name in zip(tests, case_names(tests), strict=True):
+            case = ET.SubElement(suite, "testcase", classname=name, name=case_name, time=f"{t.get('duration_s') or 0:.3f}")
             mine = [f for f in card["findings"] if f["test"] == t["name"] and f["severity"] == "fail"]
             text = "\n".join(f"{f['code']} [{f['action']}]: {f['message']}" for f in mine)
             if t["status"] == "fail":

@@ -1,0 +1,211 @@
+"""The bench loop's verbs: ``repair``, ``evidence``, ``plans``, ``stages`` (and the TOML writer of
+``devices --toml``). Kept apart from cli.py so each verb is one small function; cli.py adds them."""
+
+from __future__ import annotations
+
+import json
+import socket
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+
+from harness.errors import UsageError
+
+REAL_TIME_KEYS = ("observe_s", "duration_s", "soak_s", "cooldown_s", "hold_s", "fade_wait_s", "bandwidth_s",
+                  "cool_duration_s")
+
+
+def _fail(exc: Exception) -> None:
+    click.echo(f"burnin: {exc}", err=True)
+    sys.exit(int(getattr(exc, "exit_code", 3)))
+
+
+def _open_db(db: str) -> Any:
+    from harness.store import Store
+
+    if not Path(db).is_file():
+        _fail(UsageError(f"{db}: no such results database (--db)"))
+    return Store(db)
+
+
+@click.command()
+@click.argument("serial")
+@click.option("--action", "action", required=True, help="What was done: a repair action of the contract "
+              "(replace_fan, repaste, reseat, check_power, reflash_firmware, replace_memory, reset_and_retest, "
+              "fix_host, rma).")
+@click.option("--note", default=None, help="Free text: what you saw, what you did.")
+@click.option("--part", default=None, help="The part replaced or reworked, e.g. \"fan 0\" or \"GDDR chip 12\".")
+@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+def repair(serial: str, action: str, note: str | None, part: str | None, db: str) -> None:
+    """Record a repair done at the bench; the card's next run tells whether it fixed the fault."""
+    from harness.repairs import record_repair
+
+    store = _open_db(db)
+    try:
+        rep = record_repair(store, serial, action, note, part)
+    except UsageError as e:
+        _fail(e)
+        return
+    finally:
+        store.close()
+    target = ", ".join(rep["targets"]) or "nothing (no fail finding in its last run)"
+    click.echo(f"recorded: {serial} {action}{' (' + part + ')' if part else ''} by {rep['who']} at {rep['at']}; "
+               f"targets {target}. Retest it: burnin run CONFIG --only {serial} --db {db}")
+
+
+@click.command()
+@click.argument("serial")
+@click.option("--run", "run_id", default=None, help="The run to document (default: the card's latest).")
+@click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
+@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+def evidence(serial: str, run_id: str | None, out: str, db: str) -> None:
+    """Write the RMA evidence pack of one card into a folder (README.md says what each file is)."""
+    from harness.evidence import write_pack
+
+    store = _open_db(db)
+    try:
+        files = write_pack(store, serial, Path(out), run_id)
+    except UsageError as e:
+        _fail(e)
+        return
+    except OSError as e:
+        _fail(UsageError(f"--out {out}: {e.strerror or e}"))
+        return
+    finally:
+        store.close()
+    click.echo(f"{out}: {len(files)} files: {', '.join(files)}")
+
+
+def timed_seconds(plan: Any) -> float:
+    """The timed waits a plan asks of one real card (soaks, burns, watches), a lower bound of its time."""
+    total = 0.0
+    for st in plan.stages:
+        algos = st.params.get("algorithms") or []
+        for k in REAL_TIME_KEYS:
+            if (k == "fade_wait_s" and "bit_fade" not in algos) or (k == "bandwidth_s" and "bandwidth" not in algos):
+                continue  # memory parameters of algorithms the plan does not run
+            total += float(st.params.get(k) or 0)
+    return total
+
+
+def _period(names: list[str]) -> int:
+    """How many times the plan's stage list repeats (``repeat = N``)."""
+    for n in range(1, len(names) + 1):
+        if len(names) % n == 0 and names == names[:n] * (len(names) // n):
+            return len(names) // n
+    return 1
+
+
+@click.command()
+def plans() -> None:
+    """The plans in rack_configs/plans/: name, stages, timed waits per real card, description."""
+    from rich.table import Table
+
+    from harness.plans import PLAN_DIR, available_plans, load_plan
+    from harness.views.table import report_console
+
+    table = Table(title=f"plans in {PLAN_DIR}", title_justify="left")
+    for col in ("plan", "stages", "timed per card", "description"):
+        table.add_column(col, no_wrap=col in ("plan", "timed per card"))
+    for name in available_plans():
+        try:
+            pl = load_plan(name)
+        except UsageError as e:
+            table.add_row(name, "", "", f"invalid: {e}")
+            continue
+        names = [s.stage for s in pl.stages]
+        rep = _period(names)
+        stages = ", ".join(names[: len(names) // rep]) + (f" (×{rep})" if rep > 1 else "")
+        mins = timed_seconds(pl) / 60
+        table.add_row(name, stages, f"≥ {mins:.0f} min" if mins >= 1 else f"≥ {mins * 60:.0f} s", pl.description)
+    report_console().print(table)
+
+
+def _describe(cls: Any) -> str:
+    """The first paragraph of the stage's docstring, else of its module's."""
+    doc = (cls.__doc__ or "").strip()
+    if not doc or "see the module" in doc:
+        doc = (sys.modules[cls.__module__].__doc__ or "").strip()
+    return " ".join(doc.split("\n\n")[0].split())
+
+
+@click.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the stages and parameters as JSON.")
+def stages(as_json: bool) -> None:
+    """Every stage a plan can name, with each parameter, its type and its default."""
+    from stress.base import stages as all_stages
+
+    doc = []
+    for name, cls in sorted(all_stages().items()):
+        params = [{"name": k, "type": getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", ""),
+                   "default": None if f.is_required() else f.get_default(call_default_factory=True),
+                   "required": f.is_required(), "description": f.description}
+                  for k, f in cls.Params.model_fields.items()]
+        doc.append({"stage": name, "description": _describe(cls),
+                    "requires": sorted(cls.requires), "params": params})
+    if as_json:
+        click.echo(json.dumps(doc, indent=2, default=str))
+        return
+    from rich.table import Table
+
+    from harness.views.table import report_console
+
+    console = report_console()
+    for st in doc:
+        table = Table(title=f"{st['stage']}: {st['description']}", title_justify="left", show_edge=False)
+        for col in ("parameter", "type", "default"):
+            table.add_column(col)
+        for p in st["params"]:
+            table.add_row(p["name"], p["type"], "(required)" if p["required"] else json.dumps(p["default"], default=str))
+        console.print(table)
+        console.print()
+
+
+# devices --toml ------------------------------------------------------------------------------
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, int | float):
+        return repr(v)
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{k} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    if isinstance(v, list | tuple):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    return json.dumps(str(v))
+
+
+def rack_toml(cfg: Any, cards: list[Any], described: list[dict[str, Any]]) -> str:
+    """A rack config naming each card found on its own (serial, slot), ready to edit."""
+    from drivers.registry import get_backend
+
+    entries = {d.label: d for d in cfg.devices}
+    lines = ["# written by `burnin devices --toml`: one entry per card found; edit and run it with",
+             f"# burnin run THIS.toml (relative paths are as in {cfg.path}: keep this file in its folder)", "[rack]", f"name = {_toml_value(socket.gethostname().split('.')[0] + '-bench')}",
+             'plan = "quick"']
+    hosts: dict[str, list[str]] = {}
+    for card, info in zip(cards, described, strict=True):
+        entry = entries.get(card.label)
+        raw = entry.config.model_dump(mode="json", exclude_none=True, exclude_defaults=True) if entry else {}
+        raw["backend"] = card.backend
+        fields = get_backend(card.backend).Config.model_fields
+        for k, v in (card.locator or {}).items():
+            if (k in fields and k != "backend" and v is not None and not isinstance(v, dict | list)
+                    and v != fields[k].default):
+                raw[k] = v
+        raw["slot"] = card.slot
+        if info.get("serial") and "serial" in fields:
+            raw["serial"] = info["serial"]
+        fw = ", ".join(f"{k} {v}" for k, v in (info.get("firmware") or {}).items())
+        block = ["", "[[hosts.devices]]",
+                 f"# {info.get('model')} · {info.get('pci_bus_id') or 'no PCI id'}" + (f" · {fw}" if fw else "")]
+        order = ["backend", "slot", "serial"] + [k for k in raw if k not in ("backend", "slot", "serial")]
+        block += [f"{k} = {_toml_value(raw[k])}" for k in order if k in raw]
+        hosts.setdefault(card.host, []).extend(block)
+    for host, block in hosts.items():
+        lines += ["", "[[hosts]]", f"name = {_toml_value(host)}"] + block
+    return "\n".join(lines) + "\n"
+
+
+COMMANDS = (repair, evidence, plans, stages)
