@@ -136,6 +136,50 @@ class DeviceEvent:
     message: str = ""
 
 
+@dataclass(frozen=True)
+class DeviceProcess:
+    """A process holding the device (NVML's compute/graphics process lists, npu-smi's table)."""
+
+    pid: int
+    name: str | None = None  # None where the tool cannot name it (another container)
+    used_mib: int | None = None  # None where the driver cannot tell
+    kind: str = "compute"  # "compute" | "graphics"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Conditions:
+    """What the host has done to the card that would make a test measure the wrong thing.
+
+    Read before a plan runs (the preflight stage). Every field is ``None`` where the device cannot
+    tell; ``processes`` is ``None`` when the process list cannot be read at all (``[]``: none).
+    Clock fields are MHz, power fields watts, versions "major.minor".
+    """
+
+    processes: list[DeviceProcess] | None = None
+    mig_enabled: bool | None = None
+    mig_pending: bool | None = None  # the mode after the next reset, when it differs
+    display_active: bool | None = None
+    compute_mode: str | None = None  # "default" | "exclusive_process" | "prohibited"
+    app_clock_mhz: float | None = None  # applications clock target (SM)
+    default_app_clock_mhz: float | None = None
+    app_mem_clock_mhz: float | None = None
+    default_app_mem_clock_mhz: float | None = None
+    clocks_locked: bool | None = None  # an applications- or locked-clocks setting holds clocks down
+    power_limit_w: float | None = None  # the limit set now
+    default_power_limit_w: float | None = None
+    ecc_pending: bool | None = None  # an ECC mode change waits for a reset
+    reset_required: str | None = None  # what the driver asks for ("gpu_reset", "node_reboot", ...)
+    driver_version: str | None = None
+    driver_api_version: str | None = None  # newest runtime API the driver supports ("12.4")
+    runtime_version: str | None = None  # the runtime burnin's compute path uses ("12.8"), if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
 class Clock(ABC):
     """Time as the device sees it. Mock cards run on simulated time; nothing in them sleeps."""
 
@@ -413,6 +457,19 @@ class Device(ABC):
     @property
     def transfer(self) -> TransferHandle | None:
         return None
+
+    def conditions(self) -> Conditions:
+        """What preflight reads (processes, MIG, display, clocks, power, pending settings).
+        Default: nothing known."""
+        return Conditions()
+
+    def unavailable(self, handle: str) -> str | None:
+        """Why the ``handle`` ("memory", "compute", "transfer", "fans") is missing and what would
+        provide it; None when it is there (or cannot be known without building it). Cheap: it
+        must not allocate what the handle would (a memory handle takes nearly all the memory)."""
+        if getattr(self, handle, None) is not None:
+            return None
+        return f"the {self.backend} backend offers no {handle} handle"
 
     def release_handles(self) -> None:  # noqa: B027 - optional hook
         """Free what a stage's handles hold (e.g. all of a GPU's memory taken by the memory

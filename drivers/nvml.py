@@ -18,6 +18,7 @@ wrap it and tests can hand it a fake.
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -38,10 +39,12 @@ from drivers.api import (
     BackendUnavailable,
     Clock,
     ComputeHandle,
+    Conditions,
     Device,
     DeviceError,
     DeviceEvent,
     DeviceLost,
+    DeviceProcess,
     ErrorCounters,
     FanControl,
     Identity,
@@ -52,7 +55,7 @@ from drivers.api import (
     Unsupported,
     WallClock,
 )
-from drivers.registry import Backend, BackendConfig, make_handle, register_backend
+from drivers.registry import Backend, BackendConfig, handle_failure, make_handle, register_backend
 from drivers.units import MIB
 
 # CUDA numbers GPUs fastest-first unless told otherwise; NVML numbers them by PCI bus. Make them
@@ -106,6 +109,25 @@ _MAX_DRAIN = 4096  # events per drain: a bound, not a budget
 VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
 
 _NA = object()  # "NVML cannot tell" inside this module; fields turn it into None
+
+# preflight reads
+_APP_CLOCKS = ("nvmlDeviceGetApplicationsClock", "nvmlDeviceGetDefaultApplicationsClock")
+_COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
+_FI_RECOVERY_ACTION = 230  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (R550+)
+_RECOVERY_ACTIONS = {0: None, 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p", 4: "drain_and_reset",
+                     5: "recover_imex_domain", 6: "bus_reset", 7: "system_reboot"}
+
+
+def cuda_runtime_version() -> str | None:
+    """The CUDA runtime version the compute path (CuPy) was built for, or None without CuPy."""
+    if importlib.util.find_spec("cupy") is None:
+        return None
+    try:
+        import cupy
+
+        return _cuda_version(int(cupy.cuda.runtime.runtimeGetVersion()))
+    except Exception:  # noqa: BLE001 - a CuPy that cannot load has no runtime to compare
+        return None
 
 
 def import_pynvml() -> ModuleType:
@@ -473,6 +495,77 @@ class NvmlDevice(Device):
         if any(e.code == _XID_FELL_OFF for e in out):
             self._mark_lost(f"XID {_XID_FELL_OFF} ({_XID_TEXT[_XID_FELL_OFF]})")
         return out
+
+    # host conditions (preflight) -------------------------------------------------------------
+    def conditions(self) -> Conditions:
+        """Processes on the card, MIG, display, compute mode, clocks and power against their
+        defaults, pending ECC mode, the driver's recovery action, driver vs CUDA runtime."""
+        nv = self._nv
+        self._guard()
+        procs = self._processes()
+        mig = self._read("nvmlDeviceGetMigMode")
+        display = self._read("nvmlDeviceGetDisplayActive")
+        mode = self._read("nvmlDeviceGetComputeMode")
+        sm, mem = nv.NVML_CLOCK_SM, nv.NVML_CLOCK_MEM
+        app, app_default = (self._read(fn, sm) for fn in _APP_CLOCKS)
+        app_mem, app_mem_default = (self._read(fn, mem) for fn in _APP_CLOCKS)
+        limit = self._read("nvmlDeviceGetPowerManagementLimit")
+        default_limit = self._read("nvmlDeviceGetPowerManagementDefaultLimit")
+        ecc = self._read("nvmlDeviceGetEccMode")
+        recovery = self._field(_FI_RECOVERY_ACTION, "NVML_FI_DEV_GET_GPU_RECOVERY_ACTION")
+        cuda = self._read("nvmlSystemGetCudaDriverVersion", device=False)
+
+        def mhz(v: Any) -> float | None:
+            return float(v) if v else None  # 0: the card has no applications clocks
+
+        return Conditions(
+            processes=procs,
+            mig_enabled=bool(mig[0]) if mig is not None else None,
+            mig_pending=bool(mig[1]) != bool(mig[0]) if mig is not None else None,
+            display_active=bool(display) if display is not None else None,
+            compute_mode=_COMPUTE_MODES.get(int(mode), f"mode {mode}") if mode is not None else None,
+            app_clock_mhz=mhz(app), default_app_clock_mhz=mhz(app_default),
+            app_mem_clock_mhz=mhz(app_mem), default_app_mem_clock_mhz=mhz(app_mem_default),
+            clocks_locked=THROTTLE_APP_CLOCKS in self._throttle(),
+            power_limit_w=limit / 1000.0 if limit is not None else None,
+            default_power_limit_w=default_limit / 1000.0 if default_limit is not None else None,
+            ecc_pending=bool(ecc[0] != ecc[1]) if ecc is not None else None,
+            reset_required=_RECOVERY_ACTIONS.get(int(recovery)) if recovery is not None else None,
+            driver_version=self._read("nvmlSystemGetDriverVersion", device=False),
+            driver_api_version=_cuda_version(int(cuda)) if cuda else None,
+            runtime_version=cuda_runtime_version(),
+        )
+
+    def _processes(self) -> list[DeviceProcess] | None:
+        """Compute and graphics processes on the card, named by NVML (not us: our own pid)."""
+        out: list[DeviceProcess] = []
+        known = False
+        for fn, kind in (("nvmlDeviceGetComputeRunningProcesses", "compute"),
+                         ("nvmlDeviceGetGraphicsRunningProcesses", "graphics")):
+            procs = self._read(fn)
+            if procs is None:
+                continue
+            known = True
+            for p in procs:
+                pid = int(p.pid)
+                if pid == os.getpid() or any(q.pid == pid for q in out):
+                    continue
+                used = getattr(p, "usedGpuMemory", None)
+                name = self._read("nvmlSystemGetProcessName", pid, device=False)
+                out.append(DeviceProcess(pid=pid, name=str(name) if name else None,
+                                         used_mib=int(used) // MIB if used is not None else None, kind=kind))
+        return out if known else None
+
+    def unavailable(self, handle: str) -> str | None:
+        """Without building the handle: the CUDA path's reason when it was tried and failed,
+        else CuPy missing from this install."""
+        if handle == "fans":
+            return None if self._fans is not None else "the card reports no fans of its own"
+        if handle in ("memory", "compute", "transfer") and importlib.util.find_spec("cupy") is None:
+            return "CuPy is not installed: pip install 'burnin[cuda]'"
+        if handle in self._handles and self._handles[handle] is None:
+            return handle_failure("cuda", handle) or "the CUDA path could not open this GPU"
+        return None
 
     # fans and lifetime ---------------------------------------------------------------------------
     @property

@@ -3,7 +3,7 @@
     python -m drivers.nvml_record OUT.json [--note TEXT]
 
 The recorder does not keep its own list of calls: it runs the backend itself (identity, telemetry,
-counters, fan duty reads, XID registration) over a pynvml wrapper that notes each device and system
+counters, preflight conditions, fan duty reads, XID registration) over a pynvml wrapper that notes each device and system
 answer, so a snapshot holds exactly what the backend asks and cannot drift from it. Errors are kept
 as their NVML names (``{"error": "NVML_ERROR_NOT_SUPPORTED"}``). It only reads: no fan is commanded
 and no event is drained. ``tests/fake_pynvml.py`` replays such a file.
@@ -64,6 +64,8 @@ def to_jsonable(v: Any) -> Any:
             out["value"] = {member: to_jsonable(getattr(v.value, member))}
             return out
         return {n: to_jsonable(getattr(v, n)) for n in names if not isinstance(getattr(v, n), ctypes._Pointer)}
+    if type(v).__name__ == "nvmlFriendlyObject":  # process lists: pid, usedGpuMemory (bytes or None), ...
+        return {k: to_jsonable(x) for k, x in vars(v).items()}
     if hasattr(v, "value") and isinstance(v.value, int | float):  # a bare ctypes scalar
         return v.value
     return repr(v)
@@ -137,6 +139,7 @@ def record(nv: Any, note: str = "") -> dict[str, Any]:
                 dev.identity()
                 dev.telemetry()
                 dev.counters()
+                dev.conditions()
                 if dev.fans is not None:
                     for fan in range(dev.fans.count):
                         dev.fans.duty(fan)

@@ -76,6 +76,18 @@ NVML_VALUE_TYPE_UNSIGNED_LONG_LONG = 3
 NVML_VALUE_TYPE_SIGNED_LONG_LONG = 4
 NVML_VALUE_TYPE_SIGNED_INT = 5
 NVML_VALUE_TYPE_UNSIGNED_SHORT = 6
+NVML_COMPUTEMODE_DEFAULT = 0
+NVML_COMPUTEMODE_EXCLUSIVE_THREAD = 1
+NVML_COMPUTEMODE_PROHIBITED = 2
+NVML_COMPUTEMODE_EXCLUSIVE_PROCESS = 3
+NVML_DEVICE_MIG_DISABLE = 0x0
+NVML_DEVICE_MIG_ENABLE = 0x1
+NVML_FI_DEV_GET_GPU_RECOVERY_ACTION = 230
+NVML_GPU_RECOVERY_ACTION_NONE = 0
+NVML_GPU_RECOVERY_ACTION_GPU_RESET = 1
+NVML_GPU_RECOVERY_ACTION_NODE_REBOOT = 2
+NVML_GPU_RECOVERY_ACTION_DRAIN_P2P = 3
+NVML_GPU_RECOVERY_ACTION_DRAIN_AND_RESET = 4
 NVML_FAN_POLICY_TEMPERATURE_CONTINOUS_SW = 0
 NVML_FAN_POLICY_MANUAL = 1
 
@@ -294,11 +306,12 @@ class FakeNvml:
             raise SnapshotMiss(f"fake_pynvml: the snapshot of GPU {index} has no answer for {key}")
         return _unwrap(calls[key])
 
-    def system_answer(self, fn: str) -> Any:
+    def system_answer(self, fn: str, *args: Any) -> Any:
         self.check_init()
-        if fn not in self.system:
-            raise SnapshotMiss(f"fake_pynvml: the snapshot has no system answer for {fn}")
-        return _unwrap(self.system[fn])
+        key = snapshot_key(fn, args)
+        if key not in self.system:
+            raise SnapshotMiss(f"fake_pynvml: the snapshot has no system answer for {key}")
+        return _unwrap(self.system[key])
 
 
 def _unwrap(v: Any) -> Any:
@@ -377,6 +390,10 @@ def nvmlSystemGetDriverVersion():
 
 def nvmlSystemGetCudaDriverVersion():
     return _st().system_answer("nvmlSystemGetCudaDriverVersion")
+
+
+def nvmlSystemGetProcessName(pid):
+    return _st().system_answer("nvmlSystemGetProcessName", pid)
 
 
 def nvmlDeviceGetCount():
@@ -574,6 +591,44 @@ def nvmlDeviceGetRetiredPages(device, sourceFilter):
 
 def nvmlDeviceGetRetiredPagesPendingStatus(device):
     return int(_st().answer("nvmlDeviceGetRetiredPagesPendingStatus", device))
+
+
+def nvmlDeviceGetComputeRunningProcesses(handle):
+    """A list of process objects (``pid``, ``usedGpuMemory`` in bytes or None), as recorded."""
+    return [_Struct(**p) for p in _st().answer("nvmlDeviceGetComputeRunningProcesses", handle)]
+
+
+def nvmlDeviceGetGraphicsRunningProcesses(handle):
+    return [_Struct(**p) for p in _st().answer("nvmlDeviceGetGraphicsRunningProcesses", handle)]
+
+
+def nvmlDeviceGetMigMode(device):
+    """``[current, pending]``."""
+    return list(_st().answer("nvmlDeviceGetMigMode", device))
+
+
+def nvmlDeviceGetDisplayActive(handle):
+    return int(_st().answer("nvmlDeviceGetDisplayActive", handle))
+
+
+def nvmlDeviceGetComputeMode(handle):
+    return int(_st().answer("nvmlDeviceGetComputeMode", handle))
+
+
+def nvmlDeviceGetApplicationsClock(handle, type):
+    return _st().answer("nvmlDeviceGetApplicationsClock", handle, type)
+
+
+def nvmlDeviceGetDefaultApplicationsClock(handle, type):
+    return _st().answer("nvmlDeviceGetDefaultApplicationsClock", handle, type)
+
+
+def nvmlDeviceGetPowerManagementLimit(handle):
+    return _st().answer("nvmlDeviceGetPowerManagementLimit", handle)
+
+
+def nvmlDeviceGetPowerManagementDefaultLimit(handle):
+    return _st().answer("nvmlDeviceGetPowerManagementDefaultLimit", handle)
 
 
 def nvmlEventSetCreate():

@@ -119,8 +119,18 @@ def make_handle(platform: str, kind: str, device_index: int) -> Any | None:
                 continue
     factory = _HANDLES.get((platform, kind))
     if factory is None:
+        _FAILURES[(platform, kind)] = f"no {platform} {kind} path is installed"
         return None
     try:
         return factory(device_index)
-    except BackendUnavailable:
+    except BackendUnavailable as e:
+        _FAILURES[(platform, kind)] = str(e)
         return None
+
+
+_FAILURES: dict[tuple[str, str], str] = {}
+
+
+def handle_failure(platform: str, kind: str) -> str | None:
+    """Why the last ``make_handle(platform, kind, ...)`` gave None (what would let it run)."""
+    return _FAILURES.get((platform, kind))

@@ -60,18 +60,24 @@ def main() -> None:
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
 @click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
               help="Run only this card (repeatable): retest one card of the rack.")
+@click.option("--force", is_flag=True,
+              help="Run the stress stages on cards preflight found not ready; every finding says so.")
 def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
-        html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...]) -> None:
+        html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...], force: bool) -> None:
     """Run the plan on every device CONFIG names; verdict table on stdout."""
-    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only)
+    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only, force=force)
 
 
 def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, resume_id: str | None,
                     json_path: str | None, junit_path: str | None, html_path: str | None,
-                    only: tuple[str, ...] = ()) -> None:
+                    only: tuple[str, ...] = (), force: bool = False) -> None:
     """Run (or resume) a plan, write the reports, print the verdict table, exit as the contract says."""
     try:
         cfg, pl = _load(config, plan)
+        if force:
+            from harness.plans import forced
+
+            pl = forced(pl)
         doc = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
@@ -193,16 +199,16 @@ def tui(config: str, plan: str | None, db: str | None) -> None:
 @click.argument("config", type=click.Path(dir_okay=False))
 @click.option("--json", "as_json", is_flag=True, help="Print the burnin.devices/1 document.")
 @click.option("--toml", "as_toml", is_flag=True, help="Print a rack config naming each card found, ready to edit.")
-def devices(config: str, as_json: bool, as_toml: bool) -> None:
-    """Enumerate devices: identity and a telemetry snapshot, no stress."""
-    from harness.config import load_rack
+@click.option("--plan", "plan", default=None, help="The plan whose stages each card is checked against.")
+def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None:
+    """Enumerate devices: identity, a telemetry snapshot, preflight, what each cannot run; no stress."""
     from harness.devices import list_devices
     from harness.runner import discover_cards
 
     try:
-        cfg = load_rack(config)
+        cfg, pl = _load(config, plan)
         cards = discover_cards(cfg)
-        doc = list_devices(cards)
+        doc = list_devices(cards, [(s.stage, s.params) for s in pl.stages])
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return

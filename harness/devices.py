@@ -1,6 +1,7 @@
 """``burnin devices``: identity, a telemetry snapshot and the findings of the stages that say
-they belong in a listing (``Stage.listing_params``: the health stage with no observation
-window), read in-process with no stress."""
+they belong in a listing (``Stage.listing_params``: preflight, the health stage with no
+observation window), read in-process with no stress; and, for the plan, whether each card is
+ready and which stages it will not be able to run (``ready``, ``cannot_run``: preflight's)."""
 
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ def _telemetry(dev: Device) -> dict[str, Any]:
     }
 
 
-def describe(card: CardSlot) -> dict[str, Any]:
+def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
     entry: dict[str, Any] = {
         "host": card.host, "slot": card.slot, "backend": card.backend,
         "model": card.locator.get("profile"), "serial": card.locator.get("serial"), "vendor": None,
@@ -45,11 +46,17 @@ def describe(card: CardSlot) -> dict[str, Any]:
             profile = load_profile(ident.profile or "")
         except ProfileError:
             return entry
-        ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot)
+        ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot,
+                           instruments={"bench": card.instruments[0]} if card.instruments else {})
+        ctx.state["plan"] = stages or []
         found = []
         for stage in listing_stages():
             ctx.params = stage.Params.model_validate(stage.listing_params)
-            found += stage().run(ctx).findings
+            res = stage().run(ctx)
+            found += res.findings
+            for key in ("ready", "cannot_run"):  # said up front by preflight
+                if key in res.metrics:
+                    entry[key] = res.metrics[key]
         entry["findings"] = [f.to_dict() for f in dedupe(found)]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
@@ -64,5 +71,6 @@ def describe(card: CardSlot) -> dict[str, Any]:
     return entry
 
 
-def list_devices(cards: list[CardSlot]) -> dict[str, Any]:
-    return {"schema": SCHEMA, "devices": [describe(c) for c in cards]}
+def list_devices(cards: list[CardSlot], stages: list[tuple[str, dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """Every card; given the plan's stages, also what each will not be able to run."""
+    return {"schema": SCHEMA, "devices": [describe(c, stages) for c in cards]}

@@ -7,7 +7,7 @@ is an exit-2 error naming the plan file, the stage and the field.
 from __future__ import annotations
 
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -90,3 +90,11 @@ def load_plan(name_or_path: str, base_dir: Path | None = None) -> Plan:
         stages.append(PlanStage(stage=raw["stage"], params=validated.model_dump(mode="json")))
     name = str(data.get("name", path.stem))
     return Plan(name=name, path=path, description=str(data.get("description", "")), stages=tuple(stages) * repeat)
+
+
+def forced(plan: Plan) -> Plan:
+    """``burnin run --force``: the plan with every preflight stage set to run the stress stages
+    on a card that is not ready (each finding then says what it was measured under)."""
+    stages = tuple(PlanStage(s.stage, {**s.params, "force": True}) if s.stage == "preflight" else s
+                   for s in plan.stages)
+    return replace(plan, stages=stages)

@@ -16,9 +16,10 @@ from typing import Any
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
-from stress.base import StageContext, get_stage, reprobe_stage
+from stress.base import Stage, StageContext, get_stage, reprobe_stage, skipped
 from stress.events import Emit, FindingRaised, Identity, Progress, StageStarted, TestDone
 from stress.model import Finding, TestResult
+from stress.readiness import card_kinds, mark_measured_under, stages_skipped_finding
 
 POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain
 POWER_CYCLE_SETTLE_S = 5.0  # time for the card to train its link and enumerate again
@@ -184,13 +185,16 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         slot=int(job.locator.get("slot", 0)), emit=emit, instruments=instruments,
     )
     outcome = "done"
+    ctx.state["plan"] = job.stages  # preflight lists what this card cannot run
+    results: list[tuple[TestResult, dict[str, Any]]] = []
     try:
         for index, (name, params) in enumerate(job.stages):
             cls = get_stage(name)
-            missing = [h for h in sorted(cls.requires) if getattr(dev, h, None) is None]
             emit(StageStarted(index, name, params.get("timeout_s", 1800.0)))
-            if missing:
-                res = TestResult(name=name, status="skipped", error=f"device has no {', '.join(missing)} handle")
+            why = _skip_reason(cls, ctx)
+            if why is not None:
+                res = skipped(name, why[1], why[0])
+                results.append((res, params))
                 emit(TestDone(res, index))
                 continue
             ctx.params = cls.Params.model_validate(params)
@@ -212,19 +216,36 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}",
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
+            if name != "preflight":
+                mark_measured_under(res, ctx.state.get("measured_under") or [])
             ctx.prior.append(res)
+            results.append((res, params))
             emit(TestDone(res, index))
             _release(ctx.device)
             if outcome != "done":
                 for later, (lname, _) in enumerate(job.stages[index + 1:], start=index + 1):
-                    skipped = TestResult(name=lname, status="skipped", error=f"card {outcome}")
-                    emit(TestDone(skipped, later))
+                    emit(TestDone(skipped(lname, f"card {outcome}", "card"), later))
                 break
+        untested = stages_skipped_finding(results, card_kinds(ctx.device, profile))
+        if untested is not None:
+            emit(FindingRaised(untested))
     finally:
         _teardown(ctx.device, instruments)
         if ctx.device is not dev:
             _teardown(dev, {})
     return outcome
+
+
+def _skip_reason(cls: type[Stage], ctx: StageContext) -> tuple[str, str] | None:
+    """(kind, reason) when a stage must not run: the card is not ready (preflight), or the
+    device lacks a handle the stage needs (and what would provide it)."""
+    if cls.stress and ctx.state.get("not_ready"):
+        return "not_ready", str(ctx.state["not_ready"])
+    dev = ctx.device
+    for h in sorted(cls.requires):
+        if getattr(dev, h, None) is None:
+            return "capability", f"device has no {h} handle: {dev.unavailable(h) or 'not offered'}"
+    return None
 
 
 def _release(dev: Device) -> None:

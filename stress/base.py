@@ -30,6 +30,9 @@ class StageParams(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     timeout_s: float = 1800.0  # wall-clock watchdog for the whole stage on this card
+    # kinds of card (a vendor, a cooling or memory kind, a backend, a profile name; "any") on which
+    # the plan accepts this stage being skipped for a missing capability (e.g. fans on "passive")
+    optional_for: list[str] = []
 
 
 
@@ -81,14 +84,34 @@ class Stage(ABC):
     reprobe_params: ClassVar[dict[str, Any] | None] = None
     # A stage ``burnin devices`` runs on each card (no stress), with these parameters.
     listing_params: ClassVar[dict[str, Any] | None] = None
+    # loads or commands the card: skipped on a card preflight found not ready (False: only reads)
+    stress: ClassVar[bool] = True
 
     @abstractmethod
     def run(self, ctx: StageContext) -> TestResult: ...
 
     @classmethod
+    def cannot_run(cls, device: Device, profile: Profile, instruments: dict[str, Any]) -> str | None:
+        """Why this stage cannot run on this card, known before it starts (a missing handle, no
+        fan control, no bench) and what would let it run; None when nothing is known against it.
+        Must not build what it asks about (``Device.unavailable``)."""
+        for h in sorted(cls.requires):
+            why = device.unavailable(h)
+            if why:
+                return f"no {h} handle: {why}"
+        return None
+
+    @classmethod
     def compare_peers(cls, results: list[tuple[str, Profile, TestResult]]) -> dict[str, list[Finding]]:
         """Run-level findings from comparing identical cards (key -> findings). Default: none."""
         return {}
+
+
+def skipped(name: str, reason: str, kind: str = "capability", **metrics: Any) -> TestResult:
+    """A skipped result that says why: ``kind`` is "capability" (the card or host lacks what the
+    stage needs: counts against a pass), "not_ready" (preflight) or "card" (the card was lost)."""
+    return TestResult(name=name, status="skipped", error=reason,
+                      metrics={**metrics, "reason": reason, "skip": {"kind": kind, "reason": reason}})
 
 
 _REGISTRY: dict[str, type[Stage]] = {}

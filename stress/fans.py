@@ -26,10 +26,12 @@ from pydantic import Field
 
 from drivers.api import Device, FanControl, Unsupported
 from drivers.profiles import Profile
-from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.base import Stage, StageContext, StageParams, register_stage, skipped
 from stress.model import Finding, TestResult, test_status
 
 T = TypeVar("T")
+NO_FANS = ("no card fans and no bench fan controller (a bench controller, [[hosts.instruments]] "
+           "kind = \"bench\", sweeps a passive card's chassis fans)")
 AIRFLOW_FAULTS = frozenset({"fan.stalled", "fan.weak"})  # findings that mean less air, not a bad reading
 
 
@@ -305,16 +307,20 @@ class FanStage(Stage):
         elif prof.cooling.kind == "passive" and (host := HostChassisFans.of(dev, prof, bench)) is not None:
             fanset = host
         else:
-            why = "no card fans and no bench fan controller" if prof.cooling.kind == "passive" else "fans not controllable"
-            return TestResult("fans", "skipped", metrics={"reason": why}, findings=bench.findings)
+            why = NO_FANS if prof.cooling.kind == "passive" else "fans not controllable: the card reports none"
+            res = skipped("fans", why)
+            res.findings = bench.findings
+            return res
         findings: list[Finding] = []
         metrics: dict[str, Any] = {"fans": fanset.count(), "kind": fanset.kind}
         with restoring(fanset):
             try:
                 verdicts = self._sweep(ctx, fanset, prm)
             except Unsupported as e:  # the card has fans but will not let the host command them
-                return TestResult("fans", "skipped", duration_s=dev.clock.now() - t0,
-                                  metrics={**metrics, "reason": f"fan control refused: {e}"}, findings=bench.findings)
+                res = skipped("fans", f"fan control refused: {e} (run burnin as root, on a driver that allows "
+                              "fan control)", **metrics)
+                res.duration_s, res.findings = dev.clock.now() - t0, bench.findings
+                return res
             metrics["sweep"] = {v.fan: [[s.duty, s.reported, s.true] for s in v.steps] for v in verdicts}
             for v in verdicts:
                 f = self._judge(ctx, fanset, v, prm, metrics)
@@ -325,6 +331,14 @@ class FanStage(Stage):
         ctx.state["fans_checked"] = bench.ok or not fanset.chassis or isinstance(fanset, HostChassisFans)
         return TestResult("fans", test_status(findings), duration_s=dev.clock.now() - t0,
                           metrics=metrics, findings=findings)
+
+    @classmethod
+    def cannot_run(cls, device: Device, profile: Profile, instruments: dict[str, Any]) -> str | None:
+        """A passive card with no bench controller and no chassis the device can read: nothing to
+        sweep. (A fan card whose driver refuses control is only known when it is tried.)"""
+        if device.fans is not None or profile.cooling.kind != "passive" or instruments.get("bench") is not None:
+            return None
+        return None if callable(getattr(device, "chassis_fans", None)) else NO_FANS
 
     def _sweep(self, ctx: StageContext, fanset: FanSet, prm: FanParams) -> list[FanVerdict]:
         prof, clock = ctx.profile, ctx.device.clock

@@ -221,6 +221,7 @@ class HealthStage(Stage):
     # after a slot power-cycle: watch the card a minute (did it come back and stay up?)
     reprobe_params: ClassVar[dict[str, Any] | None] = {"observe_s": 60.0}
     listing_params: ClassVar[dict[str, Any] | None] = {"observe_s": 0.0}  # `burnin devices`: no watch
+    stress = False  # reads counters only: runs on a card that is not ready too
 
     def run(self, ctx: StageContext) -> TestResult:
         p: HealthParams = ctx.params

@@ -303,6 +303,19 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         add("aux", profile, [{"kind": "power.aux_unplugged"}], _e("power.aux_unplugged", {"check_power"}))
         add("inforom", profile, [{"kind": "firmware.inforom_corrupt"}],
             _e("firmware.inforom_corrupt", {"reflash_firmware"}))
+    # host conditions (preflight, docs/mock-faults.md): not the card's fault; retest, fix the host
+    for i, profile in enumerate(PROFILES):
+        p = load_profile(profile)
+        add("busy", profile, [{"kind": "host.busy", "pid": 4242 + i, "name": "python3", "memory_mib": i % 2}],
+            _e("host.busy", {"fix_host"}))
+        add("busygfx", profile, [{"kind": "host.busy", "pid": 77, "name": "Xorg", "graphics": True}],
+            _e("host.busy", {"fix_host"}))
+        add("mig", profile, [{"kind": "host.mig"}], _e("host.mig", {"fix_host"}))
+        add("migpend", profile, [{"kind": "host.mig", "pending": True}], _e("host.pending_reset", {"fix_host"}))
+        add("display", profile, [{"kind": "host.display"}], _e("host.display", {"fix_host"}))
+        add("locked", profile, [{"kind": "host.clocks_locked"}], _e("host.clocks_locked", {"fix_host"}))
+        add("lockedat", profile, [{"kind": "host.clocks_locked", "mhz": round(p.clocks.max * 0.7)}],
+            _e("host.clocks_locked", {"fix_host"}))
     out += combo_cases(plan, rng, counter)
     return out
 

@@ -19,10 +19,12 @@ from drivers.api import (
     THROTTLE_SW_THERMAL,
     BackendUnavailable,
     Clock,
+    Conditions,
     Device,
     DeviceError,
     DeviceEvent,
     DeviceLost,
+    DeviceProcess,
     ErrorCounters,
     Identity,
     PcieLink,
@@ -232,6 +234,24 @@ class AscendDevice(Device):
             retired_pages_dbe=ecc.dbe_isolated_pages,
             retired_pages_pending=(sum(nxt) > 0) if nxt else None,
         )
+
+    def conditions(self) -> Conditions:
+        """The processes ``npu-smi info`` lists on this chip (pid, name, memory); npu-smi shows
+        nothing else preflight reads (no MIG, display, clock or power-limit settings)."""
+        text, cmd = self._run("info")
+        table = parse.parse_info(text, cmd)
+        if table.chip(self.npu_id, self.chip_id) is None:
+            raise DeviceLost(f"NPU {self.npu_id}: missing from 'npu-smi info' (fell off the bus?)")
+        procs = [DeviceProcess(pid=p.pid, name=p.name or None, used_mib=p.memory_mb)
+                 for p in table.processes
+                 if p.npu_id == self.npu_id and (p.chip_id is None or p.chip_id == self.chip_id)]
+        return Conditions(processes=procs)
+
+    def unavailable(self, handle: str) -> str | None:
+        if handle == "fans":
+            return "an Ascend module has no fans of its own (the chassis cools it)"
+        return (f"burnin has no Ascend {handle} path yet (it reads npu-smi only; a CANN/torch_npu "
+                f"{handle} handle would let it run)")
 
     def health(self) -> parse.Health:
         """The raw health view of this chip (status, codes, texts)."""

@@ -16,9 +16,11 @@ import numpy as np
 
 from drivers.api import (
     ComputeHandle,
+    Conditions,
     Device,
     DeviceEvent,
     DeviceLost,
+    DeviceProcess,
     ErrorCounters,
     FanControl,
     Identity,
@@ -40,6 +42,12 @@ HEALTHY_SBE_MAX = 3  # a used healthy card may carry a handful of lifetime corre
 def seed_from_serial(serial: str) -> int:
     """A stable seed per serial, so a card reads the same on every run without a configured seed."""
     return int.from_bytes(hashlib.sha256(serial.encode()).digest()[:8], "little")
+
+
+def _fits(fault: F.Fault, size: int) -> bool:
+    """Every address a memory fault names lies in the first ``size`` bytes."""
+    addrs = [getattr(fault, k) for k in ("address", "alias", "aggressor", "victim") if hasattr(fault, k)]
+    return all(a < size for a in addrs)
 
 
 def _clamp_duty(pct: float) -> float:
@@ -182,7 +190,7 @@ class MockDevice(Device):
             clock_max_mhz=self.profile.clocks.max,
             utilization_pct=round(ph.intensity * 100.0, 1),
             memory_total_mib=mem,
-            memory_used_mib=0,
+            memory_used_mib=self._busy_bytes() // MIB,
             fans_rpm=fans,
             fans_duty_pct=duties,
             throttle=ph.throttle,
@@ -243,17 +251,56 @@ class MockDevice(Device):
     def fans(self) -> FanControl | None:
         return self._fans
 
+    def _busy_bytes(self) -> int:
+        """Memory other processes hold (host.busy): what a scan on this card cannot have."""
+        held = sum(f.memory_mib for f in self.faults if isinstance(f, F.HostBusy)) * MIB
+        return min(self._memory_bytes, held)
+
+    def conditions(self) -> Conditions:
+        """The host conditions the config injects (host.* faults); defaults from the profile."""
+        self.guard()
+        clocks = self.profile.clocks
+        locked = [f for f in self.faults if isinstance(f, F.HostClocksLocked)]
+        mig = [f for f in self.faults if isinstance(f, F.HostMig)]
+        procs = [DeviceProcess(pid=f.pid, name=f.name, used_mib=f.memory_mib,
+                               kind="graphics" if f.graphics else "compute")
+                 for f in self.faults if isinstance(f, F.HostBusy)]
+        return Conditions(
+            processes=procs,
+            mig_enabled=any(not f.pending for f in mig),
+            mig_pending=any(f.pending for f in mig) or None,
+            display_active=self._has(F.HostDisplay),
+            compute_mode="default",
+            app_clock_mhz=min((f.mhz or clocks.base for f in locked), default=clocks.max),
+            default_app_clock_mhz=clocks.max,
+            clocks_locked=bool(locked),
+            power_limit_w=self.physics.power_limit,
+            default_power_limit_w=self.profile.power.tdp,
+            ecc_pending=False if self.profile.ecc.supported else None,
+            driver_version="mock-1.0",
+        )
+
     @property
     def memory(self) -> MemoryHandle | None:
+        """The simulated memory, less what other processes hold (host.busy): a scan covers only
+        the rest, and faults beyond it go unseen, as on a busy real card."""
         if self._memory is None:
             from drivers.mock.memory import MockMemory
 
-            mem_faults = [f for f in self.faults if isinstance(f, F.MEMORY_FAULTS)]
+            size = (self._memory_bytes - self._busy_bytes()) // 4096 * 4096
+            if size <= 0:
+                return None
+            mem_faults = [f for f in self.faults if isinstance(f, F.MEMORY_FAULTS) and _fits(f, size)]
             self._memory = MockMemory(
-                self._memory_bytes, mem_faults, self.clock, self._mem_rng, guard=self.guard,
+                size, mem_faults, self.clock, self._mem_rng, guard=self.guard,
                 bandwidth_gbps=self.profile.memory.bandwidth,
             )
         return self._memory
+
+    def unavailable(self, handle: str) -> str | None:
+        if handle == "memory" and self._memory_bytes - self._busy_bytes() < 4096:
+            return "other processes hold all of the card's memory (host.busy)"
+        return super().unavailable(handle)
 
     @property
     def compute(self) -> ComputeHandle | None:

@@ -202,6 +202,38 @@ class InforomCorrupt(_Fault):
     kind: Literal["firmware.inforom_corrupt"]
 
 
+class HostBusy(_Fault):
+    """Another process holds the card (and ``memory_mib`` of its memory)."""
+
+    kind: Literal["host.busy"]
+    pid: Annotated[int, Field(ge=1)]
+    name: str = "python3"
+    memory_mib: Annotated[int, Field(ge=0)] = 0
+    graphics: bool = False  # a graphics (display/render) process rather than a compute one
+
+    @field_validator("memory_mib")
+    @classmethod
+    def _fits(cls, v: int, info: ValidationInfo) -> int:
+        size = (info.context or {}).get("memory_bytes")
+        if size is not None and v * (1 << 20) > size:
+            raise ValueError(f"memory_mib {v} is more than the card's {size >> 20} MiB")
+        return v
+
+
+class HostMig(_Fault):
+    kind: Literal["host.mig"]
+    pending: bool = False  # only pending: MIG comes on at the next reset
+
+
+class HostDisplay(_Fault):
+    kind: Literal["host.display"]
+
+
+class HostClocksLocked(_Fault):
+    kind: Literal["host.clocks_locked"]
+    mhz: Annotated[float, Field(gt=0)] | None = None  # the clock it is held at (default: the base clock)
+
+
 FAULT_KINDS: dict[str, type[_Fault]] = {
     m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (
@@ -210,9 +242,11 @@ FAULT_KINDS: dict[str, type[_Fault]] = {
         FanStalled, FanWeak, FanTachFault, PcieDowntrained, PcieReplays,
         EccSbeStorm, EccDbe, RowRemapPending, RowRemapFailure, RetiredPages,
         BusFallOff, Xid, PowerCapped, PowerAuxUnplugged, InforomCorrupt,
+        HostBusy, HostMig, HostDisplay, HostClocksLocked,
     )
 }
 MEMORY_FAULTS = (StuckBit, Transition, Coupling, AddressDecoder, Retention, Intermittent)
+HOST_FAULTS = (HostBusy, HostMig, HostDisplay, HostClocksLocked)
 Fault = _Fault
 
 

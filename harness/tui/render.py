@@ -16,7 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.tui.state import CardState
-from harness.views.table import VERDICT_STYLE
+from harness.views.table import VERDICT_STYLE, cannot_run_text, coverage_text
 from stress.model import measurement_text
 
 SEVERITY_STYLE = {"fail": "bold red", "warn": "yellow", "info": "dim"}
@@ -165,9 +165,29 @@ def tests_table(card: CardState) -> RenderableType:
     return table
 
 
+def readiness_lines(card: CardState) -> list[Text]:
+    """Said up front (from preflight, the first stage): the stages this card will not be able to
+    run and why; then, once scanned, how much of its memory the scan covered."""
+    out: list[Text] = []
+    pre = next((t for t in card.tests if t.get("name") == "preflight"), None)
+    if pre is not None:
+        m = pre.get("metrics") or {}
+        if m.get("ready") is False:
+            out.append(Text("not ready: stress stages skipped (see findings)", style="bold red"))
+        elif m.get("forced"):
+            out.append(Text("not ready, forced: every finding is measured under the conditions found", style="yellow"))
+        if m.get("cannot_run"):
+            out.append(Text.assemble(("cannot run: ", "bold magenta"), cannot_run_text(m["cannot_run"])))
+    cov = coverage_text({"tests": card.tests})
+    if cov != "-":
+        out.append(Text.assemble(("memory coverage: ", "bold"),
+                                 (cov, "yellow" if "<" in cov else "green")))
+    return out
+
+
 def detail_body(card: CardState, after_findings: RenderableType | None = None) -> RenderableType:
-    """Heading, findings (then ``after_findings``, e.g. the chip map), tests."""
-    parts: list[RenderableType] = [card_heading(card)]
+    """Heading, what the card cannot run, findings (then ``after_findings``, e.g. the chip map), tests."""
+    parts: list[RenderableType] = [card_heading(card), *readiness_lines(card)]
     if card.finished and card.state != "done":
         parts.append(Text(f"{card.state.replace('_', ' ')}: {card.detail or ''}".rstrip(": "),
                           style=STATE_STYLE.get(card.state, "")))

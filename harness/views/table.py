@@ -41,6 +41,7 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     table.add_column("model", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("actions")
+    table.add_column("mem cov", no_wrap=True)
     table.add_column("why", overflow="fold", min_width=30, max_width=100)
     counts: dict[str, int] = {}
     for c in doc["cards"]:
@@ -48,7 +49,7 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
         counts[v] = counts.get(v, 0) + 1
         table.add_row(
             f"{c['host']}/{c['slot']}", str(c.get("serial") or "?"), str(c.get("model") or "?"),
-            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-",
+            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-", coverage_text(c),
             Text(top_finding(c)),  # device text and brackets are shown as written, never as markup
         )
     console.print(table)
@@ -59,8 +60,9 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
 def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or report_console()
     table = Table(title="devices", title_justify="left")
-    for col in ("host/slot", "backend", "model", "serial", "pci", "temp C", "power W", "limit W", "fans rpm", "pcie", "findings"):
-        table.add_column(col, no_wrap=col != "findings")
+    for col in ("host/slot", "backend", "model", "serial", "pci", "temp C", "power W", "limit W", "fans rpm", "pcie",
+                "findings", "cannot run"):
+        table.add_column(col, no_wrap=col not in ("findings", "cannot run"))
     for d in doc["devices"]:
         t = d.get("telemetry") or {}
         pcie = t.get("pcie") or {}
@@ -69,8 +71,27 @@ def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
         fnd = "; ".join(f"{f['severity']}:{f['code']}" for f in d["findings"]) or "-"
         table.add_row(f"{d['host']}/{d['slot']}", d["backend"], str(d.get("model")), str(d.get("serial")),
                       str(d.get("pci_bus_id")), _n(t.get("temperature_c")), _n(t.get("power_w")),
-                      _n(t.get("power_limit_w")), fans, link, fnd)
+                      _n(t.get("power_limit_w")), fans, link, fnd, cannot_run_text(d.get("cannot_run") or {}))
     console.print(table)
+
+
+def cannot_run_text(cannot: dict[str, Any]) -> str:
+    """``memory, burn (no memory handle: CuPy is not installed ...)``; optional stages marked."""
+    if not cannot:
+        return "-"
+    return "; ".join(f"{name}{' (optional)' if v.get('optional') else ''}: {v.get('reason')}"
+                     for name, v in cannot.items())
+
+
+def coverage_text(card: dict[str, Any]) -> str:
+    """The memory scan's coverage of the card's memory ("98.1%", "37.5% < 90%"), or "-"."""
+    covs = [t["metrics"]["coverage"] for t in card.get("tests", [])
+            if t.get("name") == "memory" and isinstance((t.get("metrics") or {}).get("coverage"), dict)]
+    if not covs or covs[-1].get("fraction") is None:
+        return "-"
+    c = covs[-1]
+    low = c["fraction"] < (c.get("minimum") or 0)
+    return f"{c['fraction']:.1%}" + (f" < {c['minimum']:.0%}" if low else "")
 
 
 def _n(v: Any) -> str:

@@ -39,6 +39,7 @@ class MemoryParams(StageParams):
     report_records: int = Field(16, ge=0)  # records copied into the result's metrics
     max_bytes: int | None = Field(None, ge=4096)  # test only the first bytes (default: all)
     powerup_check: bool = True  # read memory before writing it (tells transition from stuck)
+    coverage_min: float = Field(0.9, ge=0, le=1)  # fraction of the card's memory; below it: a warning
     timeout_s: float = 1800.0
 
     @field_validator("backgrounds")
@@ -60,6 +61,36 @@ def _plain(x: Any) -> Any:
     if isinstance(x, np.generic):
         return x.item()
     return x
+
+
+def _size(n: int) -> str:
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def coverage(ctx: StageContext, tested: int, region: int, p: MemoryParams) -> dict[str, Any]:
+    """What fraction of the card's memory the scan tested, and where the rest went: held by other
+    processes (preflight's process list), left out by the plan (``max_bytes``), or reserved (the
+    driver, this process's own context, allocation granularity)."""
+    total_mib = ctx.device.identity().memory_total_mib
+    if not total_mib:
+        return {"tested_bytes": tested, "total_bytes": None, "fraction": None, "why": "card memory size unknown"}
+    total = int(total_mib) << 20
+    cond = ctx.state.get("conditions")
+    procs = [pr for pr in (cond.processes or [])] if cond is not None else []
+    others = min(total, sum((pr.used_mib or 0) << 20 for pr in procs))
+    plan_cut = max(0, region - tested)
+    reserved = max(0, total - tested - others - plan_cut)
+    parts = []
+    if others:
+        who = ", ".join(f"pid {pr.pid} ({pr.name or 'unnamed'})" for pr in procs)
+        parts.append(f"{_size(others)} held by other processes ({who})")
+    if plan_cut:
+        parts.append(f"{_size(plan_cut)} left out by the plan (max_bytes)")
+    if reserved:
+        parts.append(f"{_size(reserved)} reserved (driver, contexts, allocation)")
+    return {"tested_bytes": tested, "total_bytes": total, "fraction": round(min(1.0, tested / total), 4),
+            "other_processes_bytes": others, "plan_limit_bytes": plan_cut, "reserved_bytes": reserved,
+            "minimum": p.coverage_min, "why": "; ".join(parts) or "all of it tested"}
 
 
 @register_stage
@@ -138,6 +169,14 @@ class MemoryStage(Stage):
             "gbps": round(scan.bytes_moved / scan_s / 1e9, 3) if scan_s > 0 else None,
             "wall_gbps": round(scan.bytes_moved / scan_wall / 1e9, 3) if scan_wall > 0 else None,
         }
+        cov = coverage(ctx, nbytes, mem.size, p)
+        metrics["coverage"] = cov
+        if cov["fraction"] is not None and cov["fraction"] < p.coverage_min:
+            findings.append(Finding(
+                code="memory.coverage_low", severity="warn", action="none", test="memory",
+                message=f"the scan covered {cov['fraction']:.1%} of the card's {_size(cov['total_bytes'])} "
+                        f"(plan minimum {p.coverage_min:.0%}): {cov['why']}; the rest was not tested",
+                evidence=cov))
         if bw is not None:
             metrics["bandwidth"] = {"passes": bw.passes, "gbps": bw.gbps and round(bw.gbps, 3),
                                     "wall_gbps": bw.wall_gbps and round(bw.wall_gbps, 3)}
