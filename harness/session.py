@@ -216,8 +216,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}",
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
-            if name != "preflight":
-                mark_measured_under(res, ctx.state.get("measured_under") or [])
+            mark_measured_under(res, ctx.state.get("measured_under") or [])
             ctx.prior.append(res)
             results.append((res, params))
             emit(TestDone(res, index))

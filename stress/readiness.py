@@ -89,13 +89,14 @@ def stages_skipped_finding(results: list[tuple[TestResult, dict[str, Any]]], kin
 
 
 def mark_measured_under(res: TestResult, conditions: list[str]) -> None:
-    """A forced run: every finding says it was measured with the card not ready."""
-    if not conditions:
+    """A forced run: every finding says it was measured with the card not ready (preflight's own
+    findings are the conditions themselves)."""
+    if not conditions or res.name == "preflight":
         return
     note = "; ".join(conditions)
     res.metrics["measured_under"] = conditions
     for f in res.findings:
-        if "measured_under" in f.evidence:
+        if "measured_under" in f.evidence or f.test == "preflight":
             continue
         f.evidence = {**f.evidence, "measured_under": conditions}
         f.message += f" [measured under: {note}]"

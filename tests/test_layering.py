@@ -61,7 +61,8 @@ def test_the_checker_sees_a_lazy_import(tmp_path: Path) -> None:
     assert {"harness.store", "stress.health"} <= named and "harness.no_profile" not in named
 
 
-STAGE_API = {"stress", "stress.base", "stress.model", "stress.events", "stress.record"}
+STAGE_API = {"stress", "stress.base", "stress.model", "stress.events", "stress.record",
+             "stress.readiness"}  # readiness: the skip rules the session applies to every stage
 BACKENDS = ("drivers.mock", "drivers.nvml", "drivers.ascend", "drivers.cuda")
 
 
