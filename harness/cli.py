@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -62,15 +64,19 @@ def main() -> None:
               help="Run only this card (repeatable): retest one card of the rack.")
 @click.option("--force", is_flag=True,
               help="Run the stress stages on cards preflight found not ready; every finding says so.")
+@click.option("--metrics", "metrics", default=None, metavar="ADDR",
+              help="Serve Prometheus metrics during the run on PORT (loopback) or HOST:PORT; pip install '.[metrics]'.")
 def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
-        html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...], force: bool) -> None:
+        html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...], force: bool,
+        metrics: str | None) -> None:
     """Run the plan on every device CONFIG names; verdict table on stdout."""
-    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only, force=force)
+    _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only, force=force,
+                    metrics=metrics)
 
 
 def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, resume_id: str | None,
                     json_path: str | None, junit_path: str | None, html_path: str | None,
-                    only: tuple[str, ...] = (), force: bool = False) -> None:
+                    only: tuple[str, ...] = (), force: bool = False, metrics: str | None = None) -> None:
     """Run (or resume) a plan, write the reports, print the verdict table, exit as the contract says."""
     try:
         cfg, pl = _load(config, plan)
@@ -78,7 +84,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
             from harness.plans import forced
 
             pl = forced(pl)
-        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only)
+        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only, metrics=metrics)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
@@ -93,7 +99,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
-             only: tuple[str, ...] = ()) -> dict[str, Any]:
+             only: tuple[str, ...] = (), metrics: str | None = None) -> dict[str, Any]:
     from harness.pick import pick_cards
     from harness.runner import Run, discover_cards, resolve_db
     from harness.store import Store
@@ -107,15 +113,20 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
             runner_cards = [c for c in cards if c.key not in done]
         else:
             runner_cards = cards
-        with LiveProgress(runner_cards, pl, enabled=not quiet) as progress:
-            r = Run(cfg, pl, store, listeners=[progress])
+        exporter = _serve_metrics(metrics, runner_cards, pl)
+        with LiveProgress(runner_cards, pl, enabled=not quiet) as progress, exporter as metric_state:
+            listeners = [progress] if metric_state is None else [progress, metric_state]
+            r = Run(cfg, pl, store, listeners=listeners)
             if resume_id is None:
                 r.start(runner_cards)
             else:
                 r.resume(resume_id, runner_cards)
             progress.set_run(r.run_id, store.path)
             try:
-                return r.execute()
+                doc = r.execute()
+                if metric_state is not None:
+                    metric_state.set_document(doc)
+                return doc
             except KeyboardInterrupt:
                 raise Interrupted(
                     f"interrupted; results measured so far are in {store.path}; continue with "
@@ -123,6 +134,23 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
                 ) from None
     finally:
         store.close()
+
+
+@contextmanager
+def _serve_metrics(addr: str | None, cards: list[Any], pl: Any) -> Iterator[Any]:
+    """``--metrics``: the run's metrics state, served over HTTP while the run goes on (or None)."""
+    if addr is None:
+        yield None
+        return
+    from harness.views.metrics import MetricsServer, RunMetrics
+
+    state = RunMetrics(cards, len(pl.stages))
+    server = MetricsServer(state, addr)
+    click.echo(f"burnin: metrics on http://{server.host}:{server.port}/metrics", err=True)
+    try:
+        yield state
+    finally:
+        server.close()
 
 
 def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str | None,
@@ -207,7 +235,7 @@ def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None
 
     try:
         cfg, pl = _load(config, plan)
-        cards = discover_cards(cfg)
+        cards = discover_cards(cfg, engine="local")
         doc = list_devices(cards, [(s.stage, s.params) for s in pl.stages])
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)

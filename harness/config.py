@@ -29,6 +29,8 @@ class RackSection(_Strict):
     parallel: int | None = Field(default=None, ge=1)  # cards run at once (default: all, capped by CPUs)
     engine: Literal["local", "ray"] = "local"  # ray: pip install '.[distributed]'
     ray_address: str | None = None  # "auto" joins this node's Ray cluster; None starts a local one
+    host_join_timeout_s: float = Field(default=60.0, gt=0)  # ray: a host not joined by then is unreachable
+    host_min_free_mib: float = Field(default=512.0, ge=0)  # ray: a host with less memory free runs no card
 
 
 class InstrumentConfig(_Strict):

@@ -121,11 +121,22 @@ class SupervisingEngine(Engine):
         return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]
 
 
-def _worker_main(job: CardJob, conn: Connection) -> None:
-    """Entry point of a card's worker process."""
-
+def _run_one(job: CardJob, conn: Connection) -> None:
     state = run_card_session(job, conn.send)
     conn.send(Outcome(state))
+
+
+def _worker_main(job: CardJob, conn: Connection) -> None:
+    """Entry point of a card's worker process."""
+    _run_one(job, conn)
+    conn.close()
+
+
+def _pool_worker_main(conn: Connection) -> None:
+    """Entry point of a reusable worker: one card at a time, the next job once the last is done,
+    until it is sent None. A worker that dies still costs only the card it was running."""
+    while (job := conn.recv()) is not None:
+        _run_one(job, conn)
     conn.close()
 
 
@@ -140,23 +151,47 @@ class LocalEngine(SupervisingEngine):
 
     ``should_stop`` is polled between events (at least every POLL_S): when it returns True,
     ``events`` raises RunCancelled, even if every card is hung and silent.
+
+    ``reuse_workers`` (simulated racks) hands a worker the next card once its last one is done,
+    instead of a fresh process per card: starting a process costs the controller more than a
+    mock card's whole health check. A worker still runs one card at a time, and one that dies or
+    is killed is replaced, so a crash or a hang still costs only its card.
     """
 
-    def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None) -> None:
+    def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None,
+                 reuse_workers: bool = False) -> None:
         super().__init__(parallel or max(2, (os.cpu_count() or 2) * 2))
         self._ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
         if os.name == "posix":
-            self._ctx.set_forkserver_preload(["harness.session", "numpy", "pydantic"])
+            self._ctx.set_forkserver_preload(["harness.session", "harness.worker_preload", "numpy", "pydantic"])
         self._should_stop = should_stop or (lambda: False)
+        self._reuse = reuse_workers
+        self._idle: list[tuple[Any, Connection]] = []  # reusable workers waiting for a card
 
     def _start_more(self) -> None:
         while self._pending and len(self._active()) < self._parallel:
             job = self._pending.pop(0)
-            reader, writer = self._ctx.Pipe(duplex=False)
-            proc = self._ctx.Process(target=_worker_main, args=(job, writer), name=f"burnin-{job.key}", daemon=True)
-            proc.start()
-            writer.close()  # the worker holds the only write end: its death is EOF here
-            self._running[job.key] = _Running(job=job, started=time.monotonic(), proc=proc, conn=reader)
+            if self._reuse:
+                proc, conn = self._idle.pop() if self._idle else self._spawn_pooled(job.key)
+                try:
+                    conn.send(job)
+                except OSError:  # the idle worker died meanwhile: a fresh one takes the card
+                    proc, conn = self._spawn_pooled(job.key)
+                    conn.send(job)
+            else:
+                conn, writer = self._ctx.Pipe(duplex=False)
+                proc = self._ctx.Process(target=_worker_main, args=(job, writer), name=f"burnin-{job.key}",
+                                         daemon=True)
+                proc.start()
+                writer.close()  # the worker holds the only write end: its death is EOF here
+            self._running[job.key] = _Running(job=job, started=time.monotonic(), proc=proc, conn=conn)
+
+    def _spawn_pooled(self, key: str) -> tuple[Any, Connection]:
+        mine, theirs = self._ctx.Pipe(duplex=True)
+        proc = self._ctx.Process(target=_pool_worker_main, args=(theirs,), name=f"burnin-pool-{key}", daemon=True)
+        proc.start()
+        theirs.close()  # the worker holds the only other end: its death is EOF here
+        return proc, mine
 
     def events(self) -> Iterator[EngineEvent]:
         self._start_more()
@@ -183,9 +218,11 @@ class LocalEngine(SupervisingEngine):
             return
         run.note(event)
         if isinstance(event, Outcome):
-            run.finished = True
-            run.proc.join(KILL_GRACE_S)
-            run.conn.close()
+            run.finished = True  # the worker is exiting (or idle): reaped later, not waited for here
+            if self._reuse:
+                self._idle.append((run.proc, run.conn))
+            else:
+                run.conn.close()
         yield EngineEvent(key, event)
 
     def _kill(self, run: _Running) -> None:
@@ -197,6 +234,13 @@ class LocalEngine(SupervisingEngine):
         run.conn.close()
 
     def _reap(self) -> None:
+        while self._idle:
+            proc, conn = self._idle.pop()
+            try:
+                conn.send(None)
+                conn.close()
+            except OSError:
+                pass
         for run in self._running.values():
             if run.proc.is_alive():
                 run.proc.join(KILL_GRACE_S)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -20,7 +21,7 @@ from typing import Any
 from drivers.api import BackendUnavailable
 from drivers.profiles import Profile, ProfileError, load_profile
 from drivers.registry import get_backend
-from harness.config import RackConfig
+from harness.config import DeviceEntry, RackConfig
 from harness.engine import Engine, LocalEngine
 from harness.errors import HarnessUnavailable
 from harness.plans import Plan
@@ -56,23 +57,42 @@ class CardSlot:
     instruments: list[dict[str, Any]] = field(default_factory=list)
 
 
-def discover_cards(cfg: RackConfig) -> list[CardSlot]:
-    """Turn the config's device entries into one CardSlot per card (exit 3 if a backend can't run)."""
-    cards: list[CardSlot] = []
-    used: set[str] = set()
+def _discover_here(cfg: RackConfig) -> Iterator[tuple[DeviceEntry, list[dict[str, Any]]]]:
+    """Each device entry with its locators, discovered on this machine (the local engine)."""
     here = {"local", "localhost", socket.gethostname(), socket.gethostname().split(".")[0]}
     for entry in cfg.devices:
         if entry.host not in here and entry.config.backend != "mock":
             raise HarnessUnavailable(
                 f"{cfg.path}: {entry.label}: host {entry.host!r} is not this machine; the local engine runs "
-                f"real cards only here (run burnin on {entry.host}, or name this host \"local\")"
+                f"real cards only here (run burnin on {entry.host}, name this host \"local\", "
+                f"or use [rack] engine = \"ray\")"
             )
         backend = get_backend(entry.config.backend)
         ctx = {"config_dir": str(cfg.path.parent.resolve()), "host": entry.host, "index": entry.index}
         try:
-            locators = backend.discover(entry.config, ctx)
+            yield entry, backend.discover(entry.config, ctx)
         except BackendUnavailable as e:
             raise HarnessUnavailable(f"{cfg.path}: {entry.label}: {e}") from None
+
+
+def _discover_on_ray(cfg: RackConfig) -> list[tuple[DeviceEntry, list[dict[str, Any]]]]:
+    """Each device entry with its locators, a host's real cards discovered on that host's node."""
+    from harness.engines.fleet import discover_fleet
+    from harness.engines.ray_engine import Placer, connect
+
+    ray, _ = connect(cfg.rack.ray_address)  # the engine joins the same cluster afterwards
+    placer = Placer(ray, {h.name: h.address for h in cfg.hosts if h.address})
+    return discover_fleet(cfg, placer, ray)
+
+
+def discover_cards(cfg: RackConfig, engine: str | None = None) -> list[CardSlot]:
+    """Turn the config's device entries into one CardSlot per card (exit 3 if a backend can't run
+    here; on Ray a host that cannot run its cards gives them a finding instead). ``engine``
+    overrides the config's (``devices`` opens cards in-process, so it discovers here)."""
+    cards: list[CardSlot] = []
+    used: set[str] = set()
+    found = _discover_on_ray(cfg) if (engine or cfg.rack.engine) == "ray" else _discover_here(cfg)
+    for entry, locators in found:
         for loc in locators:
             slot = int(loc.get("slot", entry.index))
             key = f"{entry.host}/{slot}"
@@ -84,6 +104,27 @@ def discover_cards(cfg: RackConfig) -> list[CardSlot]:
             insts = [i.model_dump() for i in cfg.instruments_for(entry.host, slot)]
             cards.append(CardSlot(key, entry.host, slot, entry.config.backend, entry.label, loc, insts))
     return cards
+
+
+def make_engine(cfg: RackConfig, cards: list[CardSlot], should_stop: Callable[[], bool] | None = None) -> Engine:
+    """The engine the config names (``[rack] engine``), for ``run``, ``resume`` and ``tui`` alike.
+
+    Real cards all run at once (each is its own hardware); simulated cards share the CPUs, so a
+    large mock rack runs a few per core at a time, in reused workers."""
+    mock = all(c.backend == "mock" for c in cards)
+    if cfg.rack.engine == "ray":
+        from harness.engines.ray_engine import RayEngine
+
+        # a whole CPU a card, mock or not: a Ray worker costs ~1 s of CPU to start, so fractional
+        # shares (more workers) made a 256-card mock rack slower (bench/fleet.py: 28 s vs 17 s)
+        return RayEngine(address=cfg.rack.ray_address, parallel=cfg.rack.parallel,
+                         cpus_per_card=1.0, reuse_workers=mock,
+                         host_addresses={h.name: h.address for h in cfg.hosts if h.address},
+                         should_stop=should_stop)
+    parallel = cfg.rack.parallel
+    if parallel is None and mock:
+        parallel = min(len(cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1
+    return LocalEngine(parallel=parallel or max(1, len(cards)), should_stop=should_stop, reuse_workers=mock)
 
 
 class RunRecords(EventConsumer):
@@ -148,19 +189,7 @@ class Run:
                 rec.reset()
 
     def _default_engine(self) -> Engine:
-        """Real cards all run at once (each is its own hardware); simulated cards share this
-        host's CPUs, so a large mock rack runs a few per core at a time."""
-        if self.cfg.rack.engine == "ray":
-            from harness.engines.ray_engine import RayEngine
-
-            mock = all(c.backend == "mock" for c in self.cards)
-            return RayEngine(address=self.cfg.rack.ray_address, parallel=self.cfg.rack.parallel,
-                             cpus_per_card=1 / MOCK_CARDS_PER_CPU if mock else 1.0, reuse_workers=mock,
-                             host_addresses={h.name: h.address for h in self.cfg.hosts if h.address})
-        parallel = self.cfg.rack.parallel
-        if parallel is None and all(c.backend == "mock" for c in self.cards):
-            parallel = min(len(self.cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1
-        return LocalEngine(parallel=parallel or max(1, len(self.cards)))
+        return make_engine(self.cfg, self.cards)
 
     def execute(self) -> dict[str, Any]:
         self.engine = self._engine or self._default_engine()
@@ -233,13 +262,16 @@ def _with_abandoned_test(event: CardEvent, rec: CardRecord | None) -> list[CardE
     if not isinstance(event, Outcome) or event.state not in ("timed_out", "failed"):
         return [event]
     stage = event.stage or (rec.stage if rec else None) or "session"
-    return [TestDone(abandoned_test(stage, event.state, event.detail or "")), event]
+    return [TestDone(abandoned_test(stage, event.state, event.detail or "", event.finding)), event]
 
 
-def abandoned_test(stage: str, state: str, detail: str) -> TestResult:
+def abandoned_test(stage: str, state: str, detail: str, finding: Finding | None = None) -> TestResult:
     """The test a worker was in when the supervisor gave up on it; the stage says what its
-    watchdog running out means (a kernel-launching stage: ``compute.hang``)."""
-    if state == "timed_out":
+    watchdog running out means (a kernel-launching stage: ``compute.hang``); ``finding`` is the
+    engine's own word when it has one (the card's host left the cluster)."""
+    if finding is not None:
+        f = finding
+    elif state == "timed_out":
         try:
             code = get_stage(stage).watchdog_code
         except KeyError:

@@ -82,6 +82,7 @@ class Outcome:
     state: str
     stage: str | None = None
     detail: str | None = None
+    finding: Finding | None = None  # the supervisor's own word on an abnormal end (e.g. host.lost)
 
 
 CardEvent = Identity | StageStarted | Progress | Sample | TestDone | FindingRaised | Outcome

@@ -96,7 +96,7 @@ def test_hang_times_out_and_crash_fails_while_others_finish(tmp_path: Path) -> N
     assert time.monotonic() - t0 < 30
     outcomes = {key: [vars(e.event) for e in evs if isinstance(e.event, Outcome)] for key, evs in out.items()}
     crash, hang, fine = outcomes["local/0"], outcomes["local/1"], outcomes["local/2"]
-    assert fine == [{"state": "done"}]
+    assert fine == [vars(Outcome("done"))]
     assert len(crash) == 1 and crash[0]["state"] == "failed" and crash[0]["stage"] == CRASH
     assert "died" in crash[0]["detail"]
     # what the crashed card measured before it died is kept, in order
@@ -134,7 +134,8 @@ def test_real_card_on_unknown_host_fails_with_a_clear_detail() -> None:
     events = list(engine.events())
     engine.close()
     assert [e.kind for e in events] == ["outcome"]
-    assert events[0].data["state"] == "failed" and "host:nowhere-7" in events[0].data["detail"]
+    assert events[0].event.state == "failed" and "host:nowhere-7" in events[0].event.detail
+    assert events[0].event.finding.code == "host.unreachable"
 
 
 def test_a_node_offering_the_host_resource_gets_the_card() -> None:
@@ -168,3 +169,32 @@ def test_rack_config_selects_the_ray_engine(write_rack, burnin) -> None:
 
     cards = {c["serial"]: c for c in json.loads(open("ray.json").read())["cards"]}
     assert cards["RY0"]["verdict"] == "pass" and cards["RY1"]["verdict"] == "rma"
+
+
+def test_run_resume_and_tui_build_the_engine_the_config_names(tmp_path: Path) -> None:
+    import threading
+
+    from harness.engine import LocalEngine as Local
+    from harness.runner import make_engine
+    from harness.tui.bridge import prepare_engine
+
+    for engine, expected in (("ray", RayEngine), ("local", Local)):
+        rack = tmp_path / f"{engine}.toml"
+        rack.write_text(rack_toml([mock_card("ENG-0", 0)], extra_rack=f'engine = "{engine}"'), encoding="utf-8")
+        cfg = load_rack(rack)
+        cards = discover_cards(cfg)
+        for built in (make_engine(cfg, cards), prepare_engine(threading.Event(), cfg, cards)):
+            assert isinstance(built, expected)
+            built.close()
+
+
+def test_a_host_node_without_cpu_answers_with_a_finding_not_a_queue() -> None:
+    engine = RayEngine()
+    engine._nodes = [{"Alive": True, "NodeID": "cd" * 28, "NodeManagerHostname": "x",
+                      "Resources": {"host:rack3-b": 1.0, "CPU": 0.0}}]
+    engine._next_host_check = float("inf")  # keep the made-up node list
+    engine.submit(CardJob(key="rack3-b/0", locator={"backend": "nvml", "host": "rack3-b"}, stages=[]))
+    events = list(engine.events())
+    engine.close()
+    assert [e.kind for e in events] == ["outcome"] and events[0].event.state == "failed"
+    assert events[0].event.finding.code == "host.no_cpu" and "--num-cpus" in events[0].event.detail

@@ -99,7 +99,7 @@ class BenchApp(App[int]):
         self.cfg, self.plan, self.db_path, self.slots = cfg, plan, Path(db_path), cards
         self.bench = BenchState(cards, len(plan.stages))
         self.stop_flag = threading.Event()
-        self.engine = prepare_engine(self.stop_flag, cfg.rack.parallel)
+        self.engine = prepare_engine(self.stop_flag, cfg, cards)
         self.phase = "running"  # running | stopping | finished | stopped | failed
         self.error: str | None = None
         self.exit_status = 1
@@ -374,7 +374,7 @@ class BenchApp(App[int]):
         self.retesting, self.phase, self.error = key, "running", None
         self.bench.run_id = ""  # the retest's own run id arrives with RunStarted
         self.stop_flag.clear()
-        self.engine = prepare_engine(self.stop_flag, self.cfg.rack.parallel)
+        self.engine = prepare_engine(self.stop_flag, self.cfg, [slot])
         self._run_slots = [slot]
         self._dirty.add(key)
         self._tick()

@@ -17,18 +17,11 @@ from typing import Any
 
 from textual.message import Message
 
-from harness.engine import LocalEngine, RunCancelled
+from harness.engine import Engine, LocalEngine, RunCancelled
 from harness.errors import HarnessUnavailable, UsageError
-from harness.runner import CardSlot, Run, utcnow
+from harness.runner import CardSlot, Run, make_engine, utcnow
 from harness.store import Store
 from stress.events import CardEvent, EventConsumer
-
-
-class StoppableEngine(LocalEngine):
-    """The local engine with its stop hook tied to a flag the app sets."""
-
-    def __init__(self, stop: threading.Event, parallel: int | None = None) -> None:
-        super().__init__(parallel=parallel, should_stop=stop.is_set)
 
 
 class RunStarted(Message):
@@ -77,21 +70,21 @@ class _Poster(EventConsumer):
         self.post(EngineUpdate(key, event))
 
 
-def prepare_engine(stop: threading.Event, parallel: int | None) -> StoppableEngine:
-    """Build the engine and start its process server now, on the main thread.
+def prepare_engine(stop: threading.Event, cfg: Any, cards: list[CardSlot]) -> Engine:
+    """Build the engine the config names and start its process server now, on the main thread.
 
     Once Textual runs, ``sys.stderr`` is its capture object without a real file descriptor, and
     the forkserver would fail to start from the run's thread ("bad value(s) in fds_to_keep").
     """
-    engine = StoppableEngine(stop, parallel=parallel)
-    if os.name == "posix":
+    engine = make_engine(cfg, cards, should_stop=stop.is_set)
+    if os.name == "posix" and isinstance(engine, LocalEngine):
         from multiprocessing import forkserver
 
         forkserver.ensure_running()
     return engine
 
 
-def execute_run(cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot], engine: StoppableEngine,
+def execute_run(cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot], engine: Engine,
                 post: Callable[[Message], Any]) -> None:
     """Run the plan to the end (or until ``stop``), posting every event; never raises."""
     run_id = ""
