@@ -78,7 +78,7 @@ def test_quick_plan_matches_local_engine(tmp_path: Path) -> None:
     for key in by_local:
         ray_shape = _shape(by_ray[key])
         assert ray_shape == _shape(by_local[key])
-        assert ray_shape[0][0] == "identity" and ray_shape[1] == ("stage_start", "health")
+        assert ray_shape[0][0] == "identity" and ray_shape[1] == ("stage_start", load_plan("quick").stages[0].stage)
         assert ray_shape[-1] == ("outcome", "done")
         assert [ev.kind for ev in by_ray[key]].count("outcome") == 1
         assert [ev.kind for ev in by_ray[key]][-1] == "outcome"
