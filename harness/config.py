@@ -10,10 +10,11 @@ from __future__ import annotations
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from drivers.instruments.roles import SlotMap
 from drivers.registry import BackendConfig, ConfigFieldError, get_backend
 from harness.errors import UsageError
 
@@ -33,16 +34,67 @@ class RackSection(_Strict):
     host_min_free_mib: float = Field(default=512.0, ge=0)  # ray: a host with less memory free runs no card
 
 
+Channel = Annotated[int, Field(ge=0, le=999)]
+
+
+class SlotWiring(_Strict):
+    """Which controller channels belong to one slot (0-based, like every channel in burnin)."""
+
+    slot: Channel
+    fans: list[Channel] | None = Field(default=None, min_length=1)  # chassis fans cooling it (default: all)
+    tachs: list[Channel] | None = None  # tach heads aimed at card fans 0, 1, ... ([]: none)
+    relay: Channel | None = None  # its power relay (default: the slot number)
+    probe: Channel | None = None  # its inlet/outlet probe pair (default: the controller's first)
+
+    def slot_map(self) -> SlotMap:
+        return SlotMap(fans=None if self.fans is None else tuple(self.fans),
+                       tachs=None if self.tachs is None else tuple(self.tachs),
+                       relay=self.slot if self.relay is None else self.relay, probe=self.probe)
+
+
 class InstrumentConfig(_Strict):
-    """A bench instrument on a serial port; ``port = "sim"`` starts the simulator."""
+    """A bench controller on a serial port, opened once per host by the harness and shared by
+    the cards of its slots; ``port = "sim"`` gives each mock card a simulator wired to itself."""
 
     kind: Literal["bench"] = "bench"
-    port: str
-    baudrate: int = 115200
-    timeout_s: float = Field(default=1.0, gt=0)
-    retries: int = Field(default=2, ge=0)
-    slots: list[int] | None = None  # slots it serves (default: all on the host)
+    port: str = Field(min_length=1)
+    baudrate: int = Field(default=115200, gt=0)
+    timeout_s: float = Field(default=1.0, gt=0, le=60)
+    retries: int = Field(default=2, ge=0, le=10)
+    slots: list[Channel] | None = None  # slots it serves (default: the wired slots, else all on the host)
     power_cycle: bool = False  # after bus.lost, power-cycle the slot and re-probe once
+    wiring: list[SlotWiring] = []  # per-slot channels on a shared controller
+
+    @model_validator(mode="after")
+    def _check_wiring(self) -> InstrumentConfig:
+        if self.wiring and self.port == "sim":
+            raise ValueError('wiring: applies to a shared controller on a real port, not port = "sim"'
+                             " (each mock card gets a simulator of its own)")
+        for name, pick in (("slot", lambda w: [w.slot]), ("relay", lambda w: [] if w.relay is None else [w.relay]),
+                           ("tachs", lambda w: w.tachs or [])):
+            seen: dict[int, int] = {}
+            for i, w in enumerate(self.wiring):
+                for ch in pick(w):
+                    if ch in seen:
+                        raise ValueError(f"wiring[{i}].{name}: {name} {ch} is already wired to"
+                                         f" slot {self.wiring[seen[ch]].slot} (wiring[{seen[ch]}])")
+                    seen[ch] = i
+        wired = {w.slot for w in self.wiring}
+        if self.wiring and self.slots is not None and set(self.slots) != wired:
+            raise ValueError(f"slots: {sorted(self.slots)} differ from the wired slots {sorted(wired)}")
+        return self
+
+    def serves(self, slot: int) -> bool:
+        if self.wiring:
+            return any(w.slot == slot for w in self.wiring)
+        return self.slots is None or slot in self.slots
+
+    def slot_map(self, slot: int) -> SlotMap:
+        """This slot's channels; unwired: every fan, heads 0.., the first probe, relay = slot."""
+        for w in self.wiring:
+            if w.slot == slot:
+                return w.slot_map()
+        return SlotMap(relay=0 if self.port == "sim" else slot)
 
 
 class HostSection(_Strict):
@@ -50,6 +102,21 @@ class HostSection(_Strict):
     address: str | None = None  # for a distributed engine; "local" runs here
     devices: list[dict[str, Any]] = Field(min_length=1)
     instruments: list[InstrumentConfig] = []
+
+    @model_validator(mode="after")
+    def _one_bench_per_slot(self) -> HostSection:
+        """A slot's chassis has one controller: two benches serving one slot is a config error."""
+        def served(inst: InstrumentConfig) -> set[int] | None:  # None: every slot of the host
+            return {w.slot for w in inst.wiring} if inst.wiring else (set(inst.slots) if inst.slots is not None else None)
+
+        for i, a in enumerate(self.instruments):
+            for j in range(i):
+                sa, sb = served(a), served(self.instruments[j])
+                both = "every slot" if sa is None or sb is None else ", ".join(map(str, sorted(sa & sb)))
+                if both:
+                    raise ValueError(f"instruments[{i}]: serves {both} already served by instruments[{j}]"
+                                     " (one bench controller per slot)")
+        return self
 
 
 class RackFile(_Strict):
@@ -79,7 +146,7 @@ class RackConfig:
     def instruments_for(self, host: str, slot: int) -> list[InstrumentConfig]:
         for h in self.hosts:
             if h.name == host:
-                return [i for i in h.instruments if i.slots is None or slot in i.slots]
+                return [i for i in h.instruments if i.serves(slot)]
         return []
 
 
@@ -154,5 +221,17 @@ def load_rack(path: str | Path) -> RackConfig:
                     raise UsageError(f"{prefix}: serial: {dev_cfg.serial!r} already used by {seen_serials[dev_cfg.serial]}")
                 seen_serials[dev_cfg.serial] = label
             cfg.devices.append(DeviceEntry(host=host.name, index=di, config=dev_cfg, label=label))
+        _check_wiring_slots(p, hi, host)
     return cfg
 
+
+def _check_wiring_slots(p: Path, hi: int, host: HostSection) -> None:
+    """A wired slot must be a slot of the host (when every device names its slot)."""
+    slots = [d.get("slot") for d in host.devices]
+    if not all(isinstance(x, int) for x in slots):
+        return
+    for ii, inst in enumerate(host.instruments):
+        for wi, w in enumerate(inst.wiring):
+            if w.slot not in slots:
+                raise UsageError(f"{p}: hosts[{hi}].instruments[{ii}].wiring[{wi}].slot: host {host.name!r}"
+                                 f" has no device in slot {w.slot} (slots: {', '.join(map(str, sorted(slots)))})")

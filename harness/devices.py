@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.api import Device, DeviceError, DeviceLost
+from drivers.instruments.roles import BenchRoles
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
 from harness.runner import CardSlot
@@ -47,7 +48,8 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
         except ProfileError:
             return entry
         ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot,
-                           instruments={"bench": card.instruments[0]} if card.instruments else {})
+                           instruments=BenchRoles(port=str(card.instruments[0].get("port"))) if card.instruments
+                           else BenchRoles())  # configured, not opened: a listing commands nothing
         ctx.state["plan"] = stages or []
         found = []
         for stage in listing_stages():

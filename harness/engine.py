@@ -21,7 +21,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from multiprocessing.connection import Connection, wait
-from typing import Any
+from typing import Any, ClassVar
 
 from harness.session import CardJob, run_card_session
 from stress.events import CardEvent, Outcome, StageStarted
@@ -47,6 +47,8 @@ class EngineEvent:
 
 
 class Engine(ABC):
+    shares_host_bench: ClassVar[bool] = False  # workers run on this machine: they can reach a host's bench broker
+
     @abstractmethod
     def submit(self, job: CardJob) -> None: ...
 
@@ -157,6 +159,8 @@ class LocalEngine(SupervisingEngine):
     mock card's whole health check. A worker still runs one card at a time, and one that dies or
     is killed is replaced, so a crash or a hang still costs only its card.
     """
+
+    shares_host_bench = True
 
     def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None,
                  reuse_workers: bool = False) -> None:

@@ -21,6 +21,7 @@ from typing import Any
 from drivers.api import BackendUnavailable
 from drivers.profiles import Profile, ProfileError, load_profile
 from drivers.registry import get_backend
+from harness.benches import HostBenches
 from harness.config import DeviceEntry, RackConfig
 from harness.engine import Engine, LocalEngine
 from harness.errors import HarnessUnavailable
@@ -160,11 +161,13 @@ class Run:
         self.started_at = ""
         self.cards: list[CardSlot] = []
         self.records = RunRecords()
+        self.benches: HostBenches | None = None
 
     def start(self, cards: list[CardSlot]) -> str:
         self.run_id = new_run_id()
         self.started_at = utcnow()
         self.cards = cards
+        self._open_benches()  # a miswired bench is bad input: said before the run is recorded
         self.store.create_run(self.run_id, self.cfg.name, self.plan.name, str(self.cfg.path.resolve()),
                               str(self.plan.path.resolve()), self.started_at)
         for c in cards:
@@ -187,18 +190,31 @@ class Run:
                 self.records.add(CardRecord(c.key, c.host, c.slot, c.backend, dict(c.locator)))
             else:
                 rec.reset()
+        self._open_benches()
 
     def _default_engine(self) -> Engine:
         return make_engine(self.cfg, self.cards)
+
+    def _open_benches(self) -> None:
+        """The host owns its bench: each host's controller is opened once here and shared by its
+        card workers through a broker (a Ray run's workers are elsewhere: they open it per card)."""
+        if self.benches is not None:
+            return
+        self.benches = HostBenches(self.cfg)
+        local = self._engine.shares_host_bench if self._engine is not None else self.cfg.rack.engine != "ray"
+        if local:
+            self.benches.open({c.host for c in self.cards if c.instruments})
 
     def execute(self) -> dict[str, Any]:
         self.engine = self._engine or self._default_engine()
         consumers: list[EventConsumer] = [self.records, StoreWriter(self.store, self.run_id, utcnow), *self.listeners]
         stages = [(s.stage, s.params) for s in self.plan.stages]
+        self._open_benches()
         for c in self.cards:
             self.store.card_started(self.run_id, c.key, utcnow())
             self.records.by_key[c.key].started_at = utcnow()
-            self.engine.submit(CardJob(key=c.key, locator=c.locator, stages=stages, instruments=c.instruments))
+            self.engine.submit(CardJob(key=c.key, locator=c.locator, stages=stages, instruments=c.instruments,
+                                       bench=self.benches.access(c.host, c.slot) if self.benches else None))
         try:
             for ev in self.engine.events():
                 for event in _with_abandoned_test(ev.event, self.records.by_key.get(ev.key)):
@@ -206,6 +222,8 @@ class Run:
                         consumer.handle(ev.key, event)
         finally:
             self.engine.close()
+            if self.benches is not None:
+                self.benches.close()
         records = self.records.ordered()
         for key, f in peer_findings(records):
             self.store.add_finding(self.run_id, key, f)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
+from drivers.instruments.roles import BenchRoles, BoundLease, SlotMap, solo_lease
+from drivers.instruments.share import BenchAccess, BenchClient
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import get_backend
 from stress.base import Stage, StageContext, get_stage, reprobe_stage, skipped
@@ -33,6 +35,7 @@ class CardJob:
     locator: dict[str, Any]
     stages: list[tuple[str, dict[str, Any]]]
     instruments: list[dict[str, Any]] = field(default_factory=list)
+    bench: BenchAccess | None = None  # the host's bench broker (None: open ``instruments`` here)
 
 
 def bus_lost_finding(test: str, err: BaseException) -> Finding:
@@ -78,34 +81,58 @@ def _identity_event(dev: Device) -> dict[str, Any]:
     return ident
 
 
-def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> dict[str, Any]:
-    """Open the bench instruments this card's slot uses; a failure is a finding, not fatal.
+def _unavailable(port: str, why: object) -> Finding:
+    return Finding(code="instrument.unavailable", severity="warn", action="none", test="session",
+                   message=f"bench instrument on {port}: {why}", evidence={"port": port})
 
-    ``port = "sim"`` starts the bench simulator wired to this card (a mock card is its plant:
-    chassis fans, inlet/outlet probes, slot power); any other port is a real serial device.
-    """
-    out: dict[str, Any] = {}
-    if not job.instruments:
-        return out
+
+def _own_bench(job: CardJob, dev: Device) -> BenchRoles:
+    """A bench this worker opens itself: ``"sim"`` (a simulator wired to this mock card: its
+    chassis fans, probes and slot power; the card is its own chassis) or, where the engine's
+    workers cannot reach a host broker, a real port (a card alone under its own lease)."""
     from drivers.instruments import StaticPlant, open_instrument
 
-    for inst in job.instruments:
-        port = str(inst.get("port"))
+    inst = job.instruments[0]
+    port, slot = str(inst.get("port")), int(job.locator.get("slot", 0))
+    wired = next((w for w in inst.get("wiring") or [] if w.get("slot") == slot), None)
+    smap = SlotMap(relay=0 if port == "sim" else slot) if wired is None else SlotMap(
+        fans=None if wired.get("fans") is None else tuple(wired["fans"]),
+        tachs=None if wired.get("tachs") is None else tuple(wired["tachs"]),
+        relay=slot if wired.get("relay") is None else wired["relay"], probe=wired.get("probe"))
+    plant = (dev if hasattr(dev, "set_chassis_duty") else StaticPlant()) if port == "sim" else None
+    ctl = open_instrument(port, plant=plant, timeout_s=float(inst.get("timeout_s", 1.0)),
+                          retries=int(inst.get("retries", 2)), baudrate=int(inst.get("baudrate", 115200)))
+    return BenchRoles.of(ctl, smap, power_cycle=bool(inst.get("power_cycle")), lease=solo_lease(job.key),
+                         close=ctl.close)
+
+
+def _open_instruments(job: CardJob, dev: Device, emit: Emit) -> BenchRoles:
+    """This card's bench roles; a bench that fails is a warning finding, never fatal.
+
+    With a host broker (``job.bench``: a real port under the local engine) the host's controller
+    and the chassis lease come from the harness, opened once for every card of the host. Without
+    one (``port = "sim"``, or an engine whose workers run elsewhere) the card opens its bench itself.
+    """
+    access = job.bench
+    if access is None:
+        if not job.instruments:
+            return BenchRoles()
         try:
-            plant = None
-            if port == "sim":
-                plant = dev if hasattr(dev, "set_chassis_duty") else StaticPlant()
-            bench = open_instrument(port, plant=plant, timeout_s=float(inst.get("timeout_s", 1.0)),
-                                    retries=int(inst.get("retries", 2)), baudrate=int(inst.get("baudrate", 115200)))
-            bench.relay_channel = 0 if port == "sim" else int(job.locator.get("slot", 0))  # type: ignore[attr-defined]
-            bench.power_cycle_enabled = bool(inst.get("power_cycle"))  # type: ignore[attr-defined]
-            out["bench"] = bench
+            return _own_bench(job, dev)
         except Exception as e:  # noqa: BLE001 - reported as a finding, the run goes on
-            emit(FindingRaised(Finding(
-                code="instrument.unavailable", severity="warn", action="none", test="session",
-                message=f"bench instrument on {port}: {e}", evidence={"port": port},
-            )))
-    return out
+            emit(FindingRaised(_unavailable(str(job.instruments[0].get("port")), e)))
+            return BenchRoles()
+    try:
+        client: BenchClient | None = BenchClient(access, job.key)
+    except Exception as e:  # noqa: BLE001 - no broker: no shared bench, and no one to share a lease with
+        emit(FindingRaised(_unavailable(access.port, e)))
+        return BenchRoles()
+    assert client is not None
+    lease = BoundLease(client.acquire, client.release, job.key)
+    if access.error:
+        emit(FindingRaised(_unavailable(access.port, access.error)))
+        return BenchRoles(lease=lease, closers=[client.close])
+    return BenchRoles.of(client, access.slot, power_cycle=access.power_cycle, lease=lease, close=client.close)
 
 
 def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
@@ -118,14 +145,14 @@ def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
     the same slot, says so in the finding's evidence, which the verdict engine escalates when
     the slot is known to be good. Nothing is retried beyond this one cycle.
     """
-    bench = ctx.instruments.get("bench")
+    relay = ctx.instruments.relay
     probe = reprobe_stage()
-    if bench is None or not getattr(bench, "power_cycle_enabled", False) or probe is None:
+    if relay is None or probe is None:  # no bench, power_cycle off for this slot, or nothing to re-probe with
         return
     dev = ctx.device
     emit(Progress(0.0, "card lost: power-cycling its slot"))
     try:
-        bench.power_cycle(bench.relay_channel, off_s=POWER_CYCLE_OFF_S, sleep=dev.clock.sleep)
+        relay.power_cycle(off_s=POWER_CYCLE_OFF_S, sleep=dev.clock.sleep)
         dev.clock.sleep(POWER_CYCLE_SETTLE_S)
     except Exception as e:  # noqa: BLE001 - the relay failed: keep the finding as it is
         lost.evidence = {**lost.evidence, "power_cycled": False, "power_cycle_error": str(e)}
@@ -231,7 +258,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
     finally:
         _teardown(ctx.device, instruments)
         if ctx.device is not dev:
-            _teardown(dev, {})
+            _teardown(dev, None)
     return outcome
 
 
@@ -265,7 +292,7 @@ def _lost_result(test: str, err: BaseException) -> TestResult:
     return TestResult(name=test, status="error", error=str(err), findings=[bus_lost_finding(test, err)])
 
 
-def _teardown(dev: Device, instruments: dict[str, Any]) -> None:
+def _teardown(dev: Device, instruments: BenchRoles | None) -> None:
     """Restore fans, close instruments and the device, whatever state they are in."""
     fans = None
     try:
@@ -277,11 +304,8 @@ def _teardown(dev: Device, instruments: dict[str, Any]) -> None:
             fans.restore()
         except Exception:  # noqa: BLE001 - a lost card cannot be restored; nothing else to do
             pass
-    for inst in instruments.values():
-        try:
-            inst.close()
-        except Exception:  # noqa: BLE001
-            pass
+    if instruments is not None:
+        instruments.close()
     try:
         dev.close()
     except Exception:  # noqa: BLE001

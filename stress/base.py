@@ -19,6 +19,7 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict
 
 from drivers.api import Device, DeviceEvent, Telemetry
+from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.events import Emit, Progress, Sample
 from stress.model import Finding, TestResult
@@ -42,8 +43,9 @@ class StageContext:
 
     ``state`` is shared by the stages of one card session (e.g. the health stage's baseline
     counters, the thermal stage's theta for the compute stage's heat-versus-silicon call).
-    ``instruments`` maps a role (``fan_controller``, ``tachometer``, ``relay``) to a bench
-    instrument driver, when the rack config has one.
+    ``instruments`` is the bench as this card's slot sees it: typed roles (``fan_controller``,
+    ``tachometer``, ``probes``, ``relay``; ``None`` where the bench has none) and the chassis
+    ``lease`` that stages changing chassis airflow or measuring heat hold.
     """
 
     device: Device
@@ -52,7 +54,7 @@ class StageContext:
     serial: str
     slot: int = 0
     emit: Emit = lambda event: None
-    instruments: dict[str, Any] = field(default_factory=dict)
+    instruments: BenchRoles = field(default_factory=BenchRoles)
     state: dict[str, Any] = field(default_factory=dict)
     prior: list[TestResult] = field(default_factory=list)
 
@@ -91,7 +93,7 @@ class Stage(ABC):
     def run(self, ctx: StageContext) -> TestResult: ...
 
     @classmethod
-    def cannot_run(cls, device: Device, profile: Profile, instruments: dict[str, Any]) -> str | None:
+    def cannot_run(cls, device: Device, profile: Profile, instruments: BenchRoles) -> str | None:
         """Why this stage cannot run on this card, known before it starts (a missing handle, no
         fan control, no bench) and what would let it run; None when nothing is known against it.
         Must not build what it asks about (``Device.unavailable``)."""

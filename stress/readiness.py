@@ -14,6 +14,7 @@ import re
 from typing import Any
 
 from drivers.api import Device
+from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.base import get_stage
 from stress.model import Finding, TestResult
@@ -34,7 +35,7 @@ def is_optional(params: dict[str, Any], kinds: set[str]) -> bool:
 
 
 def cannot_run(stages: list[tuple[str, dict[str, Any]]], device: Device, profile: Profile,
-               instruments: dict[str, Any]) -> dict[str, dict[str, Any]]:
+               instruments: BenchRoles) -> dict[str, dict[str, Any]]:
     """Stage name -> {"reason", "optional"} for each plan stage this card will not be able to run."""
     kinds = card_kinds(device, profile)
     out: dict[str, dict[str, Any]] = {}

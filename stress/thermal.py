@@ -9,7 +9,8 @@ reason under the rated power) and a die over its operating limit get the same at
 Theta is judged only where the rise is large enough to read (the card drew near its target,
 or it was held at its slowdown point), since an unknown inlet spoils small rises.
 
-Every sample goes to the store (``ctx.sample``), so the technician sees the curve; theta goes to
+The soak holds the chassis lease (``measure``, shared with other cards' soaks) so no card's fan
+sweep changes the airflow under it. Every sample goes to the store (``ctx.sample``), so the technician sees the curve; theta goes to
 ``ctx.state["theta_c_per_w"]`` for the compute stage's heat-versus-silicon call.
 """
 
@@ -100,21 +101,25 @@ class ThermalStage(Stage):
         dev = ctx.device
         assert dev.compute is not None  # `requires` guarantees it
         bench = BenchLink(ctx, "thermal")
-        inlet = inlet_reading(ctx, bench)
-        inlet_source = "bench" if bench.ok else ("device" if dev.telemetry().inlet_c is not None else "profile")
-        suspects = fan_suspects(ctx, bench)
-        if prm.cooldown_s > 0:
-            dev.clock.sleep(prm.cooldown_s)
-        t0 = dev.clock.now()
-        samples: list[Telemetry] = [ctx.sample("thermal")]
-        for tel in hold_load(ctx, dev.compute, prm.soak_s, prm.sample_interval_s, prm.intensity,
-                             "thermal", "thermal soak"):
-            samples.append(tel)
-            if bench.has("outlet_c"):
-                outlet = bench.call("outlet probe", bench.ctl.outlet_c)
+        # the chassis's airflow holds still from the inlet reading to the last sample: another
+        # card's fan sweep waits for the soak (and the soak for a sweep already under way)
+        ctx.progress(0.0, "thermal: waiting for the chassis (no other card's fan sweep under way)")
+        with bench.lease.measure():
+            inlet = inlet_reading(ctx, bench)
+            inlet_source = ("bench" if bench.ok and bench.probes is not None
+                            else ("device" if dev.telemetry().inlet_c is not None else "profile"))
+            suspects = fan_suspects(ctx, bench)
+            if prm.cooldown_s > 0:
+                dev.clock.sleep(prm.cooldown_s)
+            t0 = dev.clock.now()
+            samples: list[Telemetry] = [ctx.sample("thermal")]
+            for tel in hold_load(ctx, dev.compute, prm.soak_s, prm.sample_interval_s, prm.intensity,
+                                 "thermal", "thermal soak"):
+                samples.append(tel)
+                outlet = bench.outlet()
                 if outlet is not None:
                     ctx.emit(Sample({"time_s": tel.time_s, "inlet_c": inlet, "outlet_c": outlet}, "thermal bench"))
-        duration = dev.clock.now() - t0
+            duration = dev.clock.now() - t0
         return self._judge(ctx, prm, samples, inlet, inlet_source, suspects, bench, duration)
 
     def _judge(self, ctx: StageContext, prm: ThermalParams, samples: list[Telemetry], inlet: float,

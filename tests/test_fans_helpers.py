@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from drivers.instruments.roles import BenchRoles
 from drivers.mock.device import MockDevice
 from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
@@ -63,7 +64,7 @@ def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, An
     ctx = StageContext(
         device=dev, profile=dev.profile, params=cls.Params(**params), serial=dev.serial,
         emit=lambda ev: events.append((ev.kind, ev.to_dict() if isinstance(ev, Sample) else vars(ev))),
-        instruments={"bench": bench} if bench is not None else {},
+        instruments=BenchRoles.of(bench) if bench is not None else BenchRoles(),
         state=state if state is not None else {},
     )
     return cls().run(ctx), ctx, events

@@ -34,12 +34,15 @@ ERR = "SYST:ERR?"
 FAN_COUNT = "FAN:COUNT?"
 TACH_COUNT = "TACH:COUNT?"
 SLOT_COUNT = "SLOT:COUNT?"
+TEMP_COUNT = "TEMP:COUNT?"
 FAN_DUTY = "FAN{n}:DUTY {pct:.2f}"
 FAN_DUTY_Q = "FAN{n}:DUTY?"
 FAN_RPM_Q = "FAN{n}:RPM?"
 TACH_RPM_Q = "TACH{n}:RPM?"
 INLET_Q = "TEMP:INLET?"
 OUTLET_Q = "TEMP:OUTLET?"
+PROBE_INLET_Q = "TEMP{n}:INLET?"
+PROBE_OUTLET_Q = "TEMP{n}:OUTLET?"
 SLOT_POWER = "SLOT{n}:POWER {state}"
 SLOT_POWER_Q = "SLOT{n}:POWER?"
 
@@ -183,6 +186,11 @@ class BenchController:
         """Slot power relays (``SLOT:COUNT?``)."""
         return self._count_of("slot")
 
+    @property
+    def probes(self) -> int:
+        """Inlet/outlet probe pairs, one per slot of a chassis (``TEMP:COUNT?``, asked on first use)."""
+        return self._count_of("temp")
+
     # -- chassis fans ------------------------------------------------------------------------
 
     def set_fan_duty(self, ch: int, pct: float) -> None:
@@ -211,13 +219,15 @@ class BenchController:
         head sees no fan (passive card). Independent of what the card itself reports."""
         return self.transport.query(TACH_RPM_Q.format(n=self._suffix("tach", fan)), _rpm_or_none)
 
-    def inlet_c(self) -> float:
-        """Inlet air temperature, degrees C."""
-        return self.transport.query(INLET_Q, _in_range(*TEMP_RANGE_C))
+    def inlet_c(self, probe: int | None = None) -> float:
+        """Inlet air temperature, degrees C: probe pair ``probe`` (0-based), or the first."""
+        q = INLET_Q if probe is None else PROBE_INLET_Q.format(n=self._suffix("temp", probe))
+        return self.transport.query(q, _in_range(*TEMP_RANGE_C))
 
-    def outlet_c(self) -> float:
-        """Outlet (exhaust) air temperature, degrees C."""
-        return self.transport.query(OUTLET_Q, _in_range(*TEMP_RANGE_C))
+    def outlet_c(self, probe: int | None = None) -> float:
+        """Outlet (exhaust) air temperature, degrees C: probe pair ``probe``, or the first."""
+        q = OUTLET_Q if probe is None else PROBE_OUTLET_Q.format(n=self._suffix("temp", probe))
+        return self.transport.query(q, _in_range(*TEMP_RANGE_C))
 
     def slot_power(self, slot: int, on: bool) -> None:
         """Close (``on=True``) or open the power relay of relay channel ``slot``."""
@@ -264,7 +274,7 @@ class BenchController:
 
     def _count_of(self, kind: str) -> int:
         if kind not in self._counts:
-            query = {"fan": FAN_COUNT, "tach": TACH_COUNT, "slot": SLOT_COUNT}[kind]
+            query = {"fan": FAN_COUNT, "tach": TACH_COUNT, "slot": SLOT_COUNT, "temp": TEMP_COUNT}[kind]
             self._counts[kind] = self.transport.query(query, _count)
         return self._counts[kind]
 

@@ -24,6 +24,7 @@ import tty
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from drivers.instruments.chassis import ChassisPlant, as_chassis
 from drivers.instruments.plant import BenchPlant
 
 SCPI_NAN = "9.91E+37"  # SCPI's not-a-number: the tach has no fan in view
@@ -93,14 +94,15 @@ class BenchSimulator:
     """Serve the bench protocol for ``plant`` on a fresh pty, from a daemon thread.
 
     ``start()`` returns self; ``path`` is the stable link to open; ``stop()`` tears all down.
-    ``tach_channels`` optical heads are aimed at card fans 0..n-1; there is one power relay
-    (SLOT1), the plant's slot. ``*RST`` sets every chassis fan to ``reset_duty_pct`` (full speed
+    ``plant`` is a whole chassis (:class:`~drivers.instruments.chassis.ChassisPlant`: its heads,
+    probe pairs and relays) or one slot (:class:`BenchPlant`: ``tach_channels`` optical heads
+    aimed at card fans 0..n-1, one probe pair, one power relay SLOT1). ``*RST`` sets every chassis fan to ``reset_duty_pct`` (full speed
     by default: a controller that lost its settings must fail cool) and never touches the relay.
     """
 
     def __init__(
         self,
-        plant: BenchPlant,
+        plant: BenchPlant | ChassisPlant,
         *,
         faults: SimFaults | None = None,
         tach_channels: int = 2,
@@ -108,6 +110,7 @@ class BenchSimulator:
         idn: str = "BURNIN,BENCH-SIM,SIM-BENCH-0001,1.0",
     ) -> None:
         self.plant = plant
+        self.chassis: ChassisPlant = as_chassis(plant, tach_channels)
         self.tach_channels = tach_channels
         self.reset_duty_pct = reset_duty_pct
         self.idn = idn
@@ -132,15 +135,16 @@ class BenchSimulator:
                 (r"\*CLS", False, self._clear),
                 (r"\*OPC\?", False, lambda m, p: "1"),
                 (r"SYST:ERR\?", False, lambda m, p: self._pop_error()),
-                (r"FAN:COUNT\?", False, lambda m, p: str(self.plant.chassis_fans())),
-                (r"TACH:COUNT\?", False, lambda m, p: str(self.tach_channels)),
-                (r"SLOT:COUNT\?", False, lambda m, p: "1"),
+                (r"FAN:COUNT\?", False, lambda m, p: str(self.chassis.chassis_fans())),
+                (r"TACH:COUNT\?", False, lambda m, p: str(self.chassis.tach_heads())),
+                (r"SLOT:COUNT\?", False, lambda m, p: str(self.chassis.relays())),
+                (r"TEMP:COUNT\?", False, lambda m, p: str(self.chassis.probes())),
                 (r"FAN(\d+):DUTY", True, self._set_duty),
-                (r"FAN(\d+):DUTY\?", False, lambda m, p: _fmt(self.plant.chassis_duty(self._fan(m)), 2)),
-                (r"FAN(\d+):RPM\?", False, lambda m, p: _fmt(self.plant.chassis_rpm(self._fan(m)), 1)),
+                (r"FAN(\d+):DUTY\?", False, lambda m, p: _fmt(self.chassis.chassis_duty(self._fan(m)), 2)),
+                (r"FAN(\d+):RPM\?", False, lambda m, p: _fmt(self.chassis.chassis_rpm(self._fan(m)), 1)),
                 (r"TACH(\d+):RPM\?", False, self._tach),
-                (r"TEMP:INLET\?", False, lambda m, p: _fmt(self.plant.inlet_c(), 2)),
-                (r"TEMP:OUTLET\?", False, lambda m, p: _fmt(self.plant.outlet_c(), 2)),
+                (r"TEMP(\d*):INLET\?", False, lambda m, p: _fmt(self.chassis.probe_inlet_c(self._probe(m)), 2)),
+                (r"TEMP(\d*):OUTLET\?", False, lambda m, p: _fmt(self.chassis.probe_outlet_c(self._probe(m)), 2)),
                 (r"SLOT(\d+):POWER", True, self._set_power),
                 (r"SLOT(\d+):POWER\?", False, lambda m, p: "1" if self._powered(m) else "0"),
             )
@@ -372,18 +376,29 @@ class BenchSimulator:
 
     def _fan(self, m: re.Match[str]) -> int:
         n = int(m.group(1))
-        if not 1 <= n <= self.plant.chassis_fans():
+        if not 1 <= n <= self.chassis.chassis_fans():
+            raise _ScpiError(-114)
+        return n - 1
+
+    def _probe(self, m: re.Match[str]) -> int:
+        """``TEMP:`` is probe pair 1; ``TEMP<n>:`` probe pair n."""
+        n = int(m.group(1) or 1)
+        if not 1 <= n <= self.chassis.probes():
+            raise _ScpiError(-114)
+        return n - 1
+
+    def _relay(self, m: re.Match[str]) -> int:
+        n = int(m.group(1))
+        if not 1 <= n <= self.chassis.relays():
             raise _ScpiError(-114)
         return n - 1
 
     def _powered(self, m: re.Match[str]) -> bool:
-        if int(m.group(1)) != 1:
-            raise _ScpiError(-114)
-        return self.plant.slot_powered()
+        return self.chassis.relay_closed(self._relay(m))
 
     def _reset(self, m: re.Match[str], param: str | None) -> None:
-        for ch in range(self.plant.chassis_fans()):
-            self.plant.set_chassis_duty(ch, self.reset_duty_pct)
+        for ch in range(self.chassis.chassis_fans()):
+            self.chassis.set_chassis_duty(ch, self.reset_duty_pct)
         self._clear(m, param)
         return None
 
@@ -392,20 +407,18 @@ class BenchSimulator:
         pct = _number(param or "")
         if not 0.0 <= pct <= 100.0:
             raise _ScpiError(-222)
-        self.plant.set_chassis_duty(ch, pct)
+        self.chassis.set_chassis_duty(ch, pct)
         return None
 
     def _tach(self, m: re.Match[str], param: str | None) -> str:
         n = int(m.group(1))
-        if not 1 <= n <= self.tach_channels:
+        if not 1 <= n <= self.chassis.tach_heads():
             raise _ScpiError(-114)
-        rpm = self.plant.card_fan_true_rpm(n - 1)
+        rpm = self.chassis.tach_rpm(n - 1)
         return SCPI_NAN if rpm is None else _fmt(rpm, 1)
 
     def _set_power(self, m: re.Match[str], param: str | None) -> None:
-        if int(m.group(1)) != 1:
-            raise _ScpiError(-114)
-        self.plant.slot_power(_boolean(param or ""))
+        self.chassis.set_relay(self._relay(m), _boolean(param or ""))
         return None
 
 

@@ -3,18 +3,18 @@
 A miscompare that follows temperature is a cooling problem (dried paste, loose heatsink) when the
 card's temperature rise per watt is high; one that persists when the card is cool is the
 silicon. To cool the card we command more air where we can: the card's own fans through the
-device API, a passive card's chassis fans through the bench controller (``bench`` or
-``fan_controller`` instrument: ``fans``, ``fan_duty(ch)``, ``set_fan_duty(ch, pct)``); without
-either, a lower load alone. Whatever happens, the fans go back to what they were.
+device API, a passive card's chassis fans through the bench's fan controller role (holding the
+chassis lease, since every card of the chassis feels that air); without either, a lower load
+alone. Whatever happens, the fans go back to what they were.
 """
 
 from __future__ import annotations
 
 import contextlib
 import math
-from typing import Any
 
 from drivers.api import DeviceError, Telemetry
+from drivers.instruments.roles import FanController
 from stress.base import StageContext
 
 FULL_DUTY_PCT = 100.0
@@ -27,7 +27,8 @@ class Airflow:
         self._ctx = ctx
         self._card = False
         self._chassis: list[tuple[int, float]] = []
-        self._bench: Any = ctx.instruments.get("bench") or ctx.instruments.get("fan_controller")
+        self._bench: FanController | None = ctx.instruments.fan_controller
+        self._lease: contextlib.ExitStack | None = None
 
     def boost(self) -> list[str]:
         """Raise every fan we can reach to full duty; returns what was raised (for the report)."""
@@ -41,11 +42,13 @@ class Airflow:
                 done.append(f"{fans.count} card fan(s) at {FULL_DUTY_PCT:.0f}%")
             except DeviceError:
                 self._restore_card()
-        if self._bench is not None and hasattr(self._bench, "set_fan_duty"):
+        if self._bench is not None:
+            self._lease = contextlib.ExitStack()
             try:
-                for ch in range(int(self._bench.fans)):
-                    self._chassis.append((ch, float(self._bench.fan_duty(ch))))
-                    self._bench.set_fan_duty(ch, FULL_DUTY_PCT)
+                self._lease.enter_context(self._ctx.instruments.lease.airflow())
+                for ch in range(self._bench.count):
+                    self._chassis.append((ch, self._bench.duty(ch)))
+                    self._bench.set_duty(ch, FULL_DUTY_PCT)
                 if self._chassis:
                     done.append(f"{len(self._chassis)} chassis fan(s) at {FULL_DUTY_PCT:.0f}%")
             except Exception:  # noqa: BLE001 - a bench fault must not stop the retest; load alone then
@@ -62,8 +65,13 @@ class Airflow:
     def _restore_chassis(self) -> None:
         for ch, duty in self._chassis:
             with contextlib.suppress(Exception):
-                self._bench.set_fan_duty(ch, duty)
+                assert self._bench is not None
+                self._bench.set_duty(ch, duty)
         self._chassis = []
+        lease, self._lease = self._lease, None
+        if lease is not None:
+            with contextlib.suppress(Exception):  # a gone bench broker holds no lease any more
+                lease.close()
 
     def restore(self) -> None:
         if self._card:

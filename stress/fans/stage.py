@@ -1,4 +1,4 @@
-"""Fan sweep: step the commanded duty and check every fan's RPM against the profile's curve.
+"""Fan sweep (the stage): step the commanded duty and check every fan's RPM against the profile's curve.
 
 Card fans are commanded through the device (``device.fans``) and read from the card's own tach;
 a passive card's chassis fans are commanded and read through the bench controller, or without
@@ -7,6 +7,8 @@ independent reading exists (the bench's optical tachometer on card fans) it tell
 a dead tach wire; where none does, a fan that reads 0 RPM gets an airflow probe: hold full load
 with that fan at full and then at minimum duty, and see whether the die's rise per watt moves.
 A spinning fan moves it; a stalled one cannot. Fan settings are restored whatever happens.
+The sweep changes the air every card of the chassis breathes, so it holds the chassis lease
+(``airflow``) throughout: no other card's thermal soak runs meanwhile.
 
 Findings: ``fan.stalled`` (not spinning), ``fan.weak`` (below the curve band), ``fan.tach_mismatch``
 (the reading disagrees with the fan), all ``replace_fan``. They also land in
@@ -15,224 +17,22 @@ Findings: ``fan.stalled`` (not spinning), ``fan.weak`` (below the curve band), `
 
 from __future__ import annotations
 
-import math
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from statistics import fmean, median
-from typing import Any, TypeVar
+from typing import Any
 
 from pydantic import Field
 
-from drivers.api import Device, FanControl, Unsupported
+from drivers.api import Device, Unsupported
+from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.base import Stage, StageContext, StageParams, register_stage, skipped
+from stress.fans.fansets import CardFans, ChassisFans, FanSet, HostChassisFans, restoring
+from stress.fans.link import BenchLink, inlet_reading
 from stress.model import Finding, TestResult, test_status
 
-T = TypeVar("T")
 NO_FANS = ("no card fans and no bench fan controller (a bench controller, [[hosts.instruments]] "
            "kind = \"bench\", sweeps a passive card's chassis fans)")
-AIRFLOW_FAULTS = frozenset({"fan.stalled", "fan.weak"})  # findings that mean less air, not a bad reading
-
-
-# -- the bench, failing softly --------------------------------------------------------------------
-def _instrument_error_types() -> tuple[type[BaseException], ...]:
-    try:
-        from drivers.instruments import InstrumentError
-    except ImportError:  # pragma: no cover - instruments package absent
-        return ()
-    return (InstrumentError,)
-
-
-class BenchLink:
-    """The bench controller as a stage uses it: a failed call becomes an ``instrument.*`` finding
-    and ``None``, and the bench is not used again in this stage (no timeout after timeout)."""
-
-    def __init__(self, ctx: StageContext, test: str) -> None:
-        self.ctl: Any = ctx.instruments.get("bench") or ctx.instruments.get("fan_controller")
-        self.raw: Any = self.ctl  # kept after a failure: restoring fan settings is worth one more try
-        self.test = test
-        self.findings: list[Finding] = []
-        self._errors = _instrument_error_types()
-
-    @property
-    def ok(self) -> bool:
-        return self.ctl is not None
-
-    def call(self, what: str, fn: Callable[..., T], *args: Any, force: bool = False) -> T | None:
-        """``fn(*args)``, or None once the bench has failed (``force``: try it anyway, once more)."""
-        if self.ctl is None and not (force and self.raw is not None):
-            return None
-        try:
-            return fn(*args)
-        except self._errors as e:
-            if self.ctl is not None:  # one finding per failure, not one per later attempt
-                kind = type(e).__name__.removeprefix("Instrument").lower() or "error"
-                self.findings.append(Finding(
-                    code=f"instrument.{kind}", severity="warn", action="none", test=self.test,
-                    message=f"{what}: {e}; carrying on without the bench",
-                    evidence={"port": getattr(e, "port", None), "command": getattr(e, "command", None)},
-                ))
-            self.ctl = None
-            if force:
-                self.raw = None
-            return None
-
-    def has(self, method: str) -> bool:
-        return self.ctl is not None and callable(getattr(self.ctl, method, None))
-
-    def chassis_count(self) -> int:
-        n = self.call("chassis fan count", lambda: int(self.ctl.fans)) if self.has("set_fan_duty") else None
-        return n or 0
-
-    def tach(self, fan: int) -> float | None:
-        """Optical tach reading of card fan ``fan``; None when there is no head or no fan in view."""
-        if not self.has("tach_rpm"):
-            return None
-        heads = self.call("tachometer head count", lambda: int(self.ctl.tachs)) if hasattr(self.ctl, "tachs") else 1
-        if not heads or fan >= heads:
-            return None
-        rpm = self.call(f"tach {fan}", self.ctl.tach_rpm, fan)
-        return None if rpm is None or not math.isfinite(rpm) else float(rpm)
-
-
-# -- the fans under test --------------------------------------------------------------------------
-class FanSet:
-    """Fans that can be commanded and read: card fans (device) or chassis fans (bench)."""
-
-    kind: str
-    chassis: bool
-    bench: BenchLink
-
-    def count(self) -> int: ...
-    def set_all(self, duty: float) -> None: ...
-    def set_one(self, fan: int, duty: float) -> None: ...
-    def reported(self) -> list[float | None]: ...
-    def true(self, fan: int) -> float | None: ...
-    def restore(self) -> None: ...
-
-    def fixed_duty(self) -> float | None:
-        """The duty the fans run at when they cannot be commanded (None: they can)."""
-        return None
-
-
-class CardFans(FanSet):
-    kind, chassis = "card", False
-
-    def __init__(self, dev: Device, fans: FanControl, bench: BenchLink) -> None:
-        self.dev, self.fans, self.bench = dev, fans, bench
-
-    def count(self) -> int:
-        return self.fans.count
-
-    def set_all(self, duty: float) -> None:
-        for i in range(self.count()):
-            self.fans.set_duty(i, duty)
-
-    def set_one(self, fan: int, duty: float) -> None:
-        self.fans.set_duty(fan, duty)
-
-    def reported(self) -> list[float | None]:
-        rpm = self.dev.telemetry().fans_rpm
-        return [None if r is None else float(r) for r in rpm] + [None] * (self.count() - len(rpm))
-
-    def true(self, fan: int) -> float | None:
-        return self.bench.tach(fan)
-
-    def restore(self) -> None:
-        self.fans.restore()
-
-
-class ChassisFans(FanSet):
-    kind, chassis = "chassis", True
-
-    def __init__(self, bench: BenchLink, n: int, default_duty: float) -> None:
-        self.bench, self.n = bench, n
-        ctl = bench.ctl
-        saved = [bench.call(f"chassis fan {ch} duty", ctl.fan_duty, ch) if bench.has("fan_duty") else None
-                 for ch in range(n)]
-        self.saved = [default_duty if d is None else d for d in saved]
-
-    def count(self) -> int:
-        return self.n
-
-    def set_all(self, duty: float) -> None:
-        for ch in range(self.n):
-            self.set_one(ch, duty)
-
-    def set_one(self, fan: int, duty: float) -> None:
-        if self.bench.ok:
-            self.bench.call(f"chassis fan {fan} duty", self.bench.ctl.set_fan_duty, fan, duty)
-
-    def reported(self) -> list[float | None]:
-        return [self.bench.call(f"chassis fan {ch} rpm", self.bench.ctl.fan_rpm, ch) if self.bench.ok else None
-                for ch in range(self.n)]
-
-    def true(self, fan: int) -> float | None:
-        return None  # the optical heads look at card fans; a chassis fan has only its own tach wire
-
-    def restore(self) -> None:
-        for ch, d in enumerate(self.saved):
-            if self.bench.raw is None:
-                break
-            self.bench.call(f"restore chassis fan {ch} duty", self.bench.raw.set_fan_duty, ch, d, force=True)
-
-
-class HostChassisFans(FanSet):
-    """A passive card's chassis fans with no bench controller: the chassis runs them at its fixed
-    default duty and the host still reads their own tach wires (as a BMC reports them), so they
-    can be judged at that one duty but not swept, and a 0 RPM reading cannot be told apart from
-    a dead tach wire by an airflow probe."""
-
-    kind, chassis = "chassis", True
-
-    def __init__(self, dev: Any, n: int, bench: BenchLink, default_duty: float) -> None:
-        self.dev, self.n, self.bench, self.default_duty = dev, n, bench, default_duty
-
-    @classmethod
-    def of(cls, dev: Device, prof: Profile, bench: BenchLink) -> HostChassisFans | None:
-        count, rpm = getattr(dev, "chassis_fans", None), getattr(dev, "chassis_rpm", None)
-        if not callable(count) or not callable(rpm):
-            return None  # a real host without a bench: nothing reads the chassis fans
-        n = min(int(count()), prof.cooling.chassis_fans)
-        return cls(dev, n, bench, prof.cooling.chassis_default_duty) if n > 0 else None
-
-    def count(self) -> int:
-        return self.n
-
-    def set_all(self, duty: float) -> None:
-        pass  # nothing to command them with
-
-    def set_one(self, fan: int, duty: float) -> None:
-        pass
-
-    def reported(self) -> list[float | None]:
-        return [float(self.dev.chassis_rpm(ch)) for ch in range(self.n)]
-
-    def true(self, fan: int) -> float | None:
-        return None
-
-    def restore(self) -> None:
-        pass
-
-    def fixed_duty(self) -> float | None:
-        duty = getattr(self.dev, "chassis_duty", None)
-        return float(duty(0)) if callable(duty) else self.default_duty
-
-
-@contextmanager
-def restoring(fans: FanSet) -> Iterator[None]:
-    """Restore fan settings on the way out; a restore failure never hides the original error."""
-    try:
-        yield
-    except BaseException:
-        try:
-            fans.restore()
-        except Exception:  # noqa: BLE001 - the first error is the one to report
-            pass
-        raise
-    else:
-        fans.restore()
 
 
 # -- judging readings -----------------------------------------------------------------------------
@@ -295,13 +95,18 @@ class FanStage(Stage):
 
     def run(self, ctx: StageContext) -> TestResult:
         prm: FanParams = ctx.params
-        dev, prof = ctx.device, ctx.profile
         bench = BenchLink(ctx, "fans")
+        ctx.progress(0.0, "fans: waiting for the chassis (no other card's soak under way)")
+        with bench.lease.airflow():  # the sweep changes the chassis's air: no other card measures heat meanwhile
+            return self._run(ctx, prm, bench)
+
+    def _run(self, ctx: StageContext, prm: FanParams, bench: BenchLink) -> TestResult:
+        dev, prof = ctx.device, ctx.profile
         t0 = dev.clock.now()
         fanset: FanSet
         if dev.fans is not None and dev.fans.count > 0:
             fanset = CardFans(dev, dev.fans, bench)
-        elif prof.cooling.kind == "passive" and bench.ok and (
+        elif prof.cooling.kind == "passive" and bench.chassis is not None and bench.ok and (
                 n := min(bench.chassis_count(), prof.cooling.chassis_fans)) > 0:
             fanset = ChassisFans(bench, n, prof.cooling.chassis_default_duty)
         elif prof.cooling.kind == "passive" and (host := HostChassisFans.of(dev, prof, bench)) is not None:
@@ -333,10 +138,12 @@ class FanStage(Stage):
                           metrics=metrics, findings=findings)
 
     @classmethod
-    def cannot_run(cls, device: Device, profile: Profile, instruments: dict[str, Any]) -> str | None:
+    def cannot_run(cls, device: Device, profile: Profile, instruments: BenchRoles) -> str | None:
         """A passive card with no bench controller and no chassis the device can read: nothing to
-        sweep. (A fan card whose driver refuses control is only known when it is tried.)"""
-        if device.fans is not None or profile.cooling.kind != "passive" or instruments.get("bench") is not None:
+        sweep. (A fan card whose driver refuses control is only known when it is tried; a bench
+        configured but not opened, ``port`` only, counts as a bench.)"""
+        if device.fans is not None or profile.cooling.kind != "passive" or instruments.fan_controller is not None \
+                or instruments.port is not None:
             return None
         return None if callable(getattr(device, "chassis_fans", None)) else NO_FANS
 
@@ -450,47 +257,3 @@ class FanStage(Stage):
         out["change"] = round(change, 4)
         out["moves_air"] = change > prm.airflow_min_change
         return out
-
-
-def inlet_reading(ctx: StageContext, bench: BenchLink) -> float:
-    """Inlet air: the bench probe, else what the device reports, else the profile's bench figure."""
-    if bench.has("inlet_c"):
-        v = bench.call("inlet probe", bench.ctl.inlet_c)
-        if v is not None and math.isfinite(v):
-            return float(v)
-    tel_inlet = ctx.device.telemetry().inlet_c
-    return float(tel_inlet) if tel_inlet is not None else ctx.profile.thermal.inlet
-
-
-def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
-    """Airflow faults known for this card: the fan stage's, else a quick look at the fans now."""
-    if ctx.state.get("fans_checked"):
-        return [f for f in ctx.state.get("fan_findings", []) if f.code in AIRFLOW_FAULTS]
-    prof = ctx.profile
-    out: list[Finding] = []
-    if prof.cooling.kind == "fan":
-        tel = ctx.device.telemetry()
-        for i, (rpm, duty) in enumerate(zip(tel.fans_rpm, tel.fans_duty_pct, strict=False)):
-            if rpm is None or duty is None:
-                continue
-            true = bench.tach(i)
-            exp = prof.cooling.rpm_at(duty)
-            seen = true if true is not None else rpm
-            if seen < prof.cooling.rpm_band(exp)[0]:
-                out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
-                                   f"card fan {i} at {seen:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
-                                   location={"fan": i}, evidence={"rpm": seen, "duty_pct": duty}))
-    elif bench.has("fan_rpm"):
-        n = min(bench.chassis_count(), prof.cooling.chassis_fans)
-        for ch in range(n):
-            duty = bench.call(f"chassis fan {ch} duty", bench.ctl.fan_duty, ch) if bench.has("fan_duty") else None
-            duty = prof.cooling.chassis_default_duty if duty is None else duty
-            rpm = bench.call(f"chassis fan {ch} rpm", bench.ctl.fan_rpm, ch)
-            if rpm is None:
-                break
-            exp = prof.cooling.rpm_at(duty, chassis=True)
-            if rpm < prof.cooling.rpm_band(exp)[0]:
-                out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
-                                   f"chassis fan {ch} at {rpm:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
-                                   location={"fan": ch, "chassis": True}, evidence={"rpm": rpm, "duty_pct": duty}))
-    return out
