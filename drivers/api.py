@@ -57,8 +57,10 @@ class Identity:
     uuid: str | None = None
     pci_bus_id: str | None = None
     firmware: dict[str, str] = field(default_factory=dict)
-    profile: str | None = None  # name of the matching profile in fixtures/profiles/, if any
+    profile: str | None = None  # the profile that judges the card (a file's name, or a derived one's)
     memory_total_mib: int | None = None
+    profile_source: str | None = None  # "matched" (by name), "derived" (from facts), "config" (mock)
+    facts: dict[str, Any] = field(default_factory=dict)  # what a derived profile is built from
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -57,6 +57,7 @@ from drivers.api import (
 )
 from drivers.registry import Backend, BackendConfig, handle_failure, make_handle, register_backend
 from drivers.units import MIB
+from drivers.xid import xid_description
 
 # CUDA numbers GPUs fastest-first unless told otherwise; NVML numbers them by PCI bus. Make them
 # agree, so the CUDA handle of NVML GPU i is CUDA device i (set before CUDA initialises).
@@ -82,26 +83,6 @@ _THROTTLE_BITS = (
     ("HwPowerBrakeSlowdown", THROTTLE_HW_POWER_BRAKE),
 )
 
-# short descriptions of the XIDs a bench sees most (NVIDIA's XID catalogue)
-_XID_TEXT = {
-    13: "graphics engine exception",
-    31: "GPU memory page fault",
-    43: "GPU stopped processing",
-    45: "preemptive cleanup",
-    48: "double bit ECC error",
-    54: "auxiliary power is not connected",
-    61: "internal micro-controller breakpoint",
-    62: "internal micro-controller halt",
-    63: "ECC page retirement or row remapping recording event",
-    64: "ECC page retirement or row remapper recording failure",
-    74: "NVLink error",
-    79: "GPU has fallen off the bus",
-    92: "high single-bit ECC error rate",
-    94: "contained ECC error",
-    95: "uncontained ECC error",
-    119: "GSP RPC timeout",
-    120: "GSP error",
-}
 _XID_FELL_OFF = 79
 _MAX_DRAIN = 4096  # events per drain: a bound, not a budget
 
@@ -296,6 +277,7 @@ class NvmlDevice(Device):
 
     # identity ----------------------------------------------------------------------------------
     def identity(self) -> Identity:
+        from drivers.derived import derived_name
         from drivers.profiles import profile_for_model
 
         nv = self._nv
@@ -318,7 +300,9 @@ class NvmlDevice(Device):
         if cuda:
             fw["cuda_driver"] = _cuda_version(int(cuda))
         mem = self._read("nvmlDeviceGetMemoryInfo")
-        prof = profile_for_model(name)
+        mem_mib = int(mem.total) // MIB if mem is not None else None
+        prof = profile_for_model(name, mem_mib, self._num_fans)
+        facts = self._facts(name, mem_mib)
         return Identity(
             vendor="nvidia",
             model=name,
@@ -326,9 +310,44 @@ class NvmlDevice(Device):
             uuid=self._uuid,
             pci_bus_id=str(pci.busId) if pci is not None else None,
             firmware=fw,
-            profile=prof.name if prof else None,
-            memory_total_mib=int(mem.total) // MIB if mem is not None else None,
+            profile=prof.name if prof else derived_name(name),
+            memory_total_mib=mem_mib,
+            profile_source="matched" if prof else "derived",
+            facts=facts,
         )
+
+    def _fact(self, fn: str, *args: Any) -> Any:
+        """A figure for a derived profile: absent (None) whatever NVML answers, unless the card is lost."""
+        try:
+            return self._read(fn, *args)
+        except DeviceLost:
+            raise
+        except DeviceError:
+            return None
+
+    def _facts(self, name: str, mem_mib: int | None) -> dict[str, Any]:
+        """What a derived profile is built from (``drivers.derived``); every field may be None."""
+        nv = self._nv
+        mw = {k: self._fact(fn) for k, fn in (("limit", "nvmlDeviceGetEnforcedPowerLimit"),
+                                              ("default", "nvmlDeviceGetPowerManagementDefaultLimit"))}
+        cons = self._fact("nvmlDeviceGetPowerManagementLimitConstraints")
+        ecc = self._fact("nvmlDeviceGetEccMode")
+        temps = {k: self._fact("nvmlDeviceGetTemperatureThreshold", getattr(nv, c, i)) for k, c, i in (
+            ("temp_shutdown_c", "NVML_TEMPERATURE_THRESHOLD_SHUTDOWN", 0),
+            ("temp_slowdown_c", "NVML_TEMPERATURE_THRESHOLD_SLOWDOWN", 1),
+            ("temp_max_operating_c", "NVML_TEMPERATURE_THRESHOLD_GPU_MAX", 3))}
+        return {
+            "vendor": "nvidia", "model": name, "memory_total_mib": mem_mib,
+            "power_limit_w": mw["limit"] / 1000.0 if mw["limit"] else None,
+            "power_default_w": mw["default"] / 1000.0 if mw["default"] else None,
+            "power_min_w": cons[0] / 1000.0 if cons else None,
+            "clock_max_mhz": self._fact("nvmlDeviceGetMaxClockInfo", nv.NVML_CLOCK_SM),
+            "pcie_max_gen": self._fact("nvmlDeviceGetMaxPcieLinkGeneration"),
+            "pcie_max_width": self._fact("nvmlDeviceGetMaxPcieLinkWidth"),
+            "fans": self._num_fans,
+            "ecc": bool(ecc[0]) if ecc else None,
+            **temps,
+        }
 
     # telemetry ---------------------------------------------------------------------------------
     def telemetry(self) -> Telemetry:
@@ -490,10 +509,10 @@ class NvmlDevice(Device):
                 continue
             if int(data.eventType) & self._xid_bit:
                 code = int(data.eventData)
-                text = _XID_TEXT.get(code, "")
+                text = xid_description(code)
                 out.append(DeviceEvent(self.clock.now(), "xid", code, f"XID {code}" + (f": {text}" if text else "")))
         if any(e.code == _XID_FELL_OFF for e in out):
-            self._mark_lost(f"XID {_XID_FELL_OFF} ({_XID_TEXT[_XID_FELL_OFF]})")
+            self._mark_lost(f"XID {_XID_FELL_OFF} ({xid_description(_XID_FELL_OFF)})")
         return out
 
     # host conditions (preflight) -------------------------------------------------------------

@@ -189,6 +189,8 @@ class Profile(_Strict):
     ecc: EccSpec
     sim: SimSpec = SimSpec()
     sources: list[str] = []  # where the figures come from
+    derived: bool = False  # built from what the card reported (drivers.derived), not from a file
+    assumed: list[str] = []  # figures of a derived profile the card could not give (e.g. "thermal.theta")
 
 
 class ProfileError(ValueError):
@@ -230,13 +232,32 @@ def load_profile(name: str) -> Profile:
     return prof
 
 
-def profile_for_model(model_name: str) -> Profile | None:
-    """The profile whose ``match`` strings occur in a real device's product name, if any."""
-    low = model_name.lower()
-    best: tuple[int, Profile] | None = None
-    for name in available_profiles():
-        prof = load_profile(name)
-        for pattern in prof.match:
-            if pattern.lower() in low and (best is None or len(pattern) > best[0]):
-                best = (len(pattern), prof)
-    return best[1] if best else None
+MEMORY_MATCH_TOLERANCE = 0.10  # a reported memory size this far from the profile's is another board
+
+
+def normalize_name(name: str) -> str:
+    """Device names compare without case, spaces or punctuation ("NVIDIA A100-SXM4-80GB")."""
+    return "".join(ch for ch in name.lower() if ch.isalnum())
+
+
+def profile_for_model(model_name: str, memory_mib: float | None = None, fans: int | None = None) -> Profile | None:
+    """The profile whose ``match`` names the device's product name exactly (as ``nvmlDeviceGetName``
+    or ``npu-smi`` print it), if any.
+
+    Where one name covers several boards (a GeForce RTX 4090 with 24 GB, or reworked to 48 GB on a
+    blower), the reported memory size picks the board and the fan count breaks a tie. A card whose
+    memory is more than 10 % off every candidate is another board: no match (the caller derives).
+    """
+    key = normalize_name(model_name)
+    cands = [load_profile(n) for n in available_profiles()]
+    cands = [p for p in cands if key in {normalize_name(m) for m in p.match}]
+    if memory_mib:
+        cands = [p for p in cands if abs(memory_mib - p.memory.total) <= MEMORY_MATCH_TOLERANCE * p.memory.total]
+    if not cands:
+        return None
+
+    def rank(p: Profile) -> tuple[float, int, str]:
+        mem_off = abs((memory_mib or p.memory.total) - p.memory.total) / p.memory.total
+        return mem_off, 0 if fans is None or fans == p.cooling.fans else 1, p.name
+
+    return min(cands, key=rank)

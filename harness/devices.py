@@ -9,11 +9,13 @@ from typing import Any
 
 from drivers.api import Device, DeviceError, DeviceLost
 from drivers.instruments.roles import BenchRoles
-from drivers.profiles import ProfileError, load_profile
+from drivers.derived import resolve_profile
+from drivers.profiles import ProfileError
 from drivers.registry import get_backend
 from harness.runner import CardSlot
 from harness.session import bus_lost_finding, device_error_finding
 from harness.verdict import dedupe
+from stress.assumed import soften
 from stress.base import StageContext, listing_stages
 
 SCHEMA = "burnin.devices/1"
@@ -34,7 +36,7 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
     entry: dict[str, Any] = {
         "host": card.host, "slot": card.slot, "backend": card.backend,
         "model": card.locator.get("profile"), "serial": card.locator.get("serial"), "vendor": None,
-        "uuid": None, "pci_bus_id": None, "firmware": {}, "telemetry": None, "findings": [],
+        "uuid": None, "pci_bus_id": None, "profile": None, "profile_source": None, "firmware": {}, "telemetry": None, "findings": [],
     }
     dev: Device | None = None
     try:
@@ -44,9 +46,10 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
                      pci_bus_id=ident.pci_bus_id, firmware=ident.firmware)
         entry["telemetry"] = _telemetry(dev)
         try:
-            profile = load_profile(ident.profile or "")
+            profile, source = resolve_profile(ident.to_dict(), card.locator)
         except ProfileError:
             return entry
+        entry.update(profile=profile.name, profile_source=source)
         ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot,
                            instruments=BenchRoles(port=str(card.instruments[0].get("port"))) if card.instruments
                            else BenchRoles())  # configured, not opened: a listing commands nothing
@@ -59,7 +62,7 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
             for key in ("ready", "cannot_run"):  # said up front by preflight
                 if key in res.metrics:
                     entry[key] = res.metrics[key]
-        entry["findings"] = [f.to_dict() for f in dedupe(found)]
+        entry["findings"] = [f.to_dict() for f in dedupe(soften(found, profile))]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
     except DeviceError as e:

@@ -19,7 +19,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable
-from drivers.profiles import Profile, ProfileError, load_profile
+from drivers.derived import resolve_profile
+from drivers.profiles import Profile, ProfileError
 from drivers.registry import get_backend
 from harness.benches import HostBenches
 from harness.config import DeviceEntry, RackConfig
@@ -30,6 +31,7 @@ from harness.session import CardJob
 from harness.store import Store, StoreWriter
 from harness.verdict import judge_card
 from harness.views import RESULT_SCHEMA
+from stress.assumed import soften
 from stress.base import get_stage
 from stress.events import CardEvent, EventConsumer, Outcome, TestDone
 from stress.model import Finding, TestResult
@@ -254,8 +256,10 @@ def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
     added to its card's record and returned with the card's key."""
     by_stage: dict[str, list[tuple[str, Profile, TestResult]]] = {}
     for rec in records:
+        if not rec.identity and not rec.profile_name:
+            continue
         try:
-            profile = load_profile(rec.profile_name)
+            profile, _ = resolve_profile(rec.identity or {}, rec.locator)
         except ProfileError:
             continue
         for t in rec.tests:
@@ -268,7 +272,9 @@ def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
             extra = get_stage(stage).compare_peers(results)
         except KeyError:
             continue
-        for key, findings in extra.items():
+        for key, found in extra.items():
+            profile = next(p for k, p, _ in results if k == key)
+            findings = soften(found, profile)  # a derived profile's assumed figures only warn
             by_key[key].extra_findings.extend(findings)
             out += [(key, f) for f in findings]
     return out

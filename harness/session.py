@@ -16,8 +16,10 @@ from typing import Any
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
 from drivers.instruments.roles import BenchRoles, BoundLease, SlotMap, solo_lease
 from drivers.instruments.share import BenchAccess, BenchClient
-from drivers.profiles import ProfileError, load_profile
+from drivers.derived import resolve_profile
+from drivers.profiles import ProfileError
 from drivers.registry import get_backend
+from stress.assumed import soften_result
 from stress.base import Stage, StageContext, get_stage, reprobe_stage, skipped
 from stress.events import Emit, FindingRaised, Identity, Progress, StageStarted, TestDone
 from stress.model import Finding, TestResult
@@ -196,16 +198,18 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         emit(TestDone(TestResult(name="discover", status="error", error=str(e),
                                  findings=[device_error_finding("discover", e)])))
         return "done"
-    emit(Identity(ident))
     try:
-        profile = load_profile(ident.get("profile") or job.locator.get("profile", ""))
+        profile, ident["profile_source"] = resolve_profile(ident, job.locator)
+        ident["profile"] = profile.name
     except ProfileError as e:
+        emit(Identity(ident))
         emit(TestDone(TestResult(
             name="discover", status="error", error=str(e),
             findings=[Finding(code="harness.no_profile", severity="fail", action="fix_host", test="discover",
-                              message=f"no profile for model {ident.get('model')!r}: add one to fixtures/profiles/")],
+                              message=f"profile for model {ident.get('model')!r} does not load: {e}")],
         )))
         return "done"
+    emit(Identity(ident))
     instruments = _open_instruments(job, dev, emit)
     ctx = StageContext(
         device=dev, profile=profile, params=None, serial=ident.get("serial") or job.key,
@@ -244,6 +248,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
             mark_measured_under(res, ctx.state.get("measured_under") or [])
+            res = soften_result(res, profile)
             ctx.prior.append(res)
             results.append((res, params))
             emit(TestDone(res, index))

@@ -8,17 +8,14 @@ with ``final = true`` at the end of a plan it judges what grew during the whole 
 
 from __future__ import annotations
 
-import functools
 import math
-import tomllib
-from pathlib import Path
 from typing import Any, ClassVar
 
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
+from drivers.xid import xid_rule
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.model import Finding, TestResult, test_status
 
-XID_CATALOGUE = Path(__file__).resolve().parent.parent / "fixtures" / "xid_catalogue.toml"
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap
 COUNTER_STEP = 1  # a counter read twice is uncertain by one count: rates allow for it
 IDLE_UTILIZATION_PCT = 5.0  # below this the card may be in a link power-saving state
@@ -29,16 +26,6 @@ class HealthParams(StageParams):
     observe_s: float = 60.0  # idle window over which replay and SBE rates are measured
     final: bool = False  # judge the whole session against the baseline taken by the first run
     timeout_s: float = 600.0
-
-
-@functools.cache
-def xid_catalogue() -> dict[str, Any]:
-    return tomllib.loads(XID_CATALOGUE.read_text(encoding="utf-8"))
-
-
-def xid_rule(code: int) -> dict[str, Any]:
-    cat = xid_catalogue()
-    return {**cat["default"], **cat["xid"].get(str(code), {})}
 
 
 def _f(code: str, severity: str, action: str, message: str, **kw: Any) -> Finding:
@@ -193,10 +180,11 @@ def event_findings(events: list[DeviceEvent]) -> list[Finding]:
     for ev in events:
         if ev.kind == "xid":
             rule = xid_rule(int(ev.code))
-            code = rule.get("finding") or f"xid.{ev.code}"
-            out.append(_f(code, rule["severity"], rule["action"],
-                          f"XID {ev.code}: {rule['meaning']}",
-                          evidence={"xid": int(ev.code), "at_s": round(ev.time_s, 1), "detail": ev.message}))
+            bucket = rule.entry.immediate if rule.entry else None
+            out.append(_f(rule.finding, rule.severity, rule.action,  # type: ignore[arg-type]
+                          f"XID {ev.code}: {rule.meaning}",
+                          evidence={"xid": int(ev.code), "at_s": round(ev.time_s, 1), "detail": ev.message,
+                                    "nvidia_bucket": bucket, "why": rule.why}))
         elif ev.kind == "health":
             out.append(_health_code_finding(ev))
     return out

@@ -120,6 +120,8 @@ class CardRecord:
             "backend": self.backend,
             "model": self.model,
             "serial": self.serial,
+            "profile": self.profile_name or None,
+            "profile_source": (self.identity or {}).get("profile_source") or ("config" if self.profile_name else None),
             "verdict": self.verdict or "retest",
             "actions": list(self.actions),
             "findings": [f.to_dict() for f in self.judged],

@@ -303,7 +303,7 @@ def test_views_a_product_does_not_support_fall_back_to_the_table(tmp_path: Path)
     dev = replay_npu(d, 3)
     ident = dev.identity()
     assert (ident.model, ident.memory_total_mib, ident.pci_bus_id) == ("910B1", 65536, "0000:C1:00.0")
-    assert ident.profile == "ascend-910b"
+    assert (ident.profile, ident.profile_source) == ("ascend-910b1", "matched")
     t = dev.telemetry()
     assert (t.temperature_c, t.power_w, t.utilization_pct, t.clock_mhz) == (41, 271.1, 55, None)
     assert dev.counters() == ErrorCounters()  # no ECC view: unknown, not zero

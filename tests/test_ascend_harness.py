@@ -193,8 +193,8 @@ def test_fault_catalogue_bench(burnin: Any, tmp_path: Path, plan: Path) -> None:
     lost = devs[5]  # identity and telemetry answered; the health read found it gone
     assert lost["model"] == "910B3" and lost["telemetry"] is not None
     assert "NPU 5" in lost["findings"][0]["message"]
-    p310 = devs[11]  # listed with its model, no profile: nothing judged, nothing invented
-    assert (p310["model"], p310["findings"]) == ("310P3", [])
+    p310 = devs[11]  # a 310P3 with 24 GB: the Atlas 300I Pro profile judges it
+    assert (p310["model"], p310["profile"], p310["profile_source"]) == ("310P3", "ascend-310p", "matched")
     assert p310["telemetry"]["memory_total_mib"] == 21527 and p310["telemetry"]["power_w"] is None
     assert devs[4]["telemetry"]["temperature_c"] == 106
     assert devs[10]["telemetry"]["clock_mhz"] == 800 and devs[10]["telemetry"]["clock_max_mhz"] == 1000
@@ -210,7 +210,7 @@ def test_fault_catalogue_bench(burnin: Any, tmp_path: Path, plan: Path) -> None:
         assert (c["verdict"], c["actions"]) == (verdict, actions), (slot, c["findings"])
         assert fail_codes(c) == fails, (slot, c["findings"])
         assert warns <= warn_codes(c), (slot, c["findings"])
-    assert cards[11]["model"] == "310P3" and cards[11]["verdict"] != "pass"
+    assert (cards[11]["model"], cards[11]["profile"], cards[11]["profile_source"]) == ("310P3", "ascend-310p", "matched")
     statuses = [t["status"] for t in cards[5]["tests"]]
     lost_at = statuses.index("error")  # lost in the first stage that reads more than its identity
     assert lost_at <= 1 and set(statuses[lost_at + 1:]) == {"skipped"}, statuses

@@ -92,7 +92,8 @@ def test_profiles_load_and_bad_profile_names_file_and_field(tmp_path):
 
 def test_real_device_names_map_to_profiles():
     assert profile_for_model("NVIDIA H100 80GB HBM3").name == "h100-sxm5-80gb"
-    assert profile_for_model("NVIDIA GeForce RTX 4090").name == "rtx4090-blower-48gb"
+    assert profile_for_model("NVIDIA GeForce RTX 4090", 49140, 1).name == "rtx4090-blower-48gb"
+    assert profile_for_model("NVIDIA GeForce RTX 4090", 24564, 2).name == "rtx4090-24gb"
     assert profile_for_model("Ascend 910B3").name == "ascend-910b"
     assert profile_for_model("Matrox G200") is None
 

@@ -189,7 +189,9 @@ def test_identity_rtx4090_without_serial(monkeypatch: pytest.MonkeyPatch) -> Non
     assert ident.serial is None and ident.profile == "rtx4090-blower-48gb"
     assert "inforom_ecc" not in ident.firmware and ident.firmware["inforom_oem"] == "2.0"
     fake.set_answer(0, "nvmlDeviceGetName", "NVIDIA Mystery GPU")
-    assert dev.identity().profile is None
+    mystery = dev.identity()  # no profile file: one is derived from what the card reports
+    assert (mystery.profile, mystery.profile_source) == ("derived-nvidia-mystery-gpu", "derived")
+    assert mystery.facts["power_limit_w"] == 450.0 and mystery.facts["fans"] == 1
 
 
 def test_telemetry_units_h100(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -317,7 +319,7 @@ def test_xid_events_drain(monkeypatch: pytest.MonkeyPatch) -> None:
     fake.queue_xid(0, 63)
     evs = dev.events()
     assert [(e.kind, e.code) for e in evs] == [("xid", 48), ("xid", 63)]
-    assert "double bit ECC" in evs[0].message
+    assert "Double Bit ECC" in evs[0].message
     assert dev.events() == []  # drained
     dev.telemetry()  # still alive
 

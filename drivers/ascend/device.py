@@ -13,7 +13,7 @@ import os
 import signal
 import subprocess
 from collections.abc import Callable, Sequence
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from drivers.api import (
     THROTTLE_SW_THERMAL,
@@ -32,6 +32,7 @@ from drivers.api import (
     WallClock,
 )
 from drivers.ascend import parse
+from drivers.derived import derive_profile
 from drivers.profiles import Profile, profile_for_model
 
 T = TypeVar("T")
@@ -152,8 +153,6 @@ class AscendDevice(Device):
         hint = (self.name_hint or "").removeprefix("Ascend").strip() or None
         model = ((chip.chip_name if chip else None) or board.model or hint
                  or (row.name if row else None) or "unknown")
-        prof = profile_for_model(model)
-        self._profile = prof
         firmware = {k: v for k, v in (
             ("software_version", board.software_version),
             ("firmware_version", board.firmware_version),
@@ -162,6 +161,9 @@ class AscendDevice(Device):
         mem_total = memory.capacity_mb if memory is not None else None
         if mem_total is None and row is not None:
             mem_total = row.device_memory[1]
+        prof = profile_for_model(model, mem_total, 0)
+        facts: dict[str, Any] = {"vendor": "huawei", "model": model, "memory_total_mib": mem_total, "fans": 0}
+        self._profile = prof or derive_profile(facts)
         self._identity = Identity(
             vendor="huawei",
             model=model,
@@ -169,8 +171,10 @@ class AscendDevice(Device):
             uuid=None,
             pci_bus_id=(chip.pcie_bus if chip else None) or board.pcie_bus or (row.bus_id if row else None),
             firmware=firmware,
-            profile=prof.name if prof else None,
+            profile=self._profile.name,
             memory_total_mib=mem_total,  # npu-smi's "MB" are MiB (65536 on 910B3)
+            profile_source="matched" if prof else "derived",
+            facts=facts,
         )
         return self._identity
 

@@ -162,6 +162,7 @@ class MockDevice(Device):
             firmware={"vbios": "96.00.99.00.01", "inforom": inforom, "driver": "mock-1.0"},
             profile=self.profile.name,
             memory_total_mib=self._memory_bytes // MIB,
+            profile_source="config",
         )
 
     def _has(self, kind: type[F.Fault]) -> bool:
