@@ -14,11 +14,14 @@ import random
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.profiles import load_profile
+from drivers.profiles import available_profiles, load_profile
 
 MIB = 1 << 20
+# the three profiles the whole fault matrix runs on; every other profile runs its signature faults
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
-SHORT = {"h100-sxm5-80gb": "H", "rtx4090-blower-48gb": "G", "ascend-910b": "A"}
+OTHER_PROFILES = tuple(p for p in available_profiles() if p not in PROFILES)
+SHORT = {"h100-sxm5-80gb": "H", "rtx4090-blower-48gb": "G", "ascend-910b": "A",
+         **{p: f"P{i:02d}" for i, p in enumerate(OTHER_PROFILES)}}
 BENCH_ACTIONS = {"replace_fan", "repaste", "reseat", "check_power", "reflash_firmware", "replace_memory"}
 # simulated seconds at which each plan's stages run on a mock card (health, memory, pcie, fans,
 # thermal, burn, power): used to put at_s faults mid-stage and past the end of the session
@@ -327,16 +330,37 @@ NO_BENCH_TACH = Expect("repair", [{"fan.stalled", "fan.tach_mismatch"}], {"repla
                        location=({"fan.stalled", "fan.tach_mismatch"}, {"fan": 0}))
 
 
-def xid_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[Case]:
+def xid_expectations() -> dict[int, dict[str, str]]:
+    """The rule of every XID straight from the data (NVIDIA's catalogue joined with the bench's
+    bucket mapping and overrides), read here on its own rather than through drivers.xid."""
+    import csv
     import tomllib
     from pathlib import Path
 
-    cat = tomllib.loads((Path(__file__).resolve().parent.parent / "fixtures" / "xid_catalogue.toml").read_text())
+    fx = Path(__file__).resolve().parent.parent / "fixtures"
+    rules = tomllib.loads((fx / "xid_catalogue.toml").read_text())
+    lines = [ln for ln in (fx / "xid" / "nvidia_catalog.csv").read_text().splitlines() if not ln.startswith("#")]
+    out: dict[int, dict[str, str]] = {}
+    for row in csv.DictReader(lines):
+        code = int(row["code"])
+        rule = {**rules["default"], **rules["bucket"].get(row["immediate"], {}), **rules["xid"].get(str(code), {})}
+        out[code] = {"finding": rule.get("finding") or f"xid.{code}", "severity": rule["severity"],
+                     "action": rule["action"]}
+    return out
+
+
+# one XID of each bucket and override, the ones the issue names, and unknown codes
+XID_CORPUS = (13, 31, 43, 45, 46, 48, 54, 61, 62, 63, 64, 74, 78, 79, 92, 94, 95, 119, 120, 122, 136, 140, 143,
+              145, 151, 154, 159, 163, 167, 172, 999, 31337)
+
+
+def xid_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[Case]:
+    known = xid_expectations()
+    default = {"finding": "", "severity": "fail", "action": "reset_and_retest"}
     out: list[Case] = []
-    codes = sorted(int(c) for c in cat["xid"]) + [1, 2, 150, 999, 31337]
-    for i, code in enumerate(codes):
-        rule = {**cat["default"], **cat["xid"].get(str(code), {})}
-        finding = rule.get("finding") or f"xid.{code}"
+    for i, code in enumerate(XID_CORPUS):
+        rule = known.get(code, default)
+        finding = rule["finding"] or f"xid.{code}"
         acts = {rule["action"]} - {"none"} if rule["severity"] == "fail" else set()
         exp = _e(finding, acts) if rule["severity"] == "fail" else Expect("pass", warn=finding)
         if rule["severity"] == "info":
@@ -430,12 +454,44 @@ def cases(plan: str) -> list[Case]:
     return memory_cases(plan, rng) + device_cases(plan, rng) + edge_cases(plan, rng)
 
 
-def healthy(plan: str, per_profile: int, start: int = 0) -> list[Case]:
+def signature_cases(plan: str, profiles: tuple[str, ...] = OTHER_PROFILES) -> dict[str, list[Case]]:
+    """Per profile, the faults its kind of board is repaired for, with the outcome the rules give:
+    its own fans (or the chassis fans of a passive card), its memory (a GDDR chip is replaced, an
+    HBM stack is rma), paste, the PCIe link, ECC, a power cap, aux power and slow silicon."""
+    rng = random.Random(f"signature/{plan}")
+    out: dict[str, list[Case]] = {}
+    for profile in profiles:
+        p = load_profile(profile)
+        short = SHORT.get(profile, profile)
+        todo: list[tuple[str, list[dict[str, Any]], Expect, int]] = []
+        last = p.cooling.fault_fans - 1
+        todo.append(("stall", [{"kind": "fan.stalled", "fan": last}],
+                     _e("fan.stalled", {"replace_fan"}, location=({"fan.stalled"}, {"fan": last})), 1))
+        todo.append(("weak", [{"kind": "fan.weak", "fan": 0, "max_fraction": 0.3}],
+                     _e("fan.weak", {"replace_fan"}, location=({"fan.weak"}, {"fan": 0})), 1))
+        address = 0x12345
+        todo.append(("stuck", [{"kind": "memory.stuck_bit", "address": address, "bit": 3, "value": 1}],
+                     _mem_expect(profile, "memory.stuck_bit", address, 3), 16))
+        todo.append(("paste", [{"kind": "thermal.resistance", "factor": 2.2}],
+                     _e({"thermal.high_resistance", "thermal.slowdown", "thermal.over_temp"}, {"repaste"}), 1))
+        todo.append(("gen1", [{"kind": "pcie.downtrained", "gen": 1, "width": p.pcie.width}],
+                     _e("pcie.link_degraded", {"reseat"}), 1))
+        todo.append(("dbe", [{"kind": "ecc.dbe", "count": 2}], _e("ecc.dbe", {"reset_and_retest"}), 1))
+        todo.append(("cap", [{"kind": "power.capped", "watts": p.power.min_limit}], _e("power.capped", {"fix_host"}), 1))
+        if p.power.slot < p.power.tdp:  # a slot-powered card has no aux connector to leave unplugged
+            todo.append(("aux", [{"kind": "power.aux_unplugged"}], _e("power.aux_unplugged", {"check_power"}), 1))
+        todo.append(("slow", [{"kind": "compute.slow", "factor": 0.7}], _e("compute.slow", {"rma"}), 1))
+        out[profile] = [Case(f"S-{short}-{name}", profile, faults, exp, memory_mib=mib, seed=rng.randrange(1 << 30))
+                        for name, faults, exp, mib in todo]
+    return out
+
+
+def healthy(plan: str, per_profile: int, start: int = 0, profiles: tuple[str, ...] = PROFILES) -> list[Case]:
     """Healthy cards of every profile, each with its own seed (odd memory sizes too); the first
     of each profile as a user writes it: no seed (derived from the serial), default memory size."""
     rng = random.Random(f"healthy/{plan}/{start}")
     out = []
-    for profile in PROFILES:
+    for profile in profiles:
         for k in range(start, start + per_profile):
             c = Case(f"OK-{SHORT[profile]}-{k:03d}", profile, [], Expect("pass"),
                      memory_mib=(1, 2, 3)[k % 3], seed=rng.randrange(1 << 31), bench=k % 4 != 3)
