@@ -253,6 +253,24 @@ def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None
 
 
 @main.command()
+@click.option("--json", "as_json", is_flag=True, help="Print the burnin.profiles/1 document.")
+def profiles(as_json: bool) -> None:
+    """The device profiles: name, vendor, the device names each matches, memory and power."""
+    from drivers.profiles import ProfileError
+    from harness.views.profiles import print_profiles, profiles_document
+
+    try:
+        doc = profiles_document()
+    except ProfileError as e:
+        _fail(UsageError(str(e)))
+        return
+    if as_json:
+        click.echo(json.dumps(doc, indent=2))
+    else:
+        print_profiles(doc)
+
+
+@main.command()
 @click.argument("serial")
 @click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
 @click.option("--json", "as_json", is_flag=True, help="Print every run of this card as JSON (card shape).")

@@ -41,7 +41,7 @@ SPARK_MAX = 34  # cells, until the pane has been laid out: one bar per sample up
 COLUMNS: tuple[tuple[str, str, int | None], ...] = (
     ("slot", "slot", None), ("serial", "serial", None), ("verdict", "verdict", 8), ("actions", "actions", None),
     ("progress", "progress", render.BAR_WIDTH + 10), ("temp", "°C", 4), ("power", "W", 5),
-    ("stage", "stage", 26), ("model", "model", None),
+    ("stage", "stage", 26), ("model", "model", None), ("profile", "profile", None),
 )
 
 
@@ -58,6 +58,7 @@ class CardTable(DataTable[Any]):
 def _cells(card: CardState) -> dict[str, Text | str]:
     return {
         "slot": Text(card.key), "serial": Text(card.serial or "?", style="bold"), "model": Text(card.model),
+        "profile": Text(card.profile, style="italic" if card.profile.endswith("(derived)") else ""),
         "stage": render.stage_cell(card), "progress": render.progress_cell(card),
         "temp": render.number_cell(card.temperature_c), "power": render.number_cell(card.power_w),
         "verdict": render.verdict_cell(card), "actions": render.actions_cell(card),
@@ -235,7 +236,7 @@ class BenchApp(App[int]):
                 if key in self._visible:
                     for col, value in _cells(self.bench.cards[key]).items():
                         try:
-                            table.update_cell(key, col, value, update_width=col in ("actions", "serial", "model"))
+                            table.update_cell(key, col, value, update_width=col in ("actions", "serial", "model", "profile"))
                         except CellDoesNotExist:
                             pass
         if self.selected in dirty:

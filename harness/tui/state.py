@@ -10,6 +10,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness.views.table import profile_label
 from stress.events import (
     CardEvent,
     EventConsumer,
@@ -25,6 +26,7 @@ from stress.model import Finding, actions_of, verdict_of
 
 HISTORY_MAX = 600  # samples kept per card for the sparklines
 FINAL_OK = "done"
+
 
 
 @dataclass
@@ -49,6 +51,7 @@ class CardState:
     findings: list[dict[str, Any]] = field(default_factory=list)
     verdict: str | None = None  # set only by the verdict engine, at the end of the run
     actions: list[str] = field(default_factory=list)
+    profile: str = ""  # the profile that judges the card; "(derived)" marks one built from its facts
 
     @property
     def finished(self) -> bool:
@@ -110,6 +113,7 @@ class BenchState(EventConsumer):
         card = self.cards[key]
         card.serial = str(ev.identity.get("serial") or card.serial)
         card.model = str(ev.identity.get("model") or card.model)
+        card.profile = profile_label(ev.identity) or card.profile
         card.state = "running"
 
     def on_stage_start(self, key: str, ev: StageStarted) -> None:
@@ -156,6 +160,7 @@ class BenchState(EventConsumer):
             card.tests = list(c.get("tests") or card.tests)
             card.serial = str(c.get("serial") or card.serial)
             card.model = str(c.get("model") or card.model)
+            card.profile = profile_label(c) or card.profile
             if card.state in ("pending", "running"):
                 card.state = str(c.get("state") or card.state)
 

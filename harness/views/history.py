@@ -10,7 +10,7 @@ from rich.text import Text
 
 from harness.repairs import FIXED, NOT_FIXED, timeline
 from harness.store import Store
-from harness.views.table import VERDICT_STYLE, report_console
+from harness.views.table import VERDICT_STYLE, profile_label, report_console
 
 OUTCOME_STYLE = {FIXED: "bold green", NOT_FIXED: "bold red"}
 
@@ -57,14 +57,14 @@ def run_verdict(e: dict[str, Any]) -> str:
 def print_history(serial: str, entries: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or report_console()
     table = Table(title=f"history of {serial}", title_justify="left")
-    for col in ("when", "what", "rack", "plan", "slot", "verdict", "actions", "fail findings / repair"):
+    for col in ("when", "what", "rack", "plan", "slot", "profile", "verdict", "actions", "fail findings / repair"):
         table.add_column(col, no_wrap=col not in ("fail findings / repair",))
     for e in entries:
         if e.get("kind") == "repair":
-            table.add_row(str(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", repair_text(e))
+            table.add_row(str(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", "", repair_text(e))
             continue
         v = run_verdict(e)
         table.add_row(str(e["started_at"]), f"run {e['run_id']}", str(e["rack"]), str(e["plan"]),
-                      f"{e['host']}/{e['slot']}", Text(v.upper(), style=VERDICT_STYLE.get(v, "")),
+                      f"{e['host']}/{e['slot']}", profile_label(e) or "-", Text(v.upper(), style=VERDICT_STYLE.get(v, "")),
                       ", ".join(e["actions"]) or "-", _fail_codes(e))
     console.print(table)

@@ -32,6 +32,12 @@ def top_finding(card: dict[str, Any]) -> str:
     return f"{fails[0]['code']}: {fails[0]['message']}{measured}{more}"
 
 
+def profile_label(d: dict[str, Any]) -> str:
+    """A card's profile as the views show it: the name, "(derived)" when built from its facts."""
+    name = str(d.get("profile") or "")
+    return f"{name} (derived)" if name and d.get("profile_source") == "derived" else name
+
+
 def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or report_console()
     table = Table(title=f"burnin {doc['plan']} on {doc['rack']}  (run {doc['run_id']})", title_justify="left",
@@ -39,6 +45,7 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     table.add_column("host/slot", no_wrap=True)
     table.add_column("serial", no_wrap=True)
     table.add_column("model", no_wrap=True)
+    table.add_column("profile", no_wrap=True)
     table.add_column("verdict", no_wrap=True)
     table.add_column("actions")
     table.add_column("mem cov", no_wrap=True)
@@ -49,7 +56,8 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
         counts[v] = counts.get(v, 0) + 1
         table.add_row(
             f"{c['host']}/{c['slot']}", str(c.get("serial") or "?"), str(c.get("model") or "?"),
-            Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-", coverage_text(c),
+            profile_label(c) or "?", Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-",
+            coverage_text(c),
             Text(top_finding(c)),  # device text and brackets are shown as written, never as markup
         )
     console.print(table)
