@@ -5,7 +5,8 @@ failing. Cases come from ``tests/corpus_cases.py`` (every fault kind of mock-fau
 several parameter values, addresses, memory sizes and seeds, on every profile, plus pairs).
 
 Runtime: by default one card per (fault kinds, profile, bench) group and plan, with a few seeded
-healthy cards per profile: about 80-90 s on a 2-core machine. ``BURNIN_CORPUS=full`` runs every
+healthy cards per profile, plus a healthy card and one signature fault of every other profile
+(``other_profiles``, about 35 more cards): about 100 s on an idle 2-core machine. ``BURNIN_CORPUS=full`` runs every
 case (about 290 per plan) and 30 healthy cards per profile per plan: about 5 minutes.
 """
 
@@ -20,9 +21,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
+from drivers.profiles import load_profile
 from harness.cli import main
 from tests.conftest import rack_toml
-from tests.corpus_cases import PROFILES, Case, cases, healthy
+from tests.corpus_cases import OTHER_PROFILES, PROFILES, Case, cases, healthy, signature_cases
 from tests.corpus_run import problems, run_rack
 
 FULL = os.environ.get("BURNIN_CORPUS") == "full"
@@ -44,15 +46,45 @@ def select(plan: str) -> list[Case]:
     return [g[random.Random(f"{plan}/{key}").randrange(len(g))] for key, g in groups.items()]
 
 
-PLAN_CASES = {plan: select(plan) + healthy(plan, HEALTHY_PER_PROFILE[plan]) for plan in ("quick", "standard")}
+def other_profiles(plan: str) -> list[Case]:
+    """Every profile beyond the core three: a healthy card each, and the faults each kind of board
+    is repaired for: its own fans on fan cards (quick), a memory cell on every GDDR board and on
+    a few HBM ones, rotating (standard). ``bench/corpus_profiles.py`` runs all of them on more seeds."""
+    sig = signature_cases(plan)
+    if FULL:
+        return [c for cs in sig.values() for c in cs] + healthy(plan, HEALTHY_PER_PROFILE[plan], profiles=OTHER_PROFILES)
+    half = OTHER_PROFILES[plan == "standard"::2]  # each profile's healthy card in one of the two plans
+    out = healthy(plan, 1, start=1, profiles=half)
+    hbm = [p for p in OTHER_PROFILES if load_profile(p).memory.kind == "hbm"]
+    for k, (profile, cs) in enumerate(sig.items()):
+        kind = load_profile(profile).memory.kind
+        cooling = load_profile(profile).cooling.kind
+        if plan == "quick" and (cooling == "fan" or k == 0):
+            out += [c for c in cs if c.serial.endswith("-stall")]
+        if plan == "standard" and (kind == "gddr" or profile == hbm[len(hbm) // 2]):
+            out += [c for c in cs if c.serial.endswith("-stuck")]
+    return out
+
+
+PLAN_CASES = {plan: select(plan) + healthy(plan, HEALTHY_PER_PROFILE[plan]) + other_profiles(plan)
+              for plan in ("quick", "standard")}
+
+
+class _Docs(dict):
+    """Each plan's rack runs when a test first needs it, so each run has a test's timeout to itself."""
+
+    def __init__(self, tmp: pytest.TempPathFactory) -> None:
+        super().__init__()
+        self.tmp = tmp
+
+    def __missing__(self, plan: str) -> dict:
+        self[plan] = run_rack(PLAN_CASES[plan], plan, self.tmp.mktemp(f"corpus-{plan}"))
+        return self[plan]
 
 
 @pytest.fixture(scope="module")
 def corpus_docs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict]:
-    docs = {}
-    for plan, todo in PLAN_CASES.items():
-        docs[plan] = run_rack(todo, plan, tmp_path_factory.mktemp(f"corpus-{plan}"))
-    return docs
+    return _Docs(tmp_path_factory)
 
 
 def _card(doc: dict, serial: str) -> dict:
@@ -71,6 +103,17 @@ def test_standard(corpus_docs: dict[str, dict], case: Case) -> None:
     assert not problems(case, card), (case.faults, problems(case, card), card["findings"])
 
 
+def test_every_profile_has_a_healthy_card_and_its_faults_in_the_corpus() -> None:
+    for plan, todo in PLAN_CASES.items():
+        assert set(PROFILES) <= {c.profile for c in todo if not c.faults}, plan
+    assert set(OTHER_PROFILES) <= {c.profile for todo in PLAN_CASES.values() for c in todo if not c.faults}
+    fans = {c.profile for c in PLAN_CASES["quick"] if c.faults and c.faults[0]["kind"] == "fan.stalled"}
+    assert {p for p in OTHER_PROFILES if load_profile(p).cooling.kind == "fan"} <= fans
+    mem = {c.profile for c in PLAN_CASES["standard"] if c.faults and c.faults[0]["kind"] == "memory.stuck_bit"}
+    assert {p for p in OTHER_PROFILES if load_profile(p).memory.kind == "gddr"} <= mem
+    assert any(load_profile(p).memory.kind == "hbm" for p in mem & set(OTHER_PROFILES))
+
+
 def test_every_fault_kind_on_every_profile_in_both_plans() -> None:
     from drivers.mock.faults import FAULT_KINDS
 
@@ -81,7 +124,8 @@ def test_every_fault_kind_on_every_profile_in_both_plans() -> None:
 
 
 def test_documents_follow_the_contract(corpus_docs: dict[str, dict]) -> None:
-    for plan, doc in corpus_docs.items():
+    for plan in PLAN_CASES:
+        doc = corpus_docs[plan]
         assert doc["schema"] == "burnin.result/1" and doc["plan"] == plan
         assert len(doc["cards"]) == len(PLAN_CASES[plan])
         for c in doc["cards"]:
