@@ -5,7 +5,7 @@ its profile takes every figure the card reports (NVML: memory, enforced/default/
 max SM clock, PCIe max gen and width, fan count, ECC mode, temperature thresholds; npu-smi: chip
 name and memory) and a conservative default for the rest. The figures the card could not give
 are listed in ``Profile.assumed``, so a finding that rests on one of them is a warning, not a
-failure (the stages' findings are softened by the orchestrator's session).
+failure (the result vocabulary's ``soften``).
 
 The facts travel in the card's identity (``Identity.facts``), so the orchestrator rebuilds the
 very same profile from the stored identity: the derivation is a pure function of the facts.

@@ -15,8 +15,8 @@ from drivers.registry import get_backend
 from harness.runner import CardSlot
 from harness.session import bus_lost_finding, device_error_finding
 from harness.verdict import dedupe
-from stress.assumed import soften
 from stress.base import StageContext, listing_stages
+from stress.model import soften
 
 SCHEMA = "burnin.devices/1"
 
@@ -62,7 +62,7 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
             for key in ("ready", "cannot_run"):  # said up front by preflight
                 if key in res.metrics:
                     entry[key] = res.metrics[key]
-        entry["findings"] = [f.to_dict() for f in dedupe(soften(found, profile))]
+        entry["findings"] = [f.to_dict() for f in dedupe(soften(found, profile.assumed))]
     except DeviceLost as e:
         entry["findings"].append(bus_lost_finding("devices", e).to_dict())
     except DeviceError as e:

@@ -31,10 +31,9 @@ from harness.session import CardJob
 from harness.store import Store, StoreWriter
 from harness.verdict import judge_card
 from harness.views import RESULT_SCHEMA
-from stress.assumed import soften
 from stress.base import get_stage
 from stress.events import CardEvent, EventConsumer, Outcome, TestDone
-from stress.model import Finding, TestResult
+from stress.model import Finding, TestResult, soften
 from stress.record import CardRecord
 
 SCHEMA = RESULT_SCHEMA
@@ -274,7 +273,7 @@ def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
             continue
         for key, found in extra.items():
             profile = next(p for k, p, _ in results if k == key)
-            findings = soften(found, profile)  # a derived profile's assumed figures only warn
+            findings = soften(found, profile.assumed)  # a derived profile's assumed figures only warn
             by_key[key].extra_findings.extend(findings)
             out += [(key, f) for f in findings]
     return out

@@ -19,10 +19,9 @@ from drivers.instruments.share import BenchAccess, BenchClient
 from drivers.derived import resolve_profile
 from drivers.profiles import ProfileError
 from drivers.registry import get_backend
-from stress.assumed import soften_result
 from stress.base import Stage, StageContext, get_stage, reprobe_stage, skipped
 from stress.events import Emit, FindingRaised, Identity, Progress, StageStarted, TestDone
-from stress.model import Finding, TestResult
+from stress.model import Finding, TestResult, soften_result
 from stress.readiness import card_kinds, mark_measured_under, stages_skipped_finding
 
 POWER_CYCLE_OFF_S = 10.0  # slot power off long enough for the board's rails to drain
@@ -248,7 +247,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
             mark_measured_under(res, ctx.state.get("measured_under") or [])
-            res = soften_result(res, profile)
+            res = soften_result(res, profile.assumed)
             ctx.prior.append(res)
             results.append((res, params))
             emit(TestDone(res, index))

@@ -15,9 +15,8 @@ from drivers.api import DeviceEvent
 from drivers.derived import derive_profile, resolve_profile
 from drivers.profiles import available_profiles, load_profile, profile_for_model
 from drivers.xid import nvidia_catalog, xid_rule
-from stress.assumed import soften
 from stress.health import event_findings
-from stress.model import Finding
+from stress.model import Finding, soften
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -111,7 +110,7 @@ def test_findings_on_assumed_figures_are_warnings_the_rest_keep_their_severity()
         Finding("power.low", "fail", "check_power", "power", "180 W of 300 W"),  # TDP reported: stays
         Finding("memory.stuck_bit", "fail", "replace_memory", "memory", "bit 3 stuck"),
     ]
-    out = {(f.code, f.message.split(" [")[0]): f for f in soften(found, p)}
+    out = {(f.code, f.message.split(" [")[0]): f for f in soften(found, p.assumed)}
     for code, msg in (("thermal.high_resistance", "theta 0.3 C/W"), ("fan.weak", "fan 0 at 600 RPM"),
                       ("compute.slow", "below target")):
         f = out[(code, msg)]
@@ -120,7 +119,7 @@ def test_findings_on_assumed_figures_are_warnings_the_rest_keep_their_severity()
     for code, msg in (("fan.stalled", "fan 0 at 0 RPM"), ("compute.slow", "behind a peer"),
                       ("power.low", "180 W of 300 W"), ("memory.stuck_bit", "bit 3 stuck")):
         assert out[(code, msg)].severity == "fail"
-    assert soften(found, load_profile("h100-sxm5-80gb")) == found  # a profile file: nothing assumed
+    assert soften(found, load_profile("h100-sxm5-80gb").assumed) == found  # a profile file: nothing assumed
 
 
 # -- NVIDIA's XID catalogue -------------------------------------------------------------------------
