@@ -68,8 +68,8 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
 def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or report_console()
     table = Table(title="devices", title_justify="left")
-    for col in ("host/slot", "backend", "model", "serial", "pci", "temp C", "power W", "limit W", "fans rpm", "pcie",
-                "findings", "cannot run"):
+    for col in ("host/slot", "backend", "model", "profile", "serial", "pci", "temp C", "power W", "limit W", "fans rpm",
+                "pcie", "findings", "cannot run"):
         table.add_column(col, no_wrap=col not in ("findings", "cannot run"))
     for d in doc["devices"]:
         t = d.get("telemetry") or {}
@@ -77,7 +77,8 @@ def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
         link = f"gen{pcie.get('gen')} x{pcie.get('width')}" if pcie.get("gen") else "-"
         fans = ",".join(str(r) for r in t.get("fans_rpm") or []) or "-"
         fnd = "; ".join(f"{f['severity']}:{f['code']}" for f in d["findings"]) or "-"
-        table.add_row(f"{d['host']}/{d['slot']}", d["backend"], str(d.get("model")), str(d.get("serial")),
+        table.add_row(f"{d['host']}/{d['slot']}", d["backend"], str(d.get("model")), profile_label(d) or "-",
+                      str(d.get("serial")),
                       str(d.get("pci_bus_id")), _n(t.get("temperature_c")), _n(t.get("power_w")),
                       _n(t.get("power_limit_w")), fans, link, fnd, cannot_run_text(d.get("cannot_run") or {}))
     console.print(table)
