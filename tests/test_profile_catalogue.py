@@ -229,3 +229,19 @@ def test_profiles_verb_lists_names_vendor_matches_memory_power(burnin) -> None:
     assert (rows["h200-sxm5-141gb"]["vendor"], rows["h200-sxm5-141gb"]["tdp_w"]) == ("nvidia", 700.0)
     code, out, _ = burnin("profiles")
     assert code == 0 and "rtx4090-blower-48gb" in out and "Tesla V100-SXM2-32GB" in out
+
+
+def test_an_ascend_variant_without_a_profile_is_derived_from_what_npu_smi_prints(tmp_path: Path) -> None:
+    from tests.test_ascend_backend import CAPTURE_SET, replay_npu
+
+    d = tmp_path / "set"
+    d.mkdir()
+    for p in CAPTURE_SET.iterdir():  # the same server, its chips renamed to a variant nobody profiled
+        (d / p.name).write_text(p.read_text().replace("910B1", "910B9"))
+    dev = replay_npu(d, 3)
+    ident = dev.identity()
+    assert (ident.model, ident.profile, ident.profile_source) == ("910B9", "derived-910b9", "derived")
+    assert ident.facts["memory_total_mib"] == 65536
+    prof, source = resolve_profile(ident.to_dict())
+    assert (prof.vendor, prof.memory.total, prof.cooling.kind, source) == ("huawei", 65536, "passive", "derived")
+    assert dev.profile is prof  # the backend judges its own throttle reasons by the same profile
