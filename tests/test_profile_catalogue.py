@@ -174,6 +174,8 @@ def _snapshot(name: str, mib: int, watts: float, gen: int, fans: int, ecc: bool,
         "nvmlDeviceGetName": name, "nvmlDeviceGetUUID": f"GPU-{serial}", "nvmlDeviceGetSerial": serial,
         "nvmlDeviceGetMemoryInfo": {"free": total - (400 << 20), "total": total, "used": 400 << 20},
         "nvmlDeviceGetEnforcedPowerLimit": int(watts * 1000), "nvmlDeviceGetPowerUsage": int(watts * 80),
+        "nvmlDeviceGetPowerManagementLimit": int(watts * 1000),
+        "nvmlDeviceGetPowerManagementDefaultLimit": int(watts * 1000),
         "nvmlDeviceGetMaxPcieLinkGeneration": gen, "nvmlDeviceGetCurrPcieLinkGeneration": gen,
         "nvmlDeviceGetNumFans": fans,
     })
@@ -218,6 +220,21 @@ def test_recorded_cards_of_every_sku_and_an_unknown_model_run_with_their_profile
     code, out, _ = burnin("history", "ADA6000", "--db", "r.db", "--json")
     (entry,) = json.loads(out)
     assert (entry["profile"], entry["profile_source"]) == ("derived-nvidia-rtx-6000-ada-generation", "derived")
+
+
+def test_a_derived_card_below_its_own_default_power_limit_is_capped(tmp_path: Path, burnin) -> None:
+    """The default limit the card reports is the derived TDP: an enforced limit under it is a
+    host cap (fix_host), judged without any profile file."""
+    snap = _snapshot("NVIDIA RTX 6000 Ada Generation", 49140, 300.0, 4, 1, True, "ADA-CAPPED")
+    snap["devices"][0]["calls"]["nvmlDeviceGetPowerManagementDefaultLimit"] = 450_000
+    (tmp_path / "a.json").write_text(json.dumps(snap))
+    (tmp_path / "rack.toml").write_text('[rack]\nname = "capped"\n[[hosts]]\nname = "local"\n'
+                                        '[[hosts.devices]]\nbackend = "nvml"\nreplay = "a.json"\n')
+    (tmp_path / "plan.toml").write_text(PLAN)
+    code, out, err = burnin("run", "rack.toml", "--plan", "plan.toml", "--json", "r.json", "--db", "r.db")
+    (card,) = json.loads((tmp_path / "r.json").read_text())["cards"]
+    assert card["profile_source"] == "derived" and card["verdict"] == "retest", card["findings"]
+    assert [f["action"] for f in card["findings"] if f["code"] == "power.capped"] == ["fix_host"]
 
 
 def test_profiles_verb_lists_names_vendor_matches_memory_power(burnin) -> None:
