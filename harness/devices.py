@@ -8,8 +8,8 @@ from __future__ import annotations
 from typing import Any
 
 from drivers.api import Device, DeviceError, DeviceLost
-from drivers.instruments.roles import BenchRoles
 from drivers.derived import resolve_profile
+from drivers.instruments.roles import BenchRoles
 from drivers.profiles import ProfileError
 from drivers.registry import get_backend
 from harness.runner import CardSlot

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
+from drivers.derived import resolve_profile
 from drivers.instruments.roles import BenchRoles, BoundLease, SlotMap, solo_lease
 from drivers.instruments.share import BenchAccess, BenchClient
-from drivers.derived import resolve_profile
 from drivers.profiles import ProfileError
 from drivers.registry import get_backend
 from stress.base import Stage, StageContext, get_stage, reprobe_stage, skipped
