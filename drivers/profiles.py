@@ -8,6 +8,7 @@ engine and the stages use live here, per profile, never as literals in code.
 from __future__ import annotations
 
 import functools
+import re
 import tomllib
 from pathlib import Path
 from typing import Literal
@@ -30,6 +31,7 @@ from drivers.units import (
 )
 
 PROFILE_DIR = Path(__file__).resolve().parent.parent / "fixtures" / "profiles"
+_PROFILE_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 
 
 class _Strict(BaseModel):
@@ -222,7 +224,10 @@ def available_profiles() -> list[str]:
 
 @functools.cache
 def load_profile(name: str) -> Profile:
-    """Load a profile by name from ``fixtures/profiles/``."""
+    """Load a profile by name from ``fixtures/profiles/``; a name, never a path."""
+    if not _PROFILE_NAME.fullmatch(name or "") or ".." in name:
+        raise ProfileError(f"unknown profile {name[:80]!r}: a profile is a name like 'h100-sxm5-80gb', not a path "
+                           f"(have: {', '.join(available_profiles())})")
     path = PROFILE_DIR / f"{name}.toml"
     if not path.is_file():
         raise ProfileError(f"unknown profile {name!r} (have: {', '.join(available_profiles())})")

@@ -16,9 +16,11 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from drivers.api import BackendUnavailable, Device
+
+MAX_SLOT = 1023
 
 # modules that define the built-in backends (imported lazily: nvml needs pynvml only when used)
 _BUILTIN = {"mock": "drivers.mock", "nvml": "drivers.nvml", "ascend": "drivers.ascend"}
@@ -35,11 +37,26 @@ class ConfigFieldError(ValueError):
 class BackendConfig(BaseModel):
     """Keys every ``[[hosts.devices]]`` entry may have; backends subclass it with their own."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     backend: str
-    slot: int | None = None
+    slot: int | None = Field(default=None, ge=0, le=MAX_SLOT)
     serial: str | None = None  # the serial the bench expects (mock: the card's serial)
+
+    @field_validator("serial")
+    @classmethod
+    def _serial(cls, v: str | None) -> str | None:
+        """A serial is what is printed on the card: ``"A1 "`` is ``"A1"``, and ``""`` is no serial at all."""
+        if v is None:
+            return None
+        v = v.strip()
+        if not v:
+            raise ValueError("must not be empty (leave the key out to have none)")
+        if len(v) > 128:
+            raise ValueError("longer than 128 characters")
+        if any(not c.isprintable() for c in v):
+            raise ValueError("contains control characters")
+        return v
 
     def check(self) -> None:
         """Checks beyond the keys' types, run when the config loads (e.g. the mock backend's

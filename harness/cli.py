@@ -6,7 +6,11 @@ naming file and field); 3 the harness could not run at all. No traceback reaches
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
+import signal
+import sqlite3
 import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -19,10 +23,43 @@ from harness.errors import HarnessUnavailable, UsageError
 
 EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C: the conventional 128 + SIGINT
+STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
 
 
 class Interrupted(Exception):
     """The user stopped the run; what was measured is stored and the run can be resumed."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_INTERRUPTED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+class Stopped(BaseException):
+    """SIGTERM or SIGHUP arrived: stop like Ctrl-C (a BaseException, so no ``except Exception`` eats it)."""
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(signum)
+        self.signum = signum
+
+
+@contextlib.contextmanager
+def _stop_on_signals() -> Iterator[None]:
+    """SIGTERM and SIGHUP (a closed terminal, a CI timeout, systemd) end a run the way Ctrl-C does."""
+    def handler(signum: int, frame: Any) -> None:
+        for s in STOP_SIGNALS:  # a second signal must not cut the clean-up short
+            signal.signal(s, signal.SIG_IGN)
+        raise Stopped(signum)
+
+    try:
+        old = {s: signal.signal(s, handler) for s in STOP_SIGNALS}
+    except ValueError:  # not the main thread (an embedding application): leave its signals alone
+        yield
+        return
+    try:
+        yield
+    finally:
+        for s, h in old.items():
+            signal.signal(s, h)
 
 
 def _fail(exc: Exception) -> None:
@@ -31,19 +68,36 @@ def _fail(exc: Exception) -> None:
     sys.exit(code)
 
 
-def _require_db(db: str) -> None:
-    """history and resume read an existing database; never create an empty one by accident."""
-    if not Path(db).is_file():
-        _fail(UsageError(f"{db}: no such results database (--db)"))
-
-
 def _load(config: str, plan: str | None) -> tuple[Any, Any]:
+    """The rack config and its plan: ``--plan`` is relative to the working directory, the config's
+    ``plan`` to the config's folder (like every path in a config)."""
     from harness.config import load_rack
     from harness.plans import load_plan
 
     cfg = load_rack(config)
-    plan_name = plan or cfg.rack.plan or "quick"
-    return cfg, load_plan(plan_name, base_dir=cfg.path.parent)
+    if plan:
+        return cfg, load_plan(plan)
+    if not cfg.rack.plan:
+        return cfg, load_plan("quick")
+    try:
+        return cfg, load_plan(cfg.rack.plan, base_dir=cfg.base_dir)
+    except UsageError as e:
+        raise UsageError(f"{cfg.path}: rack.plan: {e}") from None
+
+
+def _check_outputs(*paths: str | None) -> None:
+    """Report paths are checked before the run starts, not discovered after eight hours."""
+    for p in paths:
+        if not p:
+            continue
+        path = Path(p).expanduser()
+        folder = path.parent
+        if path.is_dir():
+            raise UsageError(f"{p}: report path is a folder")
+        if not folder.is_dir():
+            raise UsageError(f"{p}: the folder {folder} does not exist (report)")
+        if path.exists() and not os.access(path, os.W_OK) or not path.exists() and not os.access(folder, os.W_OK):
+            raise UsageError(f"{p}: cannot write the report here (permission denied)")
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -58,7 +112,7 @@ def main() -> None:
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the result document (JSON) here.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
-@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's, else ./burnin.db).")
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
 @click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
               help="Run only this card (repeatable): retest one card of the rack.")
@@ -84,28 +138,35 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
             from harness.plans import forced
 
             pl = forced(pl)
-        doc = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only, metrics=metrics)
+        _check_outputs(json_path, junit_path, html_path)
+        doc, db_path = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only, metrics=metrics)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
+    except sqlite3.Error as e:
+        _fail(HarnessUnavailable(f"results database: {e}"))
+        return
     except Interrupted as e:
         click.echo(f"burnin: {e}", err=True)
-        sys.exit(EXIT_INTERRUPTED)
+        sys.exit(e.exit_code)
     _write_outputs(doc, json_path, junit_path, html_path)
     from harness.views.table import print_verdicts
 
     print_verdicts(doc)
+    click.echo(f"burnin: run {doc['run_id']}: results are in {db_path}", err=True)
     sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
-             only: tuple[str, ...] = (), metrics: str | None = None) -> dict[str, Any]:
+             only: tuple[str, ...] = (), metrics: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Open and check the database, lock the cards, run; a signal stops it like Ctrl-C."""
+    from harness.locks import lock_cards
     from harness.pick import pick_cards
-    from harness.runner import Run, discover_cards, resolve_db
-    from harness.store import Store
+    from harness.runner import Run, discover_cards, open_store
     from harness.views.progress import LiveProgress
 
-    store = Store(resolve_db(db, cfg))
+    store = open_store(db, cfg)
+    locks = None
     try:
         cards = pick_cards(discover_cards(cfg), only, str(cfg.path))
         if resume_id is not None:
@@ -113,26 +174,33 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
             runner_cards = [c for c in cards if c.key not in done]
         else:
             runner_cards = cards
+        locks = lock_cards(runner_cards)
         exporter = _serve_metrics(metrics, runner_cards, pl)
-        with LiveProgress(runner_cards, pl, enabled=not quiet) as progress, exporter as metric_state:
+        with _stop_on_signals(), LiveProgress(runner_cards, pl, enabled=not quiet) as progress, \
+                exporter as metric_state:
             listeners = [progress] if metric_state is None else [progress, metric_state]
             r = Run(cfg, pl, store, listeners=listeners)
-            if resume_id is None:
-                r.start(runner_cards)
-            else:
-                r.resume(resume_id, runner_cards)
-            progress.set_run(r.run_id, store.path)
             try:
+                if resume_id is None:
+                    r.start(runner_cards)
+                else:
+                    r.resume(resume_id, runner_cards)
+                progress.set_run(r.run_id, store.path)
                 doc = r.execute()
                 if metric_state is not None:
                     metric_state.set_document(doc)
-                return doc
-            except KeyboardInterrupt:
+                return doc, store.path
+            except (KeyboardInterrupt, Stopped) as e:
+                signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
+                name = signal.Signals(signum).name
                 raise Interrupted(
-                    f"interrupted; results measured so far are in {store.path}; continue with "
-                    f"`burnin resume {r.run_id} --db {store.path}`"
+                    f"{'interrupted' if name == 'SIGINT' else 'stopped by ' + name}; run {r.run_id or '(not started)'} "
+                    f"keeps what it measured in {store.path}; continue with "
+                    f"`burnin resume {r.run_id} --db {store.path}`", 128 + int(signum)
                 ) from None
     finally:
+        if locks is not None:
+            locks.release()
         store.close()
 
 
@@ -252,6 +320,18 @@ def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None
         print_devices(doc)
 
 
+def _db_for(db: str | None, config: str | None) -> Any:
+    """history and resume read the database a run wrote: ``--db``, the config's, else the default."""
+    from harness.runner import resolve_db
+
+    cfg = None
+    if config:
+        from harness.config import load_rack
+
+        cfg = load_rack(config)
+    return resolve_db(db, cfg)
+
+
 @main.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the burnin.profiles/1 document.")
 def profiles(as_json: bool) -> None:
@@ -272,21 +352,33 @@ def profiles(as_json: bool) -> None:
 
 @main.command()
 @click.argument("serial")
-@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database (default: the config's db with --config, else $BURNIN_DB, else ./burnin.db).")
+@click.option("--config", "-c", "config", default=None, type=click.Path(dir_okay=False),
+              help="Read the database this rack config names.")
 @click.option("--json", "as_json", is_flag=True, help="Print every run of this card as JSON (card shape).")
-def history(serial: str, db: str, as_json: bool) -> None:
-    """Every run and verdict for one card and the repairs between them, oldest first."""
+def history(serial: str, db: str | None, config: str | None, as_json: bool) -> None:
+    """Every run and verdict for one card and the repairs between them, oldest first (the
+    database is opened read-only)."""
     from harness.store import Store
     from harness.views.history import history_timeline, print_history
 
-    _require_db(db)
-    store = Store(db)
+    serial = serial.strip()
     try:
-        entries = history_timeline(store, serial)
-    finally:
-        store.close()
+        path = _db_for(db, config)
+        store = Store(path, readonly=True)
+        try:
+            entries = history_timeline(store, serial)
+        finally:
+            store.close()
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
+        return
+    except sqlite3.Error as e:
+        _fail(UsageError(f"{path}: not a usable burnin results database: {e}"))
+        return
     if not entries:
-        _fail(UsageError(f"{db}: no card with serial {serial!r} (no runs or repairs recorded)"))
+        _fail(UsageError(f"{path}: no card with serial {serial!r} (no runs or repairs recorded)"))
     if as_json:
         click.echo(json.dumps(entries, indent=2, default=str))
     else:
@@ -295,21 +387,36 @@ def history(serial: str, db: str, as_json: bool) -> None:
 
 @main.command()
 @click.argument("run_id")
-@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database (default: $BURNIN_DB, else ./burnin.db).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--quiet", "-q", is_flag=True)
-def resume(run_id: str, db: str, json_path: str | None, quiet: bool) -> None:
-    """Continue an interrupted run; devices already finished keep their results."""
+def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool) -> None:
+    """Continue an interrupted run; devices already finished keep their results. A finished run
+    is left as it is."""
     from harness.store import Store
 
-    _require_db(db)
-    store = Store(db)
-    run_row = store.run(run_id)
-    store.close()
-    if run_row is None:
-        _fail(UsageError(f"{db}: no run {run_id!r}"))
+    try:
+        path = _db_for(db, None)
+        store = Store(path, readonly=True)
+        try:
+            run_row = store.run(run_id)
+        finally:
+            store.close()
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
         return
-    _run_and_report(run_row["config_path"], run_row["plan_path"], db, quiet, run_id, json_path, None, None)
+    except sqlite3.Error as e:
+        _fail(UsageError(f"{path}: not a usable burnin results database: {e}"))
+        return
+    if run_row is None:
+        _fail(UsageError(f"{path}: no run {run_id!r}"))
+        return
+    if run_row["status"] == "finished":
+        click.echo(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
+                   f"are unchanged (burnin history SERIAL --db {path})", err=True)
+        sys.exit(EXIT_PASS)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None)
 
 
 def _add_loop_verbs() -> None:
@@ -321,6 +428,7 @@ def _add_loop_verbs() -> None:
 
 
 _add_loop_verbs()
+
 
 if __name__ == "__main__":
     main()

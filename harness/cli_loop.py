@@ -22,12 +22,18 @@ def _fail(exc: Exception) -> None:
     sys.exit(int(getattr(exc, "exit_code", 3)))
 
 
-def _open_db(db: str) -> Any:
-    from harness.store import Store
+def _open_db(db: str | None) -> Any:
+    """The database ``history`` and ``resume`` read (``--db``, else ``$BURNIN_DB``, else ./burnin.db)."""
+    from harness.errors import HarnessUnavailable
+    from harness.store import Store, default_db_path
 
-    if not Path(db).is_file():
-        _fail(UsageError(f"{db}: no such results database (--db)"))
-    return Store(db)
+    path = Path(db) if db else default_db_path()
+    if not path.is_file():
+        _fail(UsageError(f"{path}: no such results database (--db)"))
+    try:
+        return Store(path)
+    except (UsageError, HarnessUnavailable) as e:
+        _fail(e)
 
 
 @click.command()
@@ -37,8 +43,9 @@ def _open_db(db: str) -> Any:
               "fix_host, rma).")
 @click.option("--note", default=None, help="Free text: what you saw, what you did.")
 @click.option("--part", default=None, help="The part replaced or reworked, e.g. \"fan 0\" or \"GDDR chip 12\".")
-@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
-def repair(serial: str, action: str, note: str | None, part: str | None, db: str) -> None:
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database (default: $BURNIN_DB, else ./burnin.db).")
+def repair(serial: str, action: str, note: str | None, part: str | None, db: str | None) -> None:
     """Record a repair done at the bench; the card's next run tells whether it fixed the fault."""
     from harness.repairs import record_repair
 
@@ -52,15 +59,16 @@ def repair(serial: str, action: str, note: str | None, part: str | None, db: str
         store.close()
     target = ", ".join(rep["targets"]) or "nothing (no fail finding in its last run)"
     click.echo(f"recorded: {serial} {action}{' (' + part + ')' if part else ''} by {rep['who']} at {rep['at']}; "
-               f"targets {target}. Retest it: burnin run CONFIG --only {serial} --db {db}")
+               f"targets {target}. Retest it: burnin run CONFIG --only {serial} --db {store.path}")
 
 
 @click.command()
 @click.argument("serial")
 @click.option("--run", "run_id", default=None, help="The run to document (default: the card's latest).")
 @click.option("--out", "out", required=True, type=click.Path(file_okay=False), help="Folder to write.")
-@click.option("--db", "db", default="burnin.db", type=click.Path(dir_okay=False), show_default=True)
-def evidence(serial: str, run_id: str | None, out: str, db: str) -> None:
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
+              help="Results database (default: $BURNIN_DB, else ./burnin.db).")
+def evidence(serial: str, run_id: str | None, out: str, db: str | None) -> None:
     """Write the RMA evidence pack of one card into a folder (README.md says what each file is)."""
     from harness.evidence import write_pack
 

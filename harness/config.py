@@ -7,27 +7,30 @@ strict pydantic model), so a new backend brings its config with it.
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.instruments.roles import SlotMap
 from drivers.registry import BackendConfig, ConfigFieldError, get_backend
 from harness.errors import UsageError
+from harness.inputs import read_toml
+
+MAX_SLOT = 1023
+MAX_CARDS_PER_HOST = 256
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False, str_strip_whitespace=True)
 
 
 class RackSection(_Strict):
-    name: str = Field(min_length=1)
-    db: str | None = None
-    plan: str | None = None
-    parallel: int | None = Field(default=None, ge=1)  # cards run at once (default: all, capped by CPUs)
+    name: str = Field(min_length=1, max_length=128)
+    db: str | None = Field(default=None, min_length=1, max_length=4096)  # relative: to the config's folder
+    plan: str | None = Field(default=None, min_length=1, max_length=4096)
+    parallel: int | None = Field(default=None, ge=1, le=4096)  # cards run at once (default: all, capped by CPUs)
     engine: Literal["local", "ray"] = "local"  # ray: pip install '.[distributed]'
     ray_address: str | None = None  # "auto" joins this node's Ray cluster; None starts a local one
     host_join_timeout_s: float = Field(default=60.0, gt=0)  # ray: a host not joined by then is unreachable
@@ -98,8 +101,11 @@ class InstrumentConfig(_Strict):
 
 
 class HostSection(_Strict):
-    name: str = Field(min_length=1)
+    name: str = Field(min_length=1, max_length=255)
     address: str | None = None  # for a distributed engine; "local" runs here
+    # the cards this host should have (slots 0..cards-1): one discovery misses is reported bus.lost
+    # (N: slots 0 to N-1; a list: those slot numbers, e.g. npu-smi's NPU ids)
+    cards: Annotated[int, Field(ge=1, le=MAX_CARDS_PER_HOST)] | list[Annotated[int, Field(ge=0, le=MAX_SLOT)]] | None = None
     devices: list[dict[str, Any]] = Field(min_length=1)
     instruments: list[InstrumentConfig] = []
 
@@ -118,10 +124,34 @@ class HostSection(_Strict):
                                      " (one bench controller per slot)")
         return self
 
+    @field_validator("cards")
+    @classmethod
+    def _cards(cls, v: int | list[int] | None) -> int | list[int] | None:
+        if isinstance(v, list) and (not v or len(set(v)) != len(v) or len(v) > MAX_CARDS_PER_HOST):
+            raise ValueError("a list of distinct slot numbers, at least one")
+        return v
+
+    @property
+    def expected_slots(self) -> list[int] | None:
+        """The slots that should hold a card, when the host says so."""
+        if self.cards is None:
+            return None
+        return list(range(self.cards)) if isinstance(self.cards, int) else sorted(self.cards)
+
 
 class RackFile(_Strict):
     rack: RackSection
     hosts: list[HostSection] = Field(min_length=1)
+
+    @field_validator("hosts")
+    @classmethod
+    def _unique_hosts(cls, hosts: list[HostSection]) -> list[HostSection]:
+        seen: set[str] = set()
+        for h in hosts:
+            if h.name in seen:
+                raise ValueError(f"host {h.name!r} is named twice (each [[hosts]] needs its own name)")
+            seen.add(h.name)
+        return hosts
 
 
 @dataclass
@@ -142,6 +172,15 @@ class RackConfig:
     @property
     def name(self) -> str:
         return self.rack.name
+
+    @property
+    def base_dir(self) -> Path:
+        """Relative paths in the config (db, plan, replay files, npu-smi) resolve against this."""
+        return self.path.resolve().parent
+
+    def resolve(self, value: str) -> Path:
+        p = Path(value).expanduser()
+        return p if p.is_absolute() else self.base_dir / p
 
     def instruments_for(self, host: str, slot: int) -> list[InstrumentConfig]:
         for h in self.hosts:
@@ -168,21 +207,16 @@ def _first_error(e: ValidationError) -> tuple[str, str]:
 
 
 def _device_label(host: str, index: int, raw: dict[str, Any]) -> str:
-    who = raw.get("serial") or (f"slot {raw['slot']}" if "slot" in raw else f"#{index}")
+    serial = raw.get("serial")
+    who = (str(serial).strip()[:64] if isinstance(serial, str) and serial.strip() else None) or (
+        f"slot {raw['slot']}" if isinstance(raw.get("slot"), int) else f"#{index}")
     return f"hosts[{host}].devices[{index}] ({who})"
 
 
 def load_rack(path: str | Path) -> RackConfig:
     """Load and validate a rack config; raises UsageError with one line on any problem."""
     p = Path(path)
-    try:
-        text = p.read_text(encoding="utf-8")
-    except OSError as e:
-        raise UsageError(f"{p}: cannot read config: {e.strerror}") from None
-    try:
-        data = tomllib.loads(text)
-    except tomllib.TOMLDecodeError as e:
-        raise UsageError(f"{p}: invalid TOML: {e}") from None
+    data = read_toml(p, "config")
     try:
         rf = RackFile.model_validate(data)
     except ValidationError as e:
@@ -213,6 +247,10 @@ def load_rack(path: str | Path) -> RackConfig:
             except ConfigFieldError as e:
                 raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: {e.field}: {e}") from None
             if dev_cfg.slot is not None:
+                expected = host.expected_slots
+                if expected is not None and dev_cfg.slot not in expected:
+                    raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: slot: slot {dev_cfg.slot} is not one of the "
+                                     f"host's cards (hosts[{hi}].cards: slots {expected})")
                 if dev_cfg.slot in seen_slots:
                     raise UsageError(f"{prefix} {label.split(' ', 1)[1]}: slot: slot {dev_cfg.slot} is used twice on host {host.name!r}")
                 seen_slots.add(dev_cfg.slot)

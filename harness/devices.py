@@ -40,6 +40,8 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
     }
     dev: Device | None = None
     try:
+        if card.locator.get("missing"):
+            raise DeviceLost(str(card.locator["missing"]))
         dev = get_backend(card.backend).open(card.locator)
         ident = dev.identity()
         entry.update(model=ident.model, serial=ident.serial or ident.uuid, vendor=ident.vendor, uuid=ident.uuid,

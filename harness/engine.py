@@ -14,8 +14,10 @@ pipe, at once.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
+import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
@@ -123,23 +125,59 @@ class SupervisingEngine(Engine):
         return [j.key for j in self._pending] + [r.job.key for r in self._running.values() if not r.finished]
 
 
+class _WorkerStopped(BaseException):
+    """The supervisor ended this worker (SIGTERM) or went away (a broken pipe): unwind quietly."""
+
+
+_QUIET_EXITS = (_WorkerStopped, BrokenPipeError, ConnectionResetError, EOFError, KeyboardInterrupt)
+
+
+def _quiet_worker_signals() -> None:
+    """Ctrl-C and a closed terminal reach the whole process group: the supervisor decides what
+    stops, so workers ignore SIGINT and SIGHUP. SIGTERM (the supervisor's kill) unwinds the session
+    so its teardown runs (fans restored, instruments and their temp folders closed), without a
+    traceback."""
+    def on_term(signum: int, frame: Any) -> None:
+        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        raise _WorkerStopped()
+
+    for name in ("SIGINT", "SIGHUP"):
+        if hasattr(signal, name):
+            signal.signal(getattr(signal, name), signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, on_term)
+
+
 def _run_one(job: CardJob, conn: Connection) -> None:
-    state = run_card_session(job, conn.send)
+    def emit(event: Any) -> None:
+        try:
+            conn.send(event)
+        except (BrokenPipeError, ConnectionResetError, EOFError) as e:  # the supervisor is gone
+            raise _WorkerStopped() from e
+
+    state = run_card_session(job, emit)
     conn.send(Outcome(state))
 
 
 def _worker_main(job: CardJob, conn: Connection) -> None:
-    """Entry point of a card's worker process."""
-    _run_one(job, conn)
-    conn.close()
+    """Entry point of a card's worker process; it never prints a traceback of its own ending."""
+    _quiet_worker_signals()
+    try:
+        _run_one(job, conn)
+        conn.close()
+    except _QUIET_EXITS:
+        os._exit(143)
 
 
 def _pool_worker_main(conn: Connection) -> None:
     """Entry point of a reusable worker: one card at a time, the next job once the last is done,
     until it is sent None. A worker that dies still costs only the card it was running."""
-    while (job := conn.recv()) is not None:
-        _run_one(job, conn)
-    conn.close()
+    _quiet_worker_signals()
+    try:
+        while (job := conn.recv()) is not None:
+            _run_one(job, conn)
+        conn.close()
+    except _QUIET_EXITS:
+        os._exit(143)
 
 
 @dataclass
@@ -230,11 +268,15 @@ class LocalEngine(SupervisingEngine):
         yield EngineEvent(key, event)
 
     def _kill(self, run: _Running) -> None:
-        run.proc.terminate()
-        run.proc.join(KILL_GRACE_S)
-        if run.proc.is_alive():
-            run.proc.kill()
-            run.proc.join(KILL_GRACE_S)
+        """SIGTERM (the worker tears its card down), then SIGKILL. By pid, not through the
+        Process object: when a hang-up has taken the fork server with it, the object reports
+        every worker dead while they still run."""
+        if not _gone(run.proc.pid, 0.0):
+            _send(run.proc.pid, signal.SIGTERM)
+            if not _gone(run.proc.pid, KILL_GRACE_S):
+                _send(run.proc.pid, signal.SIGKILL)
+                _gone(run.proc.pid, KILL_GRACE_S)
+        run.proc.join(0)
         run.conn.close()
 
     def _reap(self) -> None:
@@ -253,8 +295,32 @@ class LocalEngine(SupervisingEngine):
 
     def close(self) -> None:
         for run in self._running.values():
-            if not run.finished and run.proc.is_alive():
+            if not run.finished:
                 self._kill(run)
                 run.finished = True
         self._pending.clear()
         self._reap()
+
+
+def _send(pid: int | None, sig: int) -> None:
+    if pid:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
+            os.kill(pid, sig)
+
+
+def _gone(pid: int | None, wait_s: float) -> bool:
+    """Has process ``pid`` ended (and been reaped by the fork server or init)? Asked only of a
+    worker whose outcome has not arrived, so its pid is still its own."""
+    deadline = time.monotonic() + wait_s
+    while True:
+        try:
+            if not pid:
+                return True
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        except PermissionError:
+            return False
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(0.02)

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import socket
+import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -28,7 +29,7 @@ from harness.engine import Engine, LocalEngine
 from harness.errors import HarnessUnavailable
 from harness.plans import Plan
 from harness.session import CardJob
-from harness.store import Store, StoreWriter
+from harness.store import Store, StoreWriter, default_db_path
 from harness.verdict import judge_card
 from harness.views import RESULT_SCHEMA
 from stress.base import get_stage
@@ -105,7 +106,28 @@ def discover_cards(cfg: RackConfig, engine: str | None = None) -> list[CardSlot]
             loc.setdefault("host", entry.host)
             insts = [i.model_dump() for i in cfg.instruments_for(entry.host, slot)]
             cards.append(CardSlot(key, entry.host, slot, entry.config.backend, entry.label, loc, insts))
-    return cards
+    return cards + _missing_cards(cfg, cards)
+
+
+def _missing_cards(cfg: RackConfig, found: list[CardSlot]) -> list[CardSlot]:
+    """A card the host says it has (``cards = N``) that discovery did not find: listed at its
+    slot, so the run reports it ``bus.lost`` instead of quietly testing fewer cards."""
+    out: list[CardSlot] = []
+    for host in cfg.hosts:
+        expected = host.expected_slots
+        if expected is None:
+            continue
+        have = {c.slot for c in found if c.host == host.name}
+        backend = str(host.devices[0].get("backend"))
+        for slot in expected:
+            if slot in have:
+                continue
+            why = f"no card found in slot {slot} of host {host.name!r}, which should have {len(expected)}"
+            loc = {"backend": backend, "slot": slot, "host": host.name, "serial": None, "missing": why}
+            insts = [i.model_dump() for i in cfg.instruments_for(host.name, slot)]
+            out.append(CardSlot(f"{host.name}/{slot}", host.name, slot, backend,
+                                f"hosts[{host.name}] slot {slot} (missing)", loc, insts))
+    return out
 
 
 def make_engine(cfg: RackConfig, cards: list[CardSlot], should_stop: Callable[[], bool] | None = None) -> Engine:
@@ -217,30 +239,49 @@ class Run:
             self.engine.submit(CardJob(key=c.key, locator=c.locator, stages=stages, instruments=c.instruments,
                                        bench=self.benches.access(c.host, c.slot) if self.benches else None))
         try:
-            for ev in self.engine.events():
-                for event in _with_abandoned_test(ev.event, self.records.by_key.get(ev.key)):
-                    for consumer in consumers:
-                        consumer.handle(ev.key, event)
-        finally:
-            self.engine.close()
-            if self.benches is not None:
-                self.benches.close()
-        records = self.records.ordered()
-        for key, f in peer_findings(records):
-            self.store.add_finding(self.run_id, key, f)
-        self._verdicts(records)
-        finished_at = utcnow()
-        self.store.finish_run(self.run_id, finished_at)
+            try:
+                for ev in self.engine.events():
+                    for event in _with_abandoned_test(ev.event, self.records.by_key.get(ev.key)):
+                        for consumer in consumers:
+                            consumer.handle(ev.key, event)
+            finally:
+                self.engine.close()
+                if self.benches is not None:
+                    self.benches.close()
+            records = self.records.ordered()
+            for key, f in peer_findings(records):
+                if not self.store.has_finding(self.run_id, key, f):  # a resumed run compares again
+                    self.store.add_finding(self.run_id, key, f)
+            self._verdicts(records)
+            finished_at = utcnow()
+            self.store.finish_run(self.run_id, finished_at)
+        except BaseException as e:  # Ctrl-C, a signal, a full disk: the run stays resumable
+            self._interrupted()
+            if isinstance(e, sqlite3.Error):
+                raise HarnessUnavailable(
+                    f"{self.store.path}: cannot write results ({str(e) or type(e).__name__}); run {self.run_id} "
+                    f"stopped, cards finished so far are kept; free space, then `burnin resume {self.run_id} "
+                    f"--db {self.store.path}`"
+                ) from None
+            raise
         return result_document(self.run_id, self.cfg.name, self.plan.name, self.started_at, finished_at, records)
+
+    def _interrupted(self) -> None:
+        """Mark the run resumable; best effort (the disk may be what failed)."""
+        try:
+            self.store.mark_run(self.run_id, "interrupted")
+        except sqlite3.Error:
+            pass
 
     def _verdicts(self, records: list[CardRecord]) -> None:
         from harness.repairs import repairs_before
 
+        seq = self.store.run_seq(self.run_id) or 0
         for rec in records:
             history, repairs = [], []
-            if rec.serial:
+            if rec.serial:  # only runs older than this one: a resumed run is judged as it would have been
                 history = [h for h in self.store.card_history(rec.serial)
-                           if h["run_id"] != self.run_id and h.get("findings") is not None]
+                           if h["run_seq"] < seq and h.get("findings") is not None]
                 started = (self.store.run(self.run_id) or {}).get("started_at") or utcnow()
                 repairs = repairs_before(self.store, rec.serial, self.run_id, started)
             good = self.store.slot_known_good(rec.host, rec.slot, rec.serial, self.run_id)
@@ -333,9 +374,16 @@ def stored_document(store: Store, run_id: str) -> dict[str, Any]:
 
 
 def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> Path:
+    """The results database every verb agrees on: ``--db`` (relative to the working directory),
+    else the config's ``db`` (relative to the config's folder), else the default (``$BURNIN_DB``,
+    else ``./burnin.db``)."""
     if cli_db:
-        return Path(cli_db)
+        return Path(cli_db).expanduser()
     if cfg is not None and cfg.rack.db:
-        p = Path(cfg.rack.db)
-        return p if p.is_absolute() else Path.cwd() / p
-    return Path.cwd() / "burnin.db"
+        return cfg.resolve(cfg.rack.db)
+    return default_db_path()
+
+
+def open_store(cli_db: str | None, cfg: RackConfig | None, readonly: bool = False) -> Store:
+    """Open (and check) the results database before any card starts."""
+    return Store(resolve_db(cli_db, cfg), readonly=readonly)

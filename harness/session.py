@@ -186,6 +186,9 @@ def _power_cycle_and_reprobe(ctx: StageContext, lost: Finding, emit: Emit,
 
 def run_card_session(job: CardJob, emit: Emit) -> str:
     """Run every stage on one card; returns the outcome state ("done" or "lost")."""
+    if job.locator.get("missing"):  # the host should have this card and discovery found none
+        emit(TestDone(_lost_result("discover", DeviceLost(str(job.locator["missing"])))))
+        return "lost"
     backend = get_backend(job.locator["backend"])
     try:
         dev = backend.open(job.locator)

@@ -8,15 +8,19 @@ measured, and ``burnin resume`` picks up the cards that had not finished.
 from __future__ import annotations
 
 import json
+import os
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from harness.errors import HarnessUnavailable, UsageError
 from stress.events import EventConsumer, FindingRaised, Identity, Outcome, Sample, TestDone
 from stress.model import Finding, Measurement, TestResult
 from stress.record import CardRecord
+
+SCHEMA_VERSION = 1  # PRAGMA user_version of a burnin database
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS runs (
@@ -63,16 +67,88 @@ def _j(obj: Any) -> str:
     return json.dumps(obj, default=str, sort_keys=True)
 
 
+def default_db_path() -> Path:
+    """The database when neither ``--db`` nor the config names one (contract: ``burnin.db`` in the
+    working directory); ``$BURNIN_DB`` moves it, e.g. to one file for a whole bench."""
+    env = os.environ.get("BURNIN_DB")
+    return Path(env).expanduser() if env else Path.cwd() / "burnin.db"
+
+
+def is_disk_full(e: BaseException) -> bool:
+    """SQLite ran out of room (SQLITE_FULL) or the disk failed under it (SQLITE_IOERR)."""
+    code = getattr(e, "sqlite_errorcode", None)
+    if code is not None:
+        return code & 0xFF in (sqlite3.SQLITE_FULL, sqlite3.SQLITE_IOERR)
+    return isinstance(e, sqlite3.OperationalError) and ("full" in str(e) or "disk I/O" in str(e))
+
+
+def _why(e: BaseException) -> str:
+    return str(e).splitlines()[0] if str(e) else type(e).__name__
+
+
 class Store:
-    def __init__(self, path: str | Path) -> None:
+    """The results database. Opening checks it before any card starts: a file that is not a
+    burnin database, a damaged one, one that cannot be written (unless ``readonly``) or one in a
+    folder that does not exist is a one-line error (UsageError: exit 2; HarnessUnavailable: 3)."""
+
+    def __init__(self, path: str | Path, readonly: bool = False) -> None:
         self.path = Path(path)
-        self.db = sqlite3.connect(str(self.path), timeout=30.0)
+        self.readonly = readonly
+        self._check_path()
+        try:
+            if readonly:
+                uri = self.path.resolve().as_uri() + "?mode=ro"
+                self.db = sqlite3.connect(uri, uri=True, timeout=30.0)
+            else:
+                self.db = sqlite3.connect(str(self.path), timeout=30.0)
+        except sqlite3.Error as e:
+            raise HarnessUnavailable(f"{self.path}: cannot open the results database: {_why(e)}") from None
         self.db.row_factory = sqlite3.Row
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=NORMAL")
-        self.db.executescript(SCHEMA)
+        if readonly:
+            try:
+                self.db.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+            except sqlite3.OperationalError:  # WAL in a folder we may not write: read it as it is
+                self.db.close()
+                self.db = sqlite3.connect(self.path.resolve().as_uri() + "?immutable=1", uri=True, timeout=30.0)
+                self.db.row_factory = sqlite3.Row
+        try:
+            self._check_and_init()
+        except sqlite3.DatabaseError as e:
+            self.db.close()
+            msg = _why(e)
+            if isinstance(e, sqlite3.OperationalError) and ("readonly" in msg or "read-only" in msg
+                                                            or "unable to open" in msg or "locked" in msg):
+                raise HarnessUnavailable(f"{self.path}: cannot write the results database: {msg}") from None
+            if is_disk_full(e):
+                raise HarnessUnavailable(f"{self.path}: cannot write the results database: {msg}") from None
+            raise UsageError(f"{self.path}: not a usable burnin results database: {msg}") from None
+
+    def _check_path(self) -> None:
+        p = self.path
+        if p.exists() and not p.is_file():
+            raise UsageError(f"{p}: results database is not a regular file")
+        if not p.parent.is_dir():
+            raise UsageError(f"{p}: the folder {p.parent} does not exist (results database)")
+        if self.readonly and not p.is_file():
+            raise UsageError(f"{p}: no such results database (--db)")
+
+    def _check_and_init(self) -> None:
+        """Refuse junk and damage before any card starts; create the schema in a new file."""
+        db = self.db
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        if tables and "runs" not in tables:
+            raise sqlite3.DatabaseError(f"it holds other tables ({', '.join(sorted(tables)[:3])}), not burnin results")
+        check = db.execute("PRAGMA quick_check").fetchone()[0]
+        if check != "ok":
+            raise sqlite3.DatabaseError(f"damaged ({check})")
+        if self.readonly:
+            return
+        db.execute("PRAGMA journal_mode=WAL")
+        db.execute("PRAGMA synchronous=NORMAL")
+        db.executescript(SCHEMA)
         self._migrate()
-        self.db.commit()
+        db.execute(f"PRAGMA user_version={SCHEMA_VERSION}")  # a real write: proves the file is writable
+        db.commit()
 
     def _migrate(self) -> None:
         """Columns added since the first schema (older databases gain them, empty)."""
@@ -176,6 +252,11 @@ class Store:
                 "WHERE run_id=? AND key=?", (run_id, key),
             )
 
+    def mark_run(self, run_id: str, status: str) -> None:
+        """Set a run's status without finishing it (``interrupted``: resumable)."""
+        with self._tx() as db:
+            db.execute("UPDATE runs SET status=? WHERE run_id=?", (status, run_id))
+
     def finish_run(self, run_id: str, at: str, status: str = "finished") -> None:
         with self._tx() as db:
             db.execute("UPDATE runs SET finished_at=?, status=? WHERE run_id=?", (at, status, run_id))
@@ -248,17 +329,31 @@ class Store:
     def card_history(self, serial: str) -> list[dict[str, Any]]:
         """Every finished run of one card, oldest first (the contract's card shape plus run fields)."""
         rows = self.db.execute(
-            "SELECT rc.*, r.rack, r.plan, r.started_at AS run_started_at, r.finished_at AS run_finished_at "
+            "SELECT rc.*, r.rack, r.plan, r.started_at AS run_started_at, r.finished_at AS run_finished_at, "
+            "r.rowid AS run_seq "
             "FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
             "WHERE rc.serial=? ORDER BY r.started_at, r.rowid", (serial,),
         ).fetchall()
         return [self._card_row(dict(r)) for r in rows]
 
+    def run_seq(self, run_id: str) -> int | None:
+        """The order in which runs were started (their row id): 'older' means a smaller number."""
+        row = self.db.execute("SELECT rowid FROM runs WHERE run_id=?", (run_id,)).fetchone()
+        return int(row[0]) if row else None
+
     def slot_known_good(self, host: str, slot: int, serial: str | None, run_id: str) -> bool:
-        """Did a different card pass in this host/slot in another run? Then the slot is good."""
+        """Did a different card pass in this host/slot in a run older than this one? Then the slot is good."""
         row = self.db.execute(
-            "SELECT 1 FROM run_cards WHERE host=? AND slot=? AND verdict='pass' AND run_id<>? "
-            "AND serial IS NOT ? LIMIT 1", (host, slot, run_id, serial),
+            "SELECT 1 FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
+            "WHERE rc.host=? AND rc.slot=? AND rc.verdict='pass' AND rc.serial IS NOT ? "
+            "AND r.rowid < (SELECT rowid FROM runs WHERE run_id=?) LIMIT 1", (host, slot, serial, run_id),
+        ).fetchone()
+        return row is not None
+
+    def has_finding(self, run_id: str, key: str, f: Finding) -> bool:
+        row = self.db.execute(
+            "SELECT 1 FROM findings WHERE run_id=? AND key=? AND test=? AND code=? AND message=? LIMIT 1",
+            (run_id, key, f.test, f.code, f.message),
         ).fetchone()
         return row is not None
 

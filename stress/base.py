@@ -16,7 +16,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-from pydantic import BaseModel, ConfigDict
+from pydantic import BaseModel, ConfigDict, Field
 
 from drivers.api import Device, DeviceEvent, Telemetry
 from drivers.instruments.roles import BenchRoles
@@ -28,9 +28,9 @@ from stress.model import Finding, TestResult
 class StageParams(BaseModel):
     """Base of every stage's parameters: unknown keys are errors."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    timeout_s: float = 1800.0  # wall-clock watchdog for the whole stage on this card
+    timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86400.0)  # wall-clock watchdog for the whole stage on this card
     # kinds of card (a vendor, a cooling or memory kind, a backend, a profile name; "any") on which
     # the plan accepts this stage being skipped for a missing capability (e.g. fans on "passive")
     optional_for: list[str] = []
@@ -167,8 +167,8 @@ def get_stage(name: str) -> type[Stage]:
         mod_name, _, attr = name.partition(":")
         try:
             cls = getattr(importlib.import_module(mod_name), attr)
-        except (ImportError, AttributeError) as e:
-            raise KeyError(f"cannot load stage {name!r}: {e}") from None
+        except Exception as e:  # noqa: BLE001 - any failure importing a user's stage is their input's fault
+            raise KeyError(f"cannot load stage {name!r}: {type(e).__name__}: {e}") from None
         if not (isinstance(cls, type) and issubclass(cls, Stage)):
             raise KeyError(f"{name!r} is not a Stage class")
         return cls

@@ -46,6 +46,14 @@ def mock_card(serial: str, slot: int, profile: str = "h100-sxm5-80gb", faults: l
     return d
 
 
+@pytest.fixture(autouse=True)
+def _private_db_and_locks(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No test writes the user's default database or takes the machine's card locks."""
+    home = tmp_path_factory.mktemp("burnin-home")
+    monkeypatch.setenv("BURNIN_DB", str(home / "default.db"))
+    monkeypatch.setenv("BURNIN_LOCK_DIR", str(home / "locks"))
+
+
 @pytest.fixture
 def write_rack(tmp_path: Path):
     def _write(devices: list[dict[str, Any]], **kw: Any) -> Path:

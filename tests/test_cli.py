@@ -120,6 +120,7 @@ def test_resume_runs_only_unfinished_cards(write_rack, burnin):
     # simulate a harness crash that left R2 unfinished
     db.execute("UPDATE run_cards SET state='running', verdict=NULL WHERE serial='R2'")
     db.execute("DELETE FROM tests WHERE key='local/1'")
+    db.execute("UPDATE runs SET status='running', finished_at=NULL")
     db.commit()
     r1_tests = db.execute("SELECT id FROM tests WHERE key='local/0'").fetchall()
     code, out, err = burnin("resume", run_id, "--db", "r.db", "--json", "res.json")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
+import psutil
 from pydantic import Field
 
 from drivers.api import Device
@@ -12,14 +13,16 @@ from drivers.profiles import ProfileError, load_profile
 from drivers.registry import Backend, BackendConfig, ConfigFieldError, register_backend
 from drivers.units import MIB
 
+MAX_MEMORY_MIB = 4096  # simulated memory lives in host RAM; also capped by this machine's (check)
+MEMORY_SHARE = 4  # one simulated card may take at most 1/MEMORY_SHARE of this machine's memory
+
 
 class MockConfig(BackendConfig):
-    profile: str
-    serial: str | None = None  # default: derived from host and slot, so it is stable across runs
-    slot: int | None = None
-    memory_mib: int = Field(default=64, ge=1, le=65536)
-    seed: int | None = None
-    faults: list[dict[str, Any]] = []
+    # a profile's name (fixtures/profiles/NAME.toml), never a path
+    profile: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+    memory_mib: int = Field(default=64, ge=1, le=MAX_MEMORY_MIB)
+    seed: int | None = Field(default=None, ge=0, le=2**63 - 1)
+    faults: list[dict[str, Any]] = Field(default=[], max_length=1024)
 
     def check(self) -> None:
         """The profile must exist and every fault must be valid for that card."""
@@ -27,6 +30,10 @@ class MockConfig(BackendConfig):
             profile = load_profile(self.profile)
         except ProfileError as e:
             raise ConfigFieldError("profile", str(e)) from None
+        limit = psutil.virtual_memory().total // MEMORY_SHARE
+        if self.memory_mib * MIB > limit:
+            raise ConfigFieldError("memory_mib", f"{self.memory_mib} MiB is more than this machine can give one "
+                                                 f"simulated card (at most {limit // MIB} MiB)")
         for fi, spec in enumerate(self.faults):
             try:
                 parse_fault(spec, self.memory_mib * MIB, profile.cooling.fault_fans)

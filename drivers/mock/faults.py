@@ -20,11 +20,14 @@ from pydantic import (
 )
 
 Bit = Annotated[int, Field(ge=0, le=7)]
-NonNegSeconds = Annotated[float, Field(ge=0)]
+DAY_S = 86400.0 * 365  # no fault is scheduled further out than a year of simulated time
+NonNegSeconds = Annotated[float, Field(ge=0, le=DAY_S)]
+Rate = Annotated[float, Field(gt=0, le=1e6)]  # events per minute
+Count = Annotated[int, Field(ge=1, le=1_000_000)]
 
 
 class _Fault(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
     kind: str
 
 
@@ -87,7 +90,7 @@ class Retention(_Fault):
     kind: Literal["memory.retention"]
     address: int
     bit: Bit
-    seconds: Annotated[float, Field(gt=0)]
+    seconds: Annotated[float, Field(gt=0, le=DAY_S)]
     _a = field_validator("address")(_check_address)
 
 
@@ -101,9 +104,9 @@ class Intermittent(_Fault):
 
 class ComputeSdc(_Fault):
     kind: Literal["compute.sdc"]
-    every: Annotated[int, Field(ge=1)] | None = None
+    every: Count | None = None
     probability: Annotated[float, Field(gt=0, le=1)] | None = None
-    above_temp_c: float | None = None
+    above_temp_c: Annotated[float, Field(ge=-50, le=200)] | None = None
 
     @model_validator(mode="after")
     def _one_of(self) -> ComputeSdc:
@@ -124,23 +127,23 @@ class ComputeSlow(_Fault):
 
 class ThermalResistance(_Fault):
     kind: Literal["thermal.resistance"]
-    factor: Annotated[float, Field(gt=1)]
+    factor: Annotated[float, Field(gt=1, le=100)]
 
 
 class FanStalled(_Fault):
     kind: Literal["fan.stalled"]
-    fan: Annotated[int, Field(ge=0)]
+    fan: Annotated[int, Field(ge=0, le=64)]
 
 
 class FanWeak(_Fault):
     kind: Literal["fan.weak"]
-    fan: Annotated[int, Field(ge=0)]
+    fan: Annotated[int, Field(ge=0, le=64)]
     max_fraction: Annotated[float, Field(ge=0, lt=1)]
 
 
 class FanTachFault(_Fault):
     kind: Literal["fan.tach_fault"]
-    fan: Annotated[int, Field(ge=0)]
+    fan: Annotated[int, Field(ge=0, le=64)]
 
 
 class PcieDowntrained(_Fault):
@@ -151,17 +154,17 @@ class PcieDowntrained(_Fault):
 
 class PcieReplays(_Fault):
     kind: Literal["pcie.replays"]
-    per_minute: Annotated[float, Field(gt=0)]
+    per_minute: Rate
 
 
 class EccSbeStorm(_Fault):
     kind: Literal["ecc.sbe_storm"]
-    per_minute: Annotated[float, Field(gt=0)]
+    per_minute: Rate
 
 
 class EccDbe(_Fault):
     kind: Literal["ecc.dbe"]
-    count: Annotated[int, Field(ge=1)] = 1
+    count: Count = 1
     at_s: NonNegSeconds = 0.0
 
 
@@ -175,7 +178,7 @@ class RowRemapFailure(_Fault):
 
 class RetiredPages(_Fault):
     kind: Literal["ecc.retired_pages"]
-    count: Annotated[int, Field(ge=1)]
+    count: Count
 
 
 class BusFallOff(_Fault):
@@ -185,13 +188,13 @@ class BusFallOff(_Fault):
 
 class Xid(_Fault):
     kind: Literal["xid"]
-    code: Annotated[int, Field(ge=1)]
+    code: Annotated[int, Field(ge=1, le=65535)]
     at_s: NonNegSeconds = 0.0
 
 
 class PowerCapped(_Fault):
     kind: Literal["power.capped"]
-    watts: Annotated[float, Field(gt=0)]
+    watts: Annotated[float, Field(gt=0, le=10_000)]
 
 
 class PowerAuxUnplugged(_Fault):
@@ -263,7 +266,7 @@ def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int
     if not isinstance(spec, dict):
         raise FaultError("faults", f"a fault must be a table like {{ kind = ... }}, got {spec!r}")
     kind = spec.get("kind")
-    if kind not in FAULT_KINDS:
+    if not isinstance(kind, str) or kind not in FAULT_KINDS:
         raise FaultError("kind", f"unknown fault kind {kind!r} (known: {', '.join(sorted(FAULT_KINDS))})")
     try:
         fault = FAULT_KINDS[kind].model_validate(spec, context={"memory_bytes": memory_bytes})

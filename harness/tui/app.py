@@ -479,18 +479,25 @@ def _spark_label(name: str, unit: str, values: list[float]) -> Text:
 
 def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
     """Entry point of ``burnin tui``; exit code as ``burnin run`` (0 all pass, 1 otherwise)."""
-    from harness.runner import discover_cards, resolve_db
+    from harness.locks import lock_cards
+    from harness.runner import discover_cards, open_store
 
     try:
+        store = open_store(db, cfg)  # checked before any card starts, as `burnin run` does
+        db_path = store.path
+        store.close()
         cards = discover_cards(cfg)
+        locks = lock_cards(cards)
     except (UsageError, HarnessUnavailable) as e:
         print(f"burnin: {e}", file=sys.stderr)
         return int(getattr(e, "exit_code", 3))
-    db_path = resolve_db(db, cfg)
-    app = BenchApp(cfg, plan, db_path, cards)
-    code = app.run()
-    code = app.exit_status if code is None else code
-    _after(app, db_path)
+    try:
+        app = BenchApp(cfg, plan, db_path, cards)
+        code = app.run()
+        code = app.exit_status if code is None else code
+        _after(app, db_path)
+    finally:
+        locks.release()
     return int(code)
 
 

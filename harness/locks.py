@@ -1,0 +1,125 @@
+"""One harness per card at a time: an advisory lock per host and card.
+
+Two harnesses stressing the same card measure each other (heat, memory, the fans), so both runs
+are invalid. Each card's lock is a ``flock`` on a small file under the lock folder
+(``$BURNIN_LOCK_DIR``, else ``<tmp>/burnin-locks``): the kernel drops it when the holder exits,
+however it exits, so a crashed harness never leaves a stale lock behind. The file says who holds
+it, so the second harness can tell the user.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import getpass
+import json
+import os
+import re
+import socket
+import sys
+import tempfile
+import time
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+from harness.errors import HarnessUnavailable
+
+try:
+    import fcntl
+except ImportError:  # Windows: no flock; cards are not locked there
+    fcntl = None  # type: ignore[assignment]
+
+
+def lock_dir() -> Path:
+    env = os.environ.get("BURNIN_LOCK_DIR")
+    return Path(env) if env else Path(tempfile.gettempdir()) / "burnin-locks"
+
+
+def lock_name(host: str, slot: int, backend: str, serial: str | None) -> str:
+    """A real card is its host's slot; a simulated card is its serial (two racks may simulate slot 0)."""
+    raw = f"{host}-mock-{serial}" if backend == "mock" and serial else f"{host}-slot{slot}"
+    return re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:200] + ".lock"
+
+
+def _holder(path: Path) -> str:
+    try:
+        info = json.loads(path.read_text(encoding="utf-8") or "{}")
+    except (OSError, ValueError):
+        info = {}
+    if not info:
+        return "another burnin"
+    return (f"pid {info.get('pid')} ({info.get('user')}@{info.get('host')}, since {info.get('since')}: "
+            f"{info.get('command')})")
+
+
+class CardLocks:
+    """The locks of one run's cards, held until ``release`` (or the process ends)."""
+
+    def __init__(self) -> None:
+        self._fds: list[int] = []
+
+    def acquire(self, names: Iterable[tuple[str, str]], what: dict[str, Any] | None = None) -> None:
+        """Lock every (label, lock name); HarnessUnavailable naming the holder if one is taken."""
+        if fcntl is None:
+            return
+        folder = lock_dir()
+        try:
+            if not folder.is_dir():
+                folder.mkdir(parents=True, exist_ok=True)
+                with contextlib.suppress(OSError):
+                    folder.chmod(0o1777)  # shared by every user of the bench, like /tmp
+        except OSError as e:
+            raise HarnessUnavailable(f"{folder}: cannot create the card lock folder: {e.strerror}") from None
+        info = {"pid": os.getpid(), "user": _user(), "host": socket.gethostname(),
+                "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+                "command": " ".join(["burnin", *sys.argv[1:]])[:300], **(what or {})}
+        taken: set[str] = set()
+        for label, name in names:
+            if name in taken:
+                continue
+            taken.add(name)
+            path = folder / name
+            try:
+                fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o666)
+            except OSError as e:
+                self.release()
+                raise HarnessUnavailable(f"{path}: cannot open the lock of {label}: {e.strerror}") from None
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                os.close(fd)
+                self.release()
+                raise HarnessUnavailable(
+                    f"{label} is being tested by {_holder(path)}; one harness per card "
+                    f"(lock {path})") from None
+            with contextlib.suppress(OSError):
+                os.fchmod(fd, 0o666)
+            os.ftruncate(fd, 0)
+            os.write(fd, json.dumps(info).encode())
+            self._fds.append(fd)
+
+    def release(self) -> None:
+        while self._fds:
+            with contextlib.suppress(OSError):
+                os.close(self._fds.pop())
+
+    def __enter__(self) -> CardLocks:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.release()
+
+
+def _user() -> str:
+    try:
+        return getpass.getuser()
+    except Exception:  # noqa: BLE001 - no user name in a container is fine
+        return str(os.getuid()) if hasattr(os, "getuid") else "?"
+
+
+def lock_cards(cards: Iterable[Any]) -> CardLocks:
+    """Lock a run's cards (CardSlot-like: host, slot, backend, locator, key)."""
+    locks = CardLocks()
+    locks.acquire((f"card {c.key} ({c.locator.get('serial') or c.backend})",
+                   lock_name(c.host, c.slot, c.backend, c.locator.get("serial"))) for c in cards)
+    return locks

@@ -1,0 +1,1 @@
+"""Example rack configs and the bundled plans (``plans/``), shipped as package data."""
