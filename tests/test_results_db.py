@@ -192,7 +192,9 @@ def test_full_disk_mid_run_ends_it_interrupted_and_resumable(write_rack, burnin,
 def test_report_paths_are_checked_before_the_run_starts(write_rack, burnin, tmp_path):
     rack = write_rack([mock_card("P1", 0)])
     db = tmp_path / "p.db"
-    for flag, path in (("--json", "/nonexistent/x.json"), ("--junit", str(tmp_path)), ("--html", "/nonexistent/r.html")):
+    (tmp_path / "afile").write_text("")
+    for flag, path in (("--json", "/nonexistent/x.json"), ("--junit", str(tmp_path / "afile" / "r.xml")),
+                       ("--html", "/nonexistent/r.html")):
         code, out, err = burnin("run", str(rack), "--db", str(db), "-q", flag, path)
         assert code == 2 and path in err and _one_line(err), err
     assert not db.exists()  # nothing ran, nothing was recorded
