@@ -46,12 +46,15 @@ def mock_card(serial: str, slot: int, profile: str = "h100-sxm5-80gb", faults: l
     return d
 
 
-@pytest.fixture(autouse=True)
-def _private_db_and_locks(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
-    """No test writes the user's default database or takes the machine's card locks."""
+@pytest.fixture(autouse=True, scope="session")
+def _private_db_and_locks(tmp_path_factory: pytest.TempPathFactory):
+    """No test (module fixtures included) writes the user's default database or takes the
+    machine's card locks, so suites running side by side never meet."""
     home = tmp_path_factory.mktemp("burnin-home")
-    monkeypatch.setenv("BURNIN_DB", str(home / "default.db"))
-    monkeypatch.setenv("BURNIN_LOCK_DIR", str(home / "locks"))
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("BURNIN_DB", str(home / "default.db"))
+        mp.setenv("BURNIN_LOCK_DIR", str(home / "locks"))
+        yield
 
 
 @pytest.fixture
