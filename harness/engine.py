@@ -138,7 +138,7 @@ def _quiet_worker_signals() -> None:
     so its teardown runs (fans restored, instruments and their temp folders closed), without a
     traceback."""
     def on_term(signum: int, frame: Any) -> None:
-        signal.signal(signal.SIGTERM, signal.SIG_DFL)
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not cut the teardown short
         raise _WorkerStopped()
 
     for name in ("SIGINT", "SIGHUP"):
