@@ -71,10 +71,11 @@ def test_failing_card_history_repair_retest_and_quit(write_rack, tmp_path):
             assert "replace_memory (GDDR chip 18) · reballed" in story and "not retested yet" in story
 
             await pilot.press("r")  # retest this card only
-            assert app.phase == "running" and app.retesting == "local/1"
+            # started on this card (a mock retest may already be over: no assertion on the phase)
+            assert app.last_retest == "local/1" and app.retesting in ("local/1", None)
             await pilot.press("escape")
             assert _cell(app, "local/0", "verdict") == "PASS"  # the others keep their results
-            await _until(pilot, lambda: app.phase == "finished", "the retest to finish")
+            await _until(pilot, lambda: app.phase == "finished" and app.retesting is None, "the retest to finish")
             await pilot.pause()
             assert app.bench.run_id != first_run
             # the fault is still there (the mock card was not changed): back after its repair -> rma

@@ -107,6 +107,7 @@ class BenchApp(App[int]):
         self.only_attention = False
         self.selected: str | None = cards[0].key if cards else None
         self.retesting: str | None = None  # the card a retest (``r``) runs, while it runs
+        self.last_retest: str | None = None  # the card the latest retest was started on
         self._run_slots = list(cards)
         self._dirty: set[str] = set()
         self._visible: list[str] = []
@@ -373,6 +374,7 @@ class BenchApp(App[int]):
         fresh.serial, fresh.model = old.serial or fresh.serial, old.model or fresh.model
         self.bench.cards[key] = fresh
         self.retesting, self.phase, self.error = key, "running", None
+        self.last_retest = key
         self.bench.run_id = ""  # the retest's own run id arrives with RunStarted
         self.stop_flag.clear()
         self.engine = prepare_engine(self.stop_flag, self.cfg, [slot])
