@@ -28,12 +28,32 @@ class KernelTimeout(DeviceError):
     """A kernel did not complete within its deadline (a hung kernel)."""
 
 
+class MemoryFault(DeviceError):
+    """The device reported an uncorrectable memory error (ECC) while it touched
+    ``[offset, offset + nbytes)`` of the tested region (both None when no range is known).
+
+    On HBM, with ECC always on, this is how a failing cell shows during a scan: the memory stage
+    turns it into a memory finding for that range instead of a stage error.
+    """
+
+    def __init__(self, message: str, offset: int | None = None, nbytes: int | None = None) -> None:
+        super().__init__(message)
+        self.offset = offset
+        self.nbytes = nbytes
+
+
 class Unsupported(DeviceError):
     """The device does not offer this control at all (e.g. fan control on a passive card)."""
 
 
 class BackendUnavailable(Exception):
     """The backend cannot run on this host (library missing, no driver): harness exit code 3."""
+
+
+class HostUnfit(Exception):
+    """The host cannot drive a card that is there (CUDA libraries missing, a driver older than
+    the CUDA runtime, the card hidden from CUDA by ``CUDA_VISIBLE_DEVICES``): fix the host, not
+    the card. Raised while building a handle; the session reports it as a finding on the card."""
 
 
 # Throttle reasons, vendor-neutral (NVML's clocks-event reasons map onto these).

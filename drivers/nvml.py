@@ -5,7 +5,9 @@ driver allows it. Memory and compute handles come from a CUDA path elsewhere, so
 
 Three rules shape every read:
 - "NVML cannot tell" (NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_PERMISSION) is a value: the field is
-  None (``fans_rpm == []`` on a fanless SXM card, ECC fields None on a GeForce card).
+  None (``fans_rpm == []`` on a fanless SXM card, ECC fields None on a GeForce card). Any other
+  unexpected code (NOT_READY, ARGUMENT_VERSION_MISMATCH, ...) makes that one field "cannot tell"
+  too, never the whole read; ``NvmlDevice.unreadable`` keeps what each such call said.
 - A card that no longer answers (GPU_IS_LOST; UNKNOWN / NOT_FOUND when a re-lookup of the card by
   UUID also fails; XID 79) is ``DeviceLost``, with a message naming the index and serial.
 - ``pynvml`` is imported lazily, so this module imports on hosts without a GPU; without NVML,
@@ -179,8 +181,11 @@ class NvmlDevice(Device):
         uuid: str | None = None,
         clock: Clock | None = None,
         owns_init: bool = True,
+        cuda: bool = True,
     ) -> None:
         self._nv = nv
+        self._cuda_ok = cuda  # False for a replayed recording: there is no card to run CUDA on
+        self.unreadable: dict[str, str] = {}  # call -> the unexpected NVML error it answered
         self._h = handle
         self.index = index
         self.clock = clock or WallClock()
@@ -224,8 +229,13 @@ class NvmlDevice(Device):
             return True
         return False
 
-    def _classify(self, err: Any, call: str, on: dict[str, Any] | None = None, soft: frozenset[str] = _SOFT) -> Any:
-        """Turn an NVML error into a field value (``_NA`` or ``on[name]``) or raise."""
+    def _classify(self, err: Any, call: str, on: dict[str, Any] | None = None, soft: frozenset[str] = _SOFT,
+                  strict: bool = False) -> Any:
+        """Turn an NVML error into a field value (``_NA`` or ``on[name]``) or raise.
+
+        A code that says nothing about the card's presence and is not expected for this call is
+        "cannot tell" for a read (remembered in ``unreadable``), DeviceError when ``strict``.
+        """
         name = error_name(self._nv, err)
         if on and name in on:
             return on[name]
@@ -236,6 +246,9 @@ class NvmlDevice(Device):
                 raise self._mark_lost(f"{call}: {err}, and the GPU no longer answers by UUID")
             return _NA
         if name in soft:
+            return _NA
+        if not strict:
+            self.unreadable[call] = f"{err} [{name}]"
             return _NA
         raise DeviceError(f"nvml: {self._label}: {call} failed: {err} [{name}]")
 
@@ -580,6 +593,8 @@ class NvmlDevice(Device):
         else CuPy missing from this install."""
         if handle == "fans":
             return None if self._fans is not None else "the card reports no fans of its own"
+        if handle in ("memory", "compute", "transfer") and not self._cuda_ok:
+            return "a replayed recording: there is no card to run CUDA on"
         if handle in ("memory", "compute", "transfer") and importlib.util.find_spec("cupy") is None:
             return "CuPy is not installed: pip install 'burnin[cuda]'"
         if handle in self._handles and self._handles[handle] is None:
@@ -593,10 +608,17 @@ class NvmlDevice(Device):
 
     # device memory, compute and PCIe transfers: the CUDA path (CuPy, the optional [cuda] extra) ----
     def _cuda(self, kind: str) -> Any:
-        """The CUDA handle of this GPU, or None without CuPy (stages needing it are skipped)."""
+        """The CUDA handle of this GPU, found by PCI bus id or UUID (never by the NVML index, which
+        ignores ``CUDA_VISIBLE_DEVICES``); None without CuPy or for a replayed recording (stages
+        needing it are skipped). A handle that cannot be built raises (the session reports it)."""
         self._guard()
+        if not self._cuda_ok:
+            return None
         if kind not in self._handles:
-            self._handles[kind] = make_handle("cuda", kind, self.index)
+            pci = self._read("nvmlDeviceGetPciInfo")
+            where = {"index": self.index, "uuid": self._uuid,
+                     "pci_bus_id": str(pci.busId) if pci is not None else None}
+            self._handles[kind] = make_handle("cuda", kind, where)
         return self._handles[kind]
 
     @property
@@ -671,7 +693,7 @@ class NvmlFanControl(FanControl):
                 raise Unsupported(
                     f"nvml: {dev._label}: fan {fan} control refused by the driver ({name}; needs root)"
                 ) from None
-            dev._classify(e, fn, soft=frozenset())  # raises DeviceLost when the card is gone
+            dev._classify(e, fn, soft=frozenset(), strict=True)  # DeviceLost when the card is gone
             raise DeviceError(f"nvml: {dev._label}: {fn} on fan {fan} failed: {e} [{name}]") from None
 
     def set_duty(self, fan: int, duty_pct: float) -> None:
@@ -718,7 +740,10 @@ def _nvml_module(replay: str | None) -> ModuleType:
         snapshot = nvml_replay.read_snapshot(replay)
     except (OSError, ValueError) as e:
         raise BackendUnavailable(f"nvml: cannot read replay snapshot {replay}: {e}") from None
-    nvml_replay.load(snapshot)
+    try:
+        nvml_replay.load(snapshot, strict=False)  # a call it has no answer for: "cannot tell"
+    except ValueError as e:
+        raise BackendUnavailable(f"nvml: cannot replay snapshot {replay}: {e}") from None
     return nvml_replay
 
 
@@ -799,7 +824,7 @@ class NvmlBackend(Backend):
             who = f"serial {locator.get('serial')}" if locator.get("serial") else f"uuid {uuid}"
             raise DeviceLost(f"nvml: GPU {index} ({who}) not found: {e} (it left the bus or the driver lost it)") from None
         try:
-            return NvmlDevice(nv, handle, index=index, uuid=uuid)
+            return NvmlDevice(nv, handle, index=index, uuid=uuid, cuda=locator.get("replay") is None)
         except DeviceError:
             nvml_shutdown(nv)
             raise

@@ -48,6 +48,15 @@ NVML_ERROR_LIB_RM_VERSION_MISMATCH = 18
 NVML_ERROR_IN_USE = 19
 NVML_ERROR_MEMORY = 20
 NVML_ERROR_NO_DATA = 21
+NVML_ERROR_VGPU_ECC_NOT_SUPPORTED = 22
+NVML_ERROR_INSUFFICIENT_RESOURCES = 23
+NVML_ERROR_FREQ_NOT_SUPPORTED = 24
+NVML_ERROR_ARGUMENT_VERSION_MISMATCH = 25
+NVML_ERROR_DEPRECATED = 26
+NVML_ERROR_NOT_READY = 27
+NVML_ERROR_GPU_NOT_FOUND = 28
+NVML_ERROR_INVALID_STATE = 29
+NVML_ERROR_RESET_TYPE_NOT_SUPPORTED = 30
 NVML_ERROR_UNKNOWN = 999
 
 NVML_FEATURE_DISABLED = 0
@@ -154,7 +163,9 @@ class NVMLError(Exception):
         return obj
 
     def __str__(self) -> str:
-        return NVMLError._errcode_to_string.get(self.value, f"NVML Error with code {self.value}")
+        # the real class asks libnvidia-ml (nvmlErrorString) for codes missing from its table and
+        # says this when the library cannot answer, as with no driver
+        return NVMLError._errcode_to_string.get(self.value, f"NVML Error with code {self.value:d}")
 
     def __eq__(self, other):  # as in the real class (which makes errors unhashable too)
         return self.value == other.value
@@ -192,10 +203,27 @@ def nvmlErrorString(result: int) -> str:
 
 
 def _code(name: str) -> int:
+    """An error name of a snapshot as its code; ``NVML_ERROR_CODE_<n>`` is how the recorder
+    writes a code its nvidia-ml-py had no name for (raised as a plain ``NVMLError(n)``)."""
+    if name.startswith("NVML_ERROR_CODE_") and name[16:].isdigit():
+        return int(name[16:])
     value = globals().get(name)
     if not isinstance(value, int) or not name.startswith("NVML_ERROR_"):
         raise ValueError(f"fake_pynvml: unknown NVML error name {name!r} in snapshot")
     return value
+
+
+def _check_error_names(v: Any, where: str) -> None:
+    """Every ``{"error": NAME}`` of a snapshot names a code: a bad one fails at load, in one line."""
+    if isinstance(v, dict):
+        if set(v) == {"error"}:
+            _code(str(v["error"]))
+            return
+        for k, x in v.items():
+            _check_error_names(x, f"{where}.{k}")
+    elif isinstance(v, list):
+        for x in v:
+            _check_error_names(x, where)
 
 
 # --- struct stand-ins: the ctypes structs' attribute names, plain values ------------------------
@@ -238,16 +266,27 @@ class _EventSet:
 
 
 class SnapshotMiss(LookupError):
-    """The backend asked something the snapshot has no answer for (the snapshot is incomplete)."""
+    """The backend asked something the snapshot has no answer for (the snapshot is incomplete).
+
+    Raised in tests (``strict``), so an incomplete fixture shows; a replay run (``strict=False``)
+    answers such a call as an older driver does, FUNCTION_NOT_FOUND ("cannot tell"), and keeps it
+    in ``FakeNvml.misses``."""
 
 
 # --- the simulated host ---------------------------------------------------------------------------
 class FakeNvml:
     """The GPUs of one snapshot plus what tests do to them (loss, XIDs, fan commands)."""
 
-    def __init__(self, snapshot: dict[str, Any]) -> None:
+    def __init__(self, snapshot: dict[str, Any], strict: bool = True) -> None:
         if snapshot.get("schema") != SCHEMA:
             raise ValueError(f"fake_pynvml: snapshot schema {snapshot.get('schema')!r}, expected {SCHEMA!r}")
+        for i, dev in enumerate(snapshot.get("devices", [])):
+            _check_error_names(dev, f"devices[{i}]")
+            if dev.get("handle_error"):
+                _code(str(dev["handle_error"]))
+        _check_error_names(snapshot.get("system", {}), "system")
+        self.strict = strict
+        self.misses: list[str] = []
         self.snapshot = copy.deepcopy(snapshot)
         self.system: dict[str, Any] = self.snapshot.get("system", {})
         self.devices: list[dict[str, Any]] = self.snapshot["devices"]
@@ -303,15 +342,21 @@ class FakeNvml:
         self.calls.append(f"{index}:{key}")
         calls = self.devices[index]["calls"]
         if key not in calls:
-            raise SnapshotMiss(f"fake_pynvml: the snapshot of GPU {index} has no answer for {key}")
+            self._miss(f"fake_pynvml: the snapshot of GPU {index} has no answer for {key}")
         return _unwrap(calls[key])
 
     def system_answer(self, fn: str, *args: Any) -> Any:
         self.check_init()
         key = snapshot_key(fn, args)
         if key not in self.system:
-            raise SnapshotMiss(f"fake_pynvml: the snapshot has no system answer for {key}")
+            self._miss(f"fake_pynvml: the snapshot has no system answer for {key}")
         return _unwrap(self.system[key])
+
+    def _miss(self, why: str) -> None:
+        if self.strict:
+            raise SnapshotMiss(why)
+        self.misses.append(why)
+        raise NVMLError(NVML_ERROR_FUNCTION_NOT_FOUND)
 
 
 def _unwrap(v: Any) -> Any:
@@ -329,10 +374,11 @@ def _st() -> FakeNvml:
     return _STATE
 
 
-def load(snapshot: dict[str, Any]) -> FakeNvml:
-    """Make ``snapshot`` the simulated host; returns the handle tests steer it with."""
+def load(snapshot: dict[str, Any], strict: bool = True) -> FakeNvml:
+    """Make ``snapshot`` the simulated host; returns the handle tests steer it with.
+    ``strict``: a call the snapshot has no answer for raises SnapshotMiss (else FUNCTION_NOT_FOUND)."""
     global _STATE
-    _STATE = FakeNvml(snapshot)
+    _STATE = FakeNvml(snapshot, strict)
     return _STATE
 
 

@@ -116,7 +116,9 @@ def get_backend(name: str) -> Backend:
 # Accelerator handles (device memory, compute, transfers) for real cards come from optional
 # modules (the CUDA path through CuPy, in drivers/cuda/); they register a
 # factory here, and a vendor backend asks for one, so drivers never import those modules.
-HandleFactory = Callable[[int], Any]
+# A factory takes where the card is, as its backend knows it ({"index", "pci_bus_id", "uuid"}):
+# the CUDA path finds its device by bus id or UUID, never by the vendor library's index.
+HandleFactory = Callable[[dict[str, Any]], Any]
 _HANDLES: dict[tuple[str, str], HandleFactory] = {}
 _HANDLE_MODULES = {"cuda": ("drivers.cuda.memory", "drivers.cuda.compute", "drivers.cuda.transfer")}
 
@@ -126,8 +128,13 @@ def register_handle(platform: str, kind: str, factory: HandleFactory) -> None:
     _HANDLES[(platform, kind)] = factory
 
 
-def make_handle(platform: str, kind: str, device_index: int) -> Any | None:
-    """A handle for one device, or None when the platform's library is not installed."""
+def make_handle(platform: str, kind: str, where: dict[str, Any]) -> Any | None:
+    """A handle for one device, or None when the platform's library is not installed.
+
+    Anything else that goes wrong while building it (a CUDA library or driver too old, the card
+    hidden from CUDA, a CUDA error) is raised as the drivers.api exception it maps to
+    (HostUnfit, DeviceLost, DeviceError): the session reports it as a finding on the card.
+    """
     if (platform, kind) not in _HANDLES:
         for mod in _HANDLE_MODULES.get(platform, ()):
             try:
@@ -139,7 +146,7 @@ def make_handle(platform: str, kind: str, device_index: int) -> Any | None:
         _FAILURES[(platform, kind)] = f"no {platform} {kind} path is installed"
         return None
     try:
-        return factory(device_index)
+        return factory(where)
     except BackendUnavailable as e:
         _FAILURES[(platform, kind)] = str(e)
         return None

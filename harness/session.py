@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.api import Device, DeviceError, DeviceLost, KernelTimeout
+from drivers.api import Device, DeviceError, DeviceLost, HostUnfit, KernelTimeout
 from drivers.derived import resolve_profile
 from drivers.instruments.roles import BenchRoles, BoundLease, SlotMap, solo_lease
 from drivers.instruments.share import BenchAccess, BenchClient
@@ -61,6 +61,14 @@ def stage_error_finding(test: str, err: BaseException) -> Finding:
         code="harness.stage_error", severity="fail", action="reset_and_retest", test=test,
         message=f"the {test} stage could not complete: {type(err).__name__}: {err}",
         evidence={"error": f"{type(err).__name__}: {err}"},
+    )
+
+
+def handle_finding(test: str, err: BaseException) -> Finding:
+    """The host could not give the stage what it needs on this card (CUDA libraries, driver)."""
+    return Finding(
+        code="harness.handle_unavailable", severity="fail", action="fix_host", test=test,
+        message=f"{test} could not start on this card: {err}", evidence={"error": str(err)},
     )
 
 
@@ -224,7 +232,11 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         for index, (name, params) in enumerate(job.stages):
             cls = get_stage(name)
             emit(StageStarted(index, name, params.get("timeout_s", 1800.0)))
-            why = _skip_reason(cls, ctx)
+            handle_error: Exception | None = None
+            try:  # building a handle (CUDA) may fail: a finding on this card, not a dead worker
+                why = _skip_reason(cls, ctx)
+            except Exception as e:  # noqa: BLE001 - raised again inside the stage's try below
+                why, handle_error = None, e
             if why is not None:
                 res = skipped(name, why[1], why[0])
                 results.append((res, params))
@@ -233,6 +245,8 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
             ctx.params = cls.Params.model_validate(params)
             t0 = _safe_now(dev)
             try:
+                if handle_error is not None:
+                    raise handle_error
                 res = cls().run(ctx)
             except DeviceLost as e:
                 res = _lost_result(name, e)
@@ -245,6 +259,8 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 outcome = "hung"
             except DeviceError as e:
                 res = TestResult(name=name, status="error", error=str(e), findings=[device_error_finding(name, e)])
+            except HostUnfit as e:
+                res = TestResult(name=name, status="error", error=str(e), findings=[handle_finding(name, e)])
             except Exception as e:  # noqa: BLE001 - a stage bug costs that test, not the card
                 res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}",
                                  findings=[stage_error_finding(name, e)])

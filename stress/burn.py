@@ -28,7 +28,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
-from drivers.api import DeviceError, DeviceLost, KernelTimeout, Telemetry, Unsupported
+from drivers.api import DeviceError, DeviceLost, KernelTimeout, MemoryFault, Telemetry, Unsupported
 from drivers.profiles import Profile
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.compute.engine import VerifiedGemm, open_engine
@@ -213,6 +213,10 @@ class BurnStage(Stage):
                                          self._elapsed(run)))
         except (DeviceLost, Unsupported):
             raise
+        except MemoryFault as e:  # an uncorrectable ECC error under the burn: the DBE rule's case
+            findings.append(Finding("ecc.dbe", "fail", "reset_and_retest", TEST,
+                                    f"uncorrectable ECC error during the compute burn-in: {e}", {},
+                                    {"error": str(e)}))
         except DeviceError as e:
             findings.append(Finding("compute.fault", "fail", "reset_and_retest", TEST,
                                     f"the compute burn-in failed on the device: {e}", {}, {"error": str(e)}))

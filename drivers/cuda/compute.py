@@ -17,16 +17,15 @@ CuPy is imported lazily: the stage registry imports this module on hosts without
 
 from __future__ import annotations
 
-import contextlib
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from drivers.abft import ElementError, entry_max, flipped_bits
-from drivers.api import BackendUnavailable, ComputeHandle, DeviceError, KernelTimeout, LoadReport
+from drivers.api import ComputeHandle, DeviceError, KernelTimeout, LoadReport
+from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, mark_poisoned
 from drivers.registry import register_handle
 from drivers.verified_gemm import MAX_EXAMPLES, BatchReport
 
@@ -41,30 +40,6 @@ POOL = 2  # operand pairs per engine
 CHUNK = 2  # products per chunk (result buffers: 2 x CHUNK)
 POLL_S = 0.0002
 NAN_BITS = "0x7ff8000000000000LL"
-
-
-def import_cupy() -> Any:
-    try:
-        import cupy
-    except ImportError as e:  # the [cuda] extra is not installed
-        raise BackendUnavailable("CuPy is not installed (pip install 'burnin[cuda]')") from e
-    return cupy
-
-
-@contextlib.contextmanager
-def cuda_errors(what: str) -> Iterator[None]:
-    """CUDA/cuBLAS failures as DeviceError with one line that says what was being done."""
-    try:
-        yield
-    except (KernelTimeout, DeviceError):
-        raise
-    except MemoryError as e:
-        raise DeviceError(f"{what}: out of device memory ({e})") from e
-    except Exception as e:  # noqa: BLE001 - CUDARuntimeError, CUBLASError, CompileException ...
-        mod = type(e).__module__ or ""
-        if mod.startswith(("cupy", "cupy_backends")):
-            raise DeviceError(f"{what}: {type(e).__name__}: {e}") from e
-        raise
 
 
 @dataclass(frozen=True)
@@ -116,23 +91,27 @@ class _Gemm:
         m, k = a.shape
         n = b.shape[1]
         k_ = self.kind
-        handle = self._cp.cuda.device.get_cublas_handle()
-        self._cublas.setStream(handle, self._stream.ptr)
-        self._cublas.setPointerMode(handle, CUBLAS_POINTER_MODE_HOST)
-        self._cublas.gemmEx(
-            handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k,
-            self._one.ctypes.data, b.data.ptr, k_.in_type, n,
-            a.data.ptr, k_.in_type, k,
-            self._zero.ctypes.data, c.data.ptr, k_.out_type, n,
-            k_.compute, CUBLAS_GEMM_DEFAULT,
-        )
+        # CuPy's gemmEx points the cuBLAS handle at the *current* stream on every call (whatever
+        # setStream said), so the product is queued on our stream only while it is current
+        with self._stream:
+            handle = self._cp.cuda.device.get_cublas_handle()
+            self._cublas.setStream(handle, self._stream.ptr)
+            self._cublas.setPointerMode(handle, CUBLAS_POINTER_MODE_HOST)
+            self._cublas.gemmEx(
+                handle, CUBLAS_OP_N, CUBLAS_OP_N, n, m, k,
+                self._one.ctypes.data, b.data.ptr, k_.in_type, n,
+                a.data.ptr, k_.in_type, k,
+                self._zero.ctypes.data, c.data.ptr, k_.out_type, n,
+                k_.compute, CUBLAS_GEMM_DEFAULT,
+            )
 
 
-def _wait(event: Any, deadline_s: float, what: str) -> None:
+def _wait(event: Any, deadline_s: float, what: str, device: int = -1) -> None:
     """Poll ``event`` until done; KernelTimeout past the deadline (never blocks on a hung kernel)."""
     end = time.monotonic() + deadline_s
     while not event.done:
         if time.monotonic() > end:
+            mark_poisoned(device, f"{what} hung")
             raise KernelTimeout(f"{what} did not finish within {deadline_s:g} s")
         time.sleep(POLL_S)
 
@@ -146,10 +125,12 @@ class CudaGemmEngine:
             raise ValueError(f"full_check_every must be >= 1, got {full_check_every}")
         self.dtype = dtype
         self._cp = cp
+        self._id = device_id
+        check_usable(device_id)
         self._dev = cp.cuda.Device(device_id)
         self._every = full_check_every
         self._n = 0
-        with self._dev, cuda_errors(f"GPU {device_id}: preparing {dtype} products"):
+        with self._dev, cuda_errors(f"CUDA device {device_id}: preparing {dtype} products", device_id):
             self.size = size or self._fit_size(dtype)
             self._stream = cp.cuda.Stream(non_blocking=True)
             self._gemm = _Gemm(cp, self._stream, dtype)
@@ -242,7 +223,7 @@ class CudaGemmEngine:
             indices.append(self._n - 1)
 
     def _collect(self, half: int, indices: list[int], deadline_s: float, rep: BatchReport) -> None:
-        _wait(self._done[half], deadline_s, f"a {self.dtype} {self.size}x{self.size} product")
+        _wait(self._done[half], deadline_s, f"a {self.dtype} {self.size}x{self.size} product", self._id)
         host = self._host[half].copy()
         n = self.size
         for q, index in enumerate(indices):
@@ -264,7 +245,7 @@ class CudaGemmEngine:
         u = cp.uint64 if c.dtype.itemsize == 8 else cp.uint32
         idle = cp.cuda.Event(block=False, disable_timing=True)
         idle.record(self._stream)  # the chunk queued behind this one must finish first
-        _wait(idle, deadline_s, f"a {self.dtype} {self.size}x{self.size} product")
+        _wait(idle, deadline_s, f"a {self.dtype} {self.size}x{self.size} product", self._id)
         with self._stream:
             bad = cp.flatnonzero(self._rows[half][q] != rows)
             if int(bad.size) == 0:  # a full-check failure the row sums missed: compare everything
@@ -291,7 +272,8 @@ class CudaGemmEngine:
         pending: tuple[int, list[int]] | None = None
         half = 0
         left = products
-        with self._dev, cuda_errors(f"{self.dtype} burn-in"):
+        check_usable(self._id)
+        with self._dev, cuda_errors(f"CUDA device {self._id}: {self.dtype} burn-in", self._id):
             while left > 0 or pending is not None:
                 queued = None
                 if left > 0:
@@ -307,21 +289,30 @@ class CudaGemmEngine:
         return rep
 
     def bare(self, products: int, timeout_s: float) -> tuple[float, float]:
-        """Unchecked products on the same operands and buffers: (flops, wall seconds). For bench/."""
-        with self._dev, cuda_errors(f"{self.dtype} bare products"):
+        """Unchecked products on the same operands and buffers: (flops, wall seconds). For bench/
+        and ``load``. Queued, timed and waited for on the engine's one stream, so nothing is
+        left queued behind the call and a hung product is KernelTimeout."""
+        check_usable(self._id)
+        with self._dev, cuda_errors(f"CUDA device {self._id}: {self.dtype} bare products", self._id):
             t0 = time.perf_counter()
-            for i in range(products):
-                a, b, _, _ = self._pool[i % POOL]
-                self._gemm(a, b, self._c[0][i % CHUNK])
-            done = self._cp.cuda.Event(block=False, disable_timing=True)
-            done.record(self._stream)
-            _wait(done, timeout_s * max(1, products), f"{products} bare {self.dtype} products")
+            with self._stream:
+                for i in range(products):
+                    a, b, _, _ = self._pool[i % POOL]
+                    self._gemm(a, b, self._c[0][i % CHUNK])
+                done = self._cp.cuda.Event(block=False, disable_timing=True)
+                done.record(self._stream)
+            _wait(done, timeout_s * max(1, products), f"{products} bare {self.dtype} products", self._id)
             return 2.0 * self.size**3 * products, time.perf_counter() - t0
 
     def close(self) -> None:
         self._pool = []
         self._c = []
         self._rows = []
+        self._flags = []
+        self._host = []
+        from drivers.cuda.memory import release_pools
+
+        release_pools(self._cp, self._dev)
 
 
 class CudaCompute(ComputeHandle):
@@ -330,9 +321,11 @@ class CudaCompute(ComputeHandle):
     def __init__(self, index: int = 0, dtypes: tuple[str, ...] = DTYPES) -> None:
         self._cp = import_cupy()
         self._index = index
-        with cuda_errors(f"GPU {index}"):
+        check_usable(index)
+        with cuda_errors(f"CUDA device {index}: opening it", index):
             self._dev = self._cp.cuda.Device(index)
-            self._dev.use()
+            self._dev.use()  # the card under test is this worker's current device, never device 0
+            from cupy_backends.cuda.libs import cublas  # noqa: F401 - missing cuBLAS: say so now
         self._dtypes = tuple(d for d in dtypes if d in _KINDS)
         self._load: CudaGemmEngine | None = None
 
@@ -354,7 +347,8 @@ class CudaCompute(ComputeHandle):
             raise ValueError(f"matmul: unsupported array dtype {a.dtype} (pass dtype=...)")
         cp = self._cp
         kind = _kind(name)
-        with self._dev, cuda_errors(f"GPU {self._index}: {name} matmul"):
+        check_usable(self._index)
+        with self._dev, cuda_errors(f"CUDA device {self._index}: {name} matmul", self._index):
             stream = cp.cuda.Stream(non_blocking=True)
             with stream:
                 if name == "bf16":
@@ -365,7 +359,7 @@ class CudaCompute(ComputeHandle):
                 _Gemm(cp, stream, name)(da, db, c)
                 done = cp.cuda.Event(block=False, disable_timing=True)
                 done.record(stream)
-            _wait(done, timeout_s, f"a {name} product")
+            _wait(done, timeout_s, f"a {name} product", self._index)
             return c.get(stream=stream)
 
     def load(self, seconds: float, intensity: float = 1.0) -> LoadReport:
@@ -392,4 +386,8 @@ class CudaCompute(ComputeHandle):
             self._load = None
 
 
-register_handle("cuda", "compute", CudaCompute)
+def _factory(where: dict[str, Any]) -> CudaCompute:
+    return CudaCompute(find_device(import_cupy(), where))
+
+
+register_handle("cuda", "compute", _factory)

@@ -1,47 +1,66 @@
 """Host<->device copies on a real NVIDIA GPU through CuPy (the optional ``[cuda]`` extra), for
-the PCIe-under-load stage: pinned host buffers and device buffers, timed with CUDA events.
+the PCIe-under-load stage: a pinned host buffer and a device buffer on the card under test,
+copies queued on one stream of its own and timed with CUDA events on that stream.
 
-CuPy is imported when the handle is built, never at module import: the stage registry imports
-every module under ``stress/`` on machines without a GPU.
+Each copy is waited for against a deadline (a hung copy is ``KernelTimeout``, never a worker
+blocked in ``synchronize``), and CUDA failures map onto the device API (``drivers.cuda.errors``).
+CuPy is imported when the handle is built, never at module import.
 """
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
-from drivers.api import BackendUnavailable, TransferHandle
+from drivers.api import KernelTimeout, TransferHandle
+from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, mark_poisoned
 from drivers.registry import register_handle
 
 CHUNK_BYTES = 256 << 20  # one pinned buffer, reused for larger copies
+MIN_GBPS = 0.5  # deadline: a copy slower than this (a Gen1 x1 link carries more) has hung
+DEADLINE_FLOOR_S = 10.0
+POLL_S = 0.0005
 
 
 class CudaTransfer(TransferHandle):
     def __init__(self, device_index: int = 0) -> None:
-        try:
-            import cupy as cp
-        except ImportError as e:  # pragma: no cover - depends on the host
-            raise BackendUnavailable(f"cuda: CuPy is not installed ({e}); pip install '.[cuda]'") from None
+        cp = import_cupy()
+        check_usable(device_index)
         self._cp: Any = cp
-        self._dev = cp.cuda.Device(device_index)
-        with self._dev:
-            self._host = cp.cuda.alloc_pinned_memory(CHUNK_BYTES)
-            self._buf = cp.empty(CHUNK_BYTES, dtype=cp.uint8)
-            self._stream = cp.cuda.Stream(non_blocking=True)
+        self.device_index = device_index
+        self._label = f"CUDA device {device_index}"
+        with cuda_errors(f"{self._label}: preparing host<->device copies", device_index):
+            self._dev = cp.cuda.Device(device_index)
+            with self._dev:  # the device buffer and the stream belong to the card under test
+                self._stream = cp.cuda.Stream(non_blocking=True)
+                self._host = cp.cuda.alloc_pinned_memory(CHUNK_BYTES)
+                self._buf = cp.empty(CHUNK_BYTES, dtype=cp.uint8)
 
     def _copy(self, nbytes: int, to_device: bool) -> float:
+        if nbytes <= 0:
+            raise ValueError(f"{self._label}: a copy needs a positive byte count, got {nbytes}")
+        check_usable(self.device_index)
         cp = self._cp
-        kind = cp.cuda.runtime.memcpyHostToDevice if to_device else cp.cuda.runtime.memcpyDeviceToHost
-        with self._dev:
+        rt = cp.cuda.runtime
+        kind = rt.memcpyHostToDevice if to_device else rt.memcpyDeviceToHost
+        what = f"{self._label}: {'host->device' if to_device else 'device->host'} copy of {nbytes} B"
+        with self._dev, cuda_errors(what, self.device_index):
             start, end = cp.cuda.Event(), cp.cuda.Event()
             start.record(self._stream)
             left = nbytes
             while left > 0:
                 n = min(left, CHUNK_BYTES)
                 dst, src = (self._buf.data.ptr, self._host.ptr) if to_device else (self._host.ptr, self._buf.data.ptr)
-                cp.cuda.runtime.memcpyAsync(dst, src, n, kind, self._stream.ptr)
+                rt.memcpyAsync(dst, src, n, kind, self._stream.ptr)
                 left -= n
             end.record(self._stream)
-            end.synchronize()
+            deadline = max(DEADLINE_FLOOR_S, nbytes / (MIN_GBPS * 1e9))
+            limit = time.monotonic() + deadline
+            while not end.done:
+                if time.monotonic() > limit:
+                    mark_poisoned(self.device_index, f"{what} hung")
+                    raise KernelTimeout(f"{what} did not finish within {deadline:g} s")
+                time.sleep(POLL_S)
             return cp.cuda.get_elapsed_time(start, end) / 1000.0
 
     def host_to_device(self, nbytes: int) -> float:
@@ -53,6 +72,13 @@ class CudaTransfer(TransferHandle):
     def close(self) -> None:
         self._buf = None
         self._host = None
+        from drivers.cuda.memory import release_pools
+
+        release_pools(self._cp, self._dev)
 
 
-register_handle("cuda", "transfer", CudaTransfer)
+def _factory(where: dict[str, Any]) -> CudaTransfer:
+    return CudaTransfer(find_device(import_cupy(), where))
+
+
+register_handle("cuda", "transfer", _factory)

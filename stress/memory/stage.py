@@ -9,6 +9,7 @@ from typing import Any, Literal
 import numpy as np
 from pydantic import Field, field_validator
 
+from drivers.api import MemoryFault
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.memory import algorithms as A
 from stress.memory.diagnosis import Diagnoser, Diagnosis
@@ -127,30 +128,66 @@ class MemoryStage(Stage):
         scan = A.Scan(mem, log, clock, 0, nbytes, p.max_errors, step)
         bw: A.BandwidthReport | None = None
         bgs = [A.background(b) for b in p.backgrounds]
+        fault: tuple[str, MemoryFault] | None = None
         for algo in todo:
-            if algo == "march_c-":
-                A.march_c_minus(scan, bgs)
-            elif algo in ("walking_ones", "walking_zeros"):
-                A.walking(scan, algo == "walking_ones", p.walking_width)
-            elif algo == "address":
-                A.address_in_address(scan)
-            elif algo == "moving_inversions":
-                A.moving_inversions(scan, p.seed, p.random_patterns)
-            elif algo == "bit_fade":
-                A.bit_fade(scan, p.fade_wait_s)
-            elif algo == "repeated_reads":
-                A.repeated_reads(scan, p.repeat_reads)
-            elif algo == "bandwidth":
-                bw = A.bandwidth_loop(scan, p.bandwidth_s, p.bandwidth_max_passes)
+            try:
+                bw = self._algorithm(algo, scan, bgs, p) or bw
+            except MemoryFault as e:  # ECC (HBM): the card said so itself; nothing more runs on it
+                fault = (algo, e)
+                break
         scan_s, scan_wall = clock.now() - t0, time.perf_counter() - w0
         diagnoses: list[Diagnosis] = []
-        if log.total:
+        if log.total and fault is None:
             fade = p.fade_wait_s if "bit_fade" in todo else 0.0
             diagnoses = Diagnoser(mem, clock, log, powerup, p.diagnose_reads, fade).run(
                 p.max_diagnosed, p.chip_fail_cells)
         ctx.progress(1.0, f"{len(diagnoses)} memory findings")
         diagnoses.sort(key=lambda d: (d.code == "memory.chip", d.address, d.bit))
         findings = [self._finding(d, log, where, action, spec.type) for d in diagnoses]
+        if fault is not None:
+            findings.append(self._fault_finding(*fault, log, where))
+        return self._result(ctx, scan, log, todo, where, powerup, bw, findings, t0, scan_s, scan_wall, nbytes)
+
+    @staticmethod
+    def _algorithm(algo: str, scan: A.Scan, bgs: list[bytes], p: MemoryParams) -> A.BandwidthReport | None:
+        """Run one algorithm over the scan; the bandwidth loop returns its report."""
+        if algo == "march_c-":
+            A.march_c_minus(scan, bgs)
+        elif algo in ("walking_ones", "walking_zeros"):
+            A.walking(scan, algo == "walking_ones", p.walking_width)
+        elif algo == "address":
+            A.address_in_address(scan)
+        elif algo == "moving_inversions":
+            A.moving_inversions(scan, p.seed, p.random_patterns)
+        elif algo == "bit_fade":
+            A.bit_fade(scan, p.fade_wait_s)
+        elif algo == "repeated_reads":
+            A.repeated_reads(scan, p.repeat_reads)
+        elif algo == "bandwidth":
+            return A.bandwidth_loop(scan, p.bandwidth_s, p.bandwidth_max_passes)
+        return None
+
+    @staticmethod
+    def _fault_finding(algo: str, e: MemoryFault, log: ErrorLog, where: str) -> Finding:
+        """An uncorrectable ECC error during the scan: a memory finding for the range scanned.
+        The row is remapped at the next reset, so: reset and retest (again after remap: RMA)."""
+        lo = int(e.offset) if e.offset is not None else 0
+        loc: dict[str, Any] = {"address": lo, "bit": None}
+        if e.offset is not None:
+            loc[where] = int(log.chip_of(lo))
+        span = f"{lo:#x}..{lo + int(e.nbytes or 0):#x}" if e.offset is not None else "an unknown range"
+        return Finding(code="memory.ecc_uncorrectable", severity="fail", action="reset_and_retest", test="memory",
+                       message=(f"uncorrectable ECC error while {algo} scanned {span}: reset the card (the row is"
+                                f" remapped at reset) and retest; again after the remap: RMA"),
+                       location=loc,
+                       evidence={"range_start": e.offset, "range_bytes": e.nbytes, "algorithm": algo,
+                                 "error": str(e)})
+
+    def _result(self, ctx: StageContext, scan: A.Scan, log: ErrorLog, todo: list[str], where: str,
+                powerup: Any, bw: A.BandwidthReport | None, findings: list[Finding], t0: float,
+                scan_s: float, scan_wall: float, nbytes: int) -> TestResult:
+        clock = ctx.device.clock
+        p: MemoryParams = ctx.params
         metrics = {
             "bytes_tested": nbytes,
             "bytes_verified": scan.bytes_verified,
@@ -169,7 +206,7 @@ class MemoryStage(Stage):
             "gbps": round(scan.bytes_moved / scan_s / 1e9, 3) if scan_s > 0 else None,
             "wall_gbps": round(scan.bytes_moved / scan_wall / 1e9, 3) if scan_wall > 0 else None,
         }
-        cov = coverage(ctx, nbytes, mem.size, p)
+        cov = coverage(ctx, nbytes, scan.mem.size, p)
         metrics["coverage"] = cov
         if cov["fraction"] is not None and cov["fraction"] < p.coverage_min:
             findings.append(Finding(
