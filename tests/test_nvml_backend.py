@@ -303,11 +303,29 @@ def test_retired_pages_and_replays(monkeypatch: pytest.MonkeyPatch) -> None:
     assert link is not None and (link.gen, link.width, link.max_gen, link.max_width) == (3, 8, 5, 16)
 
 
-def test_unexpected_nvml_error_names_device_and_call(monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("code", ["NVML_ERROR_IRQ_ISSUE", "NVML_ERROR_NOT_READY", "NVML_ERROR_ARGUMENT_VERSION_MISMATCH",
+                                  "NVML_ERROR_CODE_77"])
+def test_an_unexpected_nvml_code_is_cannot_tell_for_that_field_only(monkeypatch: pytest.MonkeyPatch,
+                                                                    code: str) -> None:
     fake, dev = open_first(monkeypatch, H100)
-    fake.set_answer(0, "nvmlDeviceGetPcieReplayCounter", {"error": "NVML_ERROR_IRQ_ISSUE"})
-    with pytest.raises(DeviceError, match=r"GPU 0 \(serial 1654922012345\): nvmlDeviceGetPcieReplayCounter") as ei:
-        dev.counters()
+    before = dev.counters()
+    fake.set_answer(0, "nvmlDeviceGetPcieReplayCounter", {"error": code})
+    fake.set_answer(0, "nvmlDeviceGetTemperature:0", {"error": code})
+    c = dev.counters()
+    assert c.pcie_replays is None
+    assert c.to_dict() == {**before.to_dict(), "pcie_replays": None}  # every other field still read
+    t = dev.telemetry()
+    assert t.temperature_c is None and t.power_w is not None
+    assert set(dev.unreadable) == {"nvmlDeviceGetPcieReplayCounter", "nvmlDeviceGetTemperature"}
+    assert dev.unreadable["nvmlDeviceGetPcieReplayCounter"].endswith(f"[{code}]")
+
+
+def test_fan_control_still_fails_loudly_on_an_unexpected_code(monkeypatch: pytest.MonkeyPatch) -> None:
+    fake, dev = open_first(monkeypatch, snap(RTX))
+    fake.set_answer(0, "nvmlDeviceSetFanSpeed_v2", {"error": "NVML_ERROR_IRQ_ISSUE"})
+    assert dev.fans is not None
+    with pytest.raises(DeviceError, match=r"GPU 0 .*nvmlDeviceSetFanSpeed_v2") as ei:
+        dev.fans.set_duty(0, 50)
     assert not isinstance(ei.value, DeviceLost)
 
 

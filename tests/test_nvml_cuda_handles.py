@@ -19,12 +19,12 @@ def test_without_cupy_the_handles_are_absent(monkeypatch: pytest.MonkeyPatch) ->
     assert dev.memory is None and dev.compute is None and dev.transfer is None
 
 
-def test_registered_cuda_handles_are_used_per_gpu_index(monkeypatch: pytest.MonkeyPatch) -> None:
-    built: list[tuple[str, int]] = []
+def test_registered_cuda_handles_are_built_for_the_card_by_bus_id_and_uuid(monkeypatch: pytest.MonkeyPatch) -> None:
+    built: list[tuple[str, dict]] = []
 
     class Handle:
-        def __init__(self, kind: str, index: int) -> None:
-            built.append((kind, index))
+        def __init__(self, kind: str, where: dict) -> None:
+            built.append((kind, where))
             self.closed = False
 
         def close(self) -> None:
@@ -36,7 +36,10 @@ def test_registered_cuda_handles_are_used_per_gpu_index(monkeypatch: pytest.Monk
     mem = dev.memory
     assert dev.memory is mem  # built once per session
     assert dev.compute is not None and dev.transfer is not None
-    assert sorted(built) == [("compute", 0), ("memory", 0), ("transfer", 0)]
+    # the CUDA side is told where the card is, by PCI bus id and UUID, not only the NVML index
+    where = {"index": 0, "uuid": "GPU-3c5e1d9a-7f42-4b8e-9a61-2d0f8c7b5e13", "pci_bus_id": "00000000:18:00.0"}
+    assert sorted(k for k, _ in built) == ["compute", "memory", "transfer"]
+    assert all(w == where for _, w in built)
     dev.release_handles()  # after a stage: the memory scan's hold on GPU memory is let go
     assert mem.closed and dev.memory is not mem
     mem2 = dev.memory
