@@ -917,7 +917,7 @@ def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -
     runtime = _module("cupy_backends.cuda.api.runtime", CUDARuntimeError=CUDARuntimeError,
                       **{n: getattr(this, n) for n in RUNTIME_NAMES})
     memory = _module("cupy.cuda.memory", OutOfMemoryError=OutOfMemoryError, Memory=Memory,
-                     MemoryPointer=MemoryPointer, alloc_pinned_memory=alloc_pinned_memory)
+                     MemoryPointer=MemoryPointer)
     device = _module("cupy.cuda.device", Device=Device, get_cublas_handle=get_cublas_handle)
     cuda = _module("cupy.cuda", Device=Device, Memory=Memory, MemoryPointer=MemoryPointer, Stream=Stream,
                    Event=Event, get_elapsed_time=get_elapsed_time, alloc_pinned_memory=alloc_pinned_memory,

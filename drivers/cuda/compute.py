@@ -40,6 +40,8 @@ POOL = 2  # operand pairs per engine
 CHUNK = 2  # products per chunk (result buffers: 2 x CHUNK)
 POLL_S = 0.0002
 NAN_BITS = "0x7ff8000000000000LL"
+# the ABFT row sum's map: an exact small integer stays, anything else (wrong, NaN, Inf) is NaN
+ROWSUM_MAP = f"(isfinite((double)x) && (double)x == rint((double)x)) ? (double)x : __longlong_as_double({NAN_BITS})"
 
 
 @dataclass(frozen=True)
@@ -134,11 +136,8 @@ class CudaGemmEngine:
             self.size = size or self._fit_size(dtype)
             self._stream = cp.cuda.Stream(non_blocking=True)
             self._gemm = _Gemm(cp, self._stream, dtype)
-            self._rowsum = cp.ReductionKernel(
-                "T x", "float64 y",
-                f"(isfinite((double)x) && (double)x == rint((double)x)) ? (double)x : __longlong_as_double({NAN_BITS})",
-                "a + b", "y = a", "0", "burnin_abft_rowsum",
-            )
+            self._rowsum = cp.ReductionKernel("T x", "float64 y", ROWSUM_MAP, "a + b", "y = a", "0",
+                                              "burnin_abft_rowsum")
             rs = cp.random.RandomState(seed)
             with self._stream:
                 self._pool = [self._operands(rs) for _ in range(POOL)]

@@ -28,8 +28,8 @@ from drivers.api import BackendUnavailable, DeviceError, DeviceLost, HostUnfit, 
 
 # cudaError_t values (CUDA runtime API; the driver API's CUresult uses the same numbers for these)
 OUT_OF_MEMORY = 2
-NOT_INITIALIZED = 3
-DEINITIALIZED = 4
+INITIALIZATION_ERROR = 3
+CUDART_UNLOADING = 4
 STUB_LIBRARY = 34
 INSUFFICIENT_DRIVER = 35
 DEVICES_UNAVAILABLE = 46
@@ -56,9 +56,9 @@ STICKY = frozenset({ECC_UNCORRECTABLE, NVLINK_UNCORRECTABLE, ILLEGAL_ADDRESS, LA
                     HARDWARE_STACK_ERROR, ILLEGAL_INSTRUCTION, MISALIGNED_ADDRESS, INVALID_ADDRESS_SPACE,
                     INVALID_PC, LAUNCH_FAILURE})
 # the card (or the driver's hold on it) is gone
-GONE = frozenset({UNKNOWN, DEINITIALIZED})
+GONE = frozenset({UNKNOWN, CUDART_UNLOADING})
 # the host, not the card: no usable driver or runtime for it
-HOST = frozenset({NOT_INITIALIZED, STUB_LIBRARY, INSUFFICIENT_DRIVER, NO_DEVICE, SYSTEM_NOT_READY,
+HOST = frozenset({INITIALIZATION_ERROR, STUB_LIBRARY, INSUFFICIENT_DRIVER, NO_DEVICE, SYSTEM_NOT_READY,
                   SYSTEM_DRIVER_MISMATCH, COMPAT_NOT_SUPPORTED, DEVICES_UNAVAILABLE})
 
 _POISONED: dict[int, str] = {}  # CUDA device ordinal -> what poisoned its context in this process

@@ -1,0 +1,94 @@
+"""A handle that cannot be built (CUDA libraries missing, a driver older than CuPy needs, any CUDA
+error) is a finding on that card, never a dead worker; without CuPy it is simply absent."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from drivers import registry
+from drivers.api import BackendUnavailable, DeviceLost
+from drivers.cuda import errors
+from drivers.nvml import NvmlBackend, NvmlConfig
+from tests import fake_cupy, fake_pynvml
+from tests.test_nvml_backend import H100
+
+
+def _session(monkeypatch: pytest.MonkeyPatch, stages: list[tuple[str, dict[str, Any]]]) -> tuple[str, list[dict]]:
+    from harness.session import CardJob, run_card_session
+
+    fake_pynvml.install(monkeypatch, H100)
+    (loc,) = NvmlBackend().discover(NvmlConfig(backend="nvml", index=0), {})
+    events: list[tuple[str, dict]] = []
+    out = run_card_session(CardJob("local/0", loc, stages), lambda kind, d: events.append((kind, d)))
+    return out, [d for kind, d in events if kind == "test"]
+
+
+PLAN = [("memory", {}), ("health", {"observe_s": 0})]
+
+
+def test_an_old_driver_for_cuda_is_a_fix_host_finding_and_the_run_goes_on(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(errors, "_POISONED", {})
+    fake_cupy.install(monkeypatch, 1, total=1 << 30).no_driver = True  # cudaErrorInsufficientDriver
+    out, tests = _session(monkeypatch, PLAN)
+    assert out == "done" and [t["name"] for t in tests] == ["memory", "health"]
+    mem = tests[0]
+    assert mem["status"] == "error"
+    (f,) = mem["findings"]
+    assert f["code"] == "harness.handle_unavailable" and f["action"] == "fix_host"
+    assert "cudaErrorInsufficientDriver" in f["message"]
+    assert tests[1]["status"] == "pass"
+
+
+@pytest.mark.parametrize("exc, code", [
+    (ImportError("libcublasLt.so.12: cannot open shared object file"), "harness.stage_error"),
+    (RuntimeError("something unforeseen"), "harness.stage_error"),
+])
+def test_any_exception_building_a_handle_is_a_finding(monkeypatch: pytest.MonkeyPatch, exc: Exception,
+                                                      code: str) -> None:
+    def broken(where: dict) -> Any:
+        raise exc
+
+    monkeypatch.setitem(registry._HANDLES, ("cuda", "memory"), broken)
+    out, tests = _session(monkeypatch, PLAN)
+    assert out == "done" and tests[0]["status"] == "error"
+    assert [f["code"] for f in tests[0]["findings"]] == [code]
+    assert tests[1]["name"] == "health" and tests[1]["status"] == "pass"
+
+
+def test_a_card_lost_while_building_a_handle_is_bus_lost(monkeypatch: pytest.MonkeyPatch) -> None:
+    def lost(where: dict) -> Any:
+        raise DeviceLost("CUDA device 0: cudaErrorUnknown")
+
+    monkeypatch.setitem(registry._HANDLES, ("cuda", "memory"), lost)
+    out, tests = _session(monkeypatch, PLAN)
+    assert out == "lost"
+    assert [f["code"] for f in tests[0]["findings"]] == ["bus.lost"]
+    assert tests[1]["status"] == "skipped"
+
+
+def test_backend_unavailable_means_no_handle(monkeypatch: pytest.MonkeyPatch) -> None:
+    def absent(where: dict) -> Any:
+        raise BackendUnavailable("CuPy is not installed")
+
+    monkeypatch.setitem(registry._HANDLES, ("cuda", "memory"), absent)
+    out, tests = _session(monkeypatch, PLAN)
+    assert out == "done" and tests[0]["status"] == "skipped" and tests[0].get("findings", []) == []
+
+
+def test_a_replayed_recording_has_no_cuda_handles(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """A recording is not a card: the stress stages must not run on whatever GPU this host has."""
+    import json
+
+    from tests.test_nvml_backend import snap
+
+    built: list[dict] = []
+    monkeypatch.setitem(registry._HANDLES, ("cuda", "memory"), lambda where: built.append(where))
+    path = tmp_path / "h100.json"
+    path.write_text(json.dumps(snap(H100)))
+    backend = NvmlBackend()
+    (loc,) = backend.discover(NvmlConfig(backend="nvml", replay=str(path)), {})
+    dev = backend.open(loc)
+    assert dev.memory is None and built == []
+    dev.close()

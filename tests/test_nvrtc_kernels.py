@@ -1,0 +1,51 @@
+"""Every CUDA source of the project compiles with NVRTC for the cards a bench sees (A100 sm_80,
+L40S/RTX 4090 sm_89, H100 sm_90), without warnings: no GPU needed, only CuPy and the NVRTC wheel
+(``pip install cupy-cuda12x nvidia-cuda-nvrtc-cu12``); skipped where they are not installed."""
+
+from __future__ import annotations
+
+import pytest
+
+ARCHS = ("sm_80", "sm_89", "sm_90")
+
+
+def _nvrtc():  # noqa: ANN202
+    pytest.importorskip("cupy", reason="CuPy is not installed")
+    try:
+        from cupy.cuda import nvrtc
+
+        nvrtc.getVersion()
+    except Exception as e:  # noqa: BLE001 - no NVRTC library: skip
+        pytest.skip(f"NVRTC is not loadable ({type(e).__name__}: {e})")
+    return nvrtc
+
+
+def _sources() -> dict[str, str]:
+    from drivers.cuda import compute, memory
+
+    out = {"memory.march": memory._SOURCE}
+    for t in ("float", "double"):  # the row-sum map over a product (fp32 or fp64), as CuPy instantiates it
+        out[f"compute.rowsum<{t}>"] = (
+            'extern "C" __global__ void k(const %s* xs, double* ys, unsigned long long n) {\n'
+            "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;"
+            " i += (unsigned long long)gridDim.x * blockDim.x) {\n"
+            "    %s x = xs[i]; ys[i] = %s; } }\n"
+        ) % (t, t, compute.ROWSUM_MAP)
+    return out
+
+
+@pytest.mark.parametrize("arch", ARCHS)
+def test_nvrtc_compiles_every_cuda_source(arch: str) -> None:
+    nvrtc = _nvrtc()
+    for name, src in _sources().items():
+        prog = nvrtc.createProgram(src, f"{name}.cu", [], [])
+        try:
+            try:
+                nvrtc.compileProgram(prog, [f"-arch={arch}", "--std=c++17"])
+            except nvrtc.NVRTCError as e:
+                pytest.fail(f"{name} for {arch}: {e}\n{nvrtc.getProgramLog(prog)}")
+            log = nvrtc.getProgramLog(prog).strip()
+            assert "warning" not in log.lower(), f"{name} for {arch}: {log}"
+            assert len(nvrtc.getCUBIN(prog)) > 1000
+        finally:
+            nvrtc.destroyProgram(prog)
