@@ -26,11 +26,11 @@ def _sources() -> dict[str, str]:
     out = {"memory.march": memory._SOURCE}
     for t in ("float", "double"):  # the row-sum map over a product (fp32 or fp64), as CuPy instantiates it
         out[f"compute.rowsum<{t}>"] = (
-            'extern "C" __global__ void k(const %s* xs, double* ys, unsigned long long n) {\n'
+            f'extern "C" __global__ void k(const {t}* xs, double* ys, unsigned long long n) {{\n'
             "  for (unsigned long long i = blockIdx.x * (unsigned long long)blockDim.x + threadIdx.x; i < n;"
             " i += (unsigned long long)gridDim.x * blockDim.x) {\n"
-            "    %s x = xs[i]; ys[i] = %s; } }\n"
-        ) % (t, t, compute.ROWSUM_MAP)
+            f"    {t} x = xs[i]; ys[i] = {compute.ROWSUM_MAP}; }} }}\n"
+        )
     return out
 
 
