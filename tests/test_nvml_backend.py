@@ -85,6 +85,50 @@ def test_fake_matches_installed_pynvml() -> None:
     assert str(real.NVMLError(real.NVML_ERROR_GPU_IS_LOST)) == str(fake_pynvml.NVMLError_GpuIsLost())
 
 
+def test_the_fake_knows_every_error_of_the_real_module_and_raises_like_it() -> None:
+    real = importlib.import_module("pynvml")
+    codes = {n: getattr(real, n) for n in dir(real) if n.startswith("NVML_ERROR_")}
+    assert codes == {n: getattr(fake_pynvml, n) for n in dir(fake_pynvml) if n.startswith("NVML_ERROR_")}
+    classes = {n for n in dir(real) if n.startswith("NVMLError_")}
+    assert classes == {n for n in dir(fake_pynvml) if n.startswith("NVMLError_")}
+    for name, code in codes.items():
+        r, f = real.NVMLError(code), fake_pynvml.NVMLError(code)
+        assert type(r).__name__ == type(f).__name__ and r.value == f.value == code, name
+        if code in real.NVMLError._errcode_to_string:
+            assert str(f) == str(r), name
+        else:  # the real one asks the driver; without one it says this
+            assert str(f) == f"NVML Error with code {code}", name
+    assert type(fake_pynvml.NVMLError(77)) is fake_pynvml.NVMLError  # a code the module has no name for
+    assert fake_pynvml.nvmlExceptionClass(27) is fake_pynvml.NVMLError_NotReady
+
+
+def test_a_replay_serves_every_error_code_and_answers_a_missing_call_as_cannot_tell(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    s = snap(H100)
+    s["devices"][0]["calls"]["nvmlDeviceGetPcieReplayCounter"] = {"error": "NVML_ERROR_NOT_READY"}
+    del s["devices"][0]["calls"]["nvmlDeviceGetEnforcedPowerLimit"]
+    path = tmp_path / "h100.json"
+    path.write_text(json.dumps(s))
+    backend = NvmlBackend()
+    (loc,) = backend.discover(NvmlConfig(backend="nvml", replay=str(path)), {})
+    dev = backend.open(loc)
+    assert dev.counters().pcie_replays is None and dev.counters().ecc_enabled is True
+    t = dev.telemetry()
+    assert t.power_limit_w is None and t.power_w is not None
+    assert fake_pynvml._st().misses and "nvmlDeviceGetEnforcedPowerLimit" in fake_pynvml._st().misses[0]
+    dev.close()
+
+
+def test_a_replay_with_an_unknown_error_name_fails_in_one_line(tmp_path: Path) -> None:
+    s = snap(H100)
+    s["devices"][0]["calls"]["nvmlDeviceGetPcieReplayCounter"] = {"error": "NVML_ERROR_FROM_THE_FUTURE"}
+    path = tmp_path / "h100.json"
+    path.write_text(json.dumps(s))
+    with pytest.raises(BackendUnavailable, match="NVML_ERROR_FROM_THE_FUTURE") as ei:
+        NvmlBackend().discover(NvmlConfig(backend="nvml", replay=str(path)), {})
+    assert "\n" not in str(ei.value)
+
+
 def test_every_call_the_backend_makes_exists_in_nvidia_ml_py() -> None:
     real = importlib.import_module("pynvml")
     src = (ROOT / "drivers" / "nvml.py").read_text()
