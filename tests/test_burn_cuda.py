@@ -56,8 +56,11 @@ def test_gpu_verified_products_are_clean_and_corruption_is_located(dtype: str) -
     assert (e.row, e.col, e.product) == (11, 5, 0) and e.actual == e.expected - 1.0 and e.bits
     ref[11, 5] -= 1.0
     rows[11] -= 1.0
+    import cupy as cp
+
     flops, seconds = eng.bare(4, 30.0)
     assert flops == 4 * 2 * 512**3 and seconds > 0
+    assert eng._stream.done and cp.cuda.Stream.null.done  # nothing left queued, on any stream
     eng.close()
 
 
@@ -71,4 +74,7 @@ def test_gpu_matmul_and_load() -> None:
         assert np.array_equal(c, a.astype(np.float64) @ b.astype(np.float64))
     rep = comp.load(0.5, 1.0)
     assert rep.flops > 0 and rep.seconds >= 0.5
+    import cupy as cp
+
+    assert comp._load is not None and comp._load._stream.done and cp.cuda.Stream.null.done
     comp.close()

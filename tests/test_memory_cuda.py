@@ -24,7 +24,8 @@ def _gpu_memory(mib: int = 64):  # noqa: ANN202 - CudaMemory only exists with cu
         pytest.skip("no CUDA driver")
     from drivers.cuda.memory import CudaMemory
 
-    return CudaMemory(0, max_bytes=mib << 20, chunk_bytes=16 << 20)  # several chunks
+    last = cp.cuda.runtime.getDeviceCount() - 1  # the last card: device index != 0 where there are two
+    return CudaMemory(last, max_bytes=mib << 20, chunk_bytes=16 << 20)  # several chunks
 
 
 @pytest.mark.gpu
