@@ -231,13 +231,10 @@ class _Owner:
             g.used += nbytes
         self.buf = np.zeros(max(1, nbytes), np.uint8)
         self.ptr = s.register(self.buf, device)
-        weakref.finalize(self, _release_block, device, nbytes, self.ptr)
+        weakref.finalize(self, _release_block, s, device, nbytes, self.ptr)
 
 
-def _release_block(device: int, nbytes: int, base: int) -> None:
-    s = _STATE
-    if s is None:
-        return
+def _release_block(s: FakeCuda, device: int, nbytes: int, base: int) -> None:
     s.unregister(base)
     s.gpus[device].pool_cached += nbytes  # a pool keeps freed blocks
 
@@ -715,13 +712,10 @@ class Memory:
         self.size, self.device_id = size, d
         self.buf = np.zeros(size, np.uint8)
         self.ptr = s.register(self.buf, d)
-        weakref.finalize(self, _free_memory, d, size, self.ptr)
+        weakref.finalize(self, _free_memory, s, d, size, self.ptr)
 
 
-def _free_memory(device: int, size: int, ptr: int) -> None:
-    s = _STATE
-    if s is None:
-        return
+def _free_memory(s: FakeCuda, device: int, size: int, ptr: int) -> None:
     s.unregister(ptr)
     s.gpus[device].used -= size
 

@@ -9,7 +9,7 @@ from typing import Any
 import numpy as np
 import pytest
 
-from drivers.api import DeviceLost, HostUnfit, KernelTimeout, MemoryFault, Pattern
+from drivers.api import DeviceError, DeviceLost, HostUnfit, KernelTimeout, MemoryFault, Pattern
 from drivers.cuda import errors
 from tests import fake_cupy
 
@@ -114,8 +114,9 @@ def test_uncorrectable_ecc_during_a_scan_is_a_memory_fault_with_the_range(gpus: 
     with pytest.raises(MemoryFault) as ei:
         m.write_pattern(0, m.size, Pattern(b"\x00"))
     assert (ei.value.offset, ei.value.nbytes) == chunks[1]
-    with pytest.raises(DeviceLost, match="unusable"):  # sticky: nothing more runs in this worker
+    with pytest.raises(DeviceError, match="unusable") as later:  # sticky: nothing more runs in this worker,
         m.march_element(0, m.size, Pattern(b"\x00"), None)
+    assert not isinstance(later.value, DeviceLost)  # but the card did not leave the bus: no reseat
 
 
 def test_the_memory_stage_turns_ecc_into_a_memory_finding(gpus: fake_cupy.FakeCuda) -> None:
@@ -130,14 +131,14 @@ def test_the_memory_stage_turns_ecc_into_a_memory_finding(gpus: fake_cupy.FakeCu
     assert res.status == "fail"
 
 
-@pytest.mark.parametrize("status, exc", [(702, KernelTimeout), (700, DeviceLost), (719, DeviceLost),
-                                         (999, DeviceLost)])
-def test_sticky_and_timeout_errors_in_a_scan(gpus: fake_cupy.FakeCuda, status: int, exc: type) -> None:
+@pytest.mark.parametrize("status, exc, later", [(702, KernelTimeout, DeviceError), (700, DeviceLost, DeviceLost),
+                                                (719, DeviceLost, DeviceLost), (999, DeviceLost, DeviceLost)])
+def test_sticky_and_timeout_errors_in_a_scan(gpus: fake_cupy.FakeCuda, status: int, exc: type, later: type) -> None:
     m = _memory()
     gpus.inject(1, "march", status=status)
     with pytest.raises(exc):
         m.write_pattern(0, m.size, Pattern(b"\x00"))
-    with pytest.raises(DeviceLost):  # the context is gone for the rest of the worker
+    with pytest.raises(later, match="unusable since"):  # the context is gone for the rest of the worker
         _memory()
 
 

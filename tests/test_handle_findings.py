@@ -92,3 +92,18 @@ def test_a_replayed_recording_has_no_cuda_handles(monkeypatch: pytest.MonkeyPatc
     dev = backend.open(loc)
     assert dev.memory is None and built == []
     dev.close()
+
+
+def test_ecc_in_the_scan_is_a_memory_finding_and_no_reseat(monkeypatch: pytest.MonkeyPatch) -> None:
+    """On HBM the scan's failure signal is the ECC error itself: a memory finding for the range,
+    and the stages after it (the context is unusable until a reset) are not a lost card."""
+    monkeypatch.setattr(errors, "_POISONED", {})
+    gpus = fake_cupy.install(monkeypatch, [fake_cupy.Gpu(1 << 30, "0000:18:00.0", bytes(16))])
+    gpus.inject(0, "march", status=214, nth=2)
+    scan = {"algorithms": ["march_c-"], "backgrounds": ["55"], "max_bytes": 4 << 20, "powerup_check": False}
+    out, tests = _session(monkeypatch, [("memory", scan), ("burn", {}), ("health", {"observe_s": 0})])
+    assert out == "done" and [t["name"] for t in tests] == ["memory", "burn", "health"]
+    (f,) = tests[0]["findings"]
+    assert f["code"] == "memory.ecc_uncorrectable" and f["location"]["address"] == 0
+    assert [g["code"] for g in tests[1]["findings"]] == ["harness.device_error"]
+    assert "bus.lost" not in {g["code"] for t in tests for g in t.get("findings", [])}

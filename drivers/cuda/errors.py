@@ -61,7 +61,8 @@ GONE = frozenset({UNKNOWN, CUDART_UNLOADING})
 HOST = frozenset({INITIALIZATION_ERROR, STUB_LIBRARY, INSUFFICIENT_DRIVER, NO_DEVICE, SYSTEM_NOT_READY,
                   SYSTEM_DRIVER_MISMATCH, COMPAT_NOT_SUPPORTED, DEVICES_UNAVAILABLE})
 
-_POISONED: dict[int, str] = {}  # CUDA device ordinal -> what poisoned its context in this process
+# CUDA device ordinal -> (what poisoned its context in this process, whether that was a lost card)
+_POISONED: dict[int, tuple[str, bool]] = {}
 
 
 def import_cupy() -> Any:
@@ -86,19 +87,24 @@ def _from_cupy(err: BaseException) -> bool:
 
 
 def poisoned(device: int) -> str | None:
-    return _POISONED.get(device)
+    entry = _POISONED.get(device)
+    return entry[0] if entry else None
 
 
-def mark_poisoned(device: int, why: str) -> None:
+def mark_poisoned(device: int, why: str, lost: bool = False) -> None:
     """Remember that ``device``'s context is unusable in this process (first story wins)."""
-    _POISONED.setdefault(device, why)
+    _POISONED.setdefault(device, (why, lost))
 
 
 def check_usable(device: int) -> None:
-    """DeviceLost when an earlier sticky error left this device's context unusable."""
-    why = _POISONED.get(device)
-    if why is not None:
-        raise DeviceLost(f"CUDA device {device}: unusable since {why} (the card needs a reset)")
+    """Refuse a device whose context an earlier sticky error made unusable: DeviceLost when that
+    error said the card was gone, else DeviceError (an ECC error or a hang, already reported by
+    the stage that met it: later stages need a reset first, not a reseat)."""
+    entry = _POISONED.get(device)
+    if entry is not None:
+        why, lost = entry
+        msg = f"CUDA device {device}: unusable since {why} (the card needs a reset)"
+        raise DeviceLost(msg) if lost else DeviceError(msg)
 
 
 def map_error(err: BaseException, what: str, device: int,
@@ -118,7 +124,7 @@ def map_error(err: BaseException, what: str, device: int,
     if isinstance(err, MemoryError) or status == OUT_OF_MEMORY:
         return DeviceError(f"{what}: out of device memory ({err})")
     if status in STICKY or status in GONE:
-        _POISONED.setdefault(device, f"{what}: {err}")
+        mark_poisoned(device, f"{what}: {err}", lost=status not in (LAUNCH_TIMEOUT, ECC_UNCORRECTABLE))
     if status == LAUNCH_TIMEOUT:
         return KernelTimeout(text)
     if status == ECC_UNCORRECTABLE:
