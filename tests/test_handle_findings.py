@@ -20,9 +20,11 @@ def _session(monkeypatch: pytest.MonkeyPatch, stages: list[tuple[str, dict[str, 
 
     fake_pynvml.install(monkeypatch, H100)
     (loc,) = NvmlBackend().discover(NvmlConfig(backend="nvml", index=0), {})
-    events: list[tuple[str, dict]] = []
-    out = run_card_session(CardJob("local/0", loc, stages), lambda kind, d: events.append((kind, d)))
-    return out, [d for kind, d in events if kind == "test"]
+    from stress.events import TestDone
+
+    events: list[Any] = []
+    out = run_card_session(CardJob("local/0", loc, stages), events.append)
+    return out, [e.result.to_dict_full() for e in events if isinstance(e, TestDone)]
 
 
 PLAN = [("memory", {}), ("health", {"observe_s": 0})]
