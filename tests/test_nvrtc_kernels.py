@@ -49,3 +49,25 @@ def test_nvrtc_compiles_every_cuda_source(arch: str) -> None:
             assert len(nvrtc.getCUBIN(prog)) > 1000
         finally:
             nvrtc.destroyProgram(prog)
+
+
+def test_nvrtc_scan_kernel_counts_per_block_before_global_atomics() -> None:
+    """A dead chip makes every byte fail: with per-byte global atomics on ~10 shared counters the
+    pass crawls past its deadline. The kernel must sum per thread and per block (shared memory)
+    and touch global memory atomically only for the record slot and one flush per counter."""
+    nvrtc = _nvrtc()
+    from drivers.cuda import memory
+
+    prog = nvrtc.createProgram(memory._SOURCE, "march.cu", [], [])
+    try:
+        nvrtc.compileProgram(prog, ["-arch=compute_90", "--std=c++17"])
+        ptx = nvrtc.getPTX(prog)
+    finally:
+        nvrtc.destroyProgram(prog)
+    ptx = ptx.decode() if isinstance(ptx, bytes) else ptx
+    import re
+
+    targets = {m.group(1) for ln in ptx.splitlines() if "atom.global" in ln or "red.global" in ln
+               for m in [re.search(r"\[([^\]]+)\]", ln)] if m}
+    assert "atom.shared" in ptx or "red.shared" in ptx
+    assert len(targets) <= 2, targets  # global atomics on two addresses: the record slot, the per-block flush
