@@ -49,6 +49,7 @@ from drivers.api import (
     DeviceProcess,
     ErrorCounters,
     FanControl,
+    HostUnfit,
     Identity,
     MemoryHandle,
     PcieLink,
@@ -57,7 +58,14 @@ from drivers.api import (
     Unsupported,
     WallClock,
 )
-from drivers.registry import Backend, BackendConfig, handle_failure, make_handle, register_backend
+from drivers.registry import (
+    Backend,
+    BackendConfig,
+    handle_failure,
+    make_handle,
+    note_handle_failure,
+    register_backend,
+)
 from drivers.units import MIB
 from drivers.xid import xid_description
 
@@ -181,10 +189,12 @@ class NvmlDevice(Device):
         uuid: str | None = None,
         clock: Clock | None = None,
         owns_init: bool = True,
-        cuda: bool = True,
+        replay: bool = False,
     ) -> None:
         self._nv = nv
-        self._cuda_ok = cuda  # False for a replayed recording: there is no card to run CUDA on
+        # a replayed recording: CUDA runs only on the recorded card itself (found by its UUID or
+        # bus id on this host), never on whatever other GPU the host has
+        self._replay = replay
         self.unreadable: dict[str, str] = {}  # call -> the unexpected NVML error it answered
         self._h = handle
         self.index = index
@@ -593,12 +603,11 @@ class NvmlDevice(Device):
         else CuPy missing from this install."""
         if handle == "fans":
             return None if self._fans is not None else "the card reports no fans of its own"
-        if handle in ("memory", "compute", "transfer") and not self._cuda_ok:
-            return "a replayed recording: there is no card to run CUDA on"
         if handle in ("memory", "compute", "transfer") and importlib.util.find_spec("cupy") is None:
             return "CuPy is not installed: pip install 'burnin[cuda]'"
         if handle in self._handles and self._handles[handle] is None:
-            return handle_failure("cuda", handle) or "the CUDA path could not open this GPU"
+            why = handle_failure("cuda", handle) or "the CUDA path could not open this GPU"
+            return f"a replayed recording, its card is not on this host ({why})" if self._replay else why
         return None
 
     # fans and lifetime ---------------------------------------------------------------------------
@@ -609,16 +618,21 @@ class NvmlDevice(Device):
     # device memory, compute and PCIe transfers: the CUDA path (CuPy, the optional [cuda] extra) ----
     def _cuda(self, kind: str) -> Any:
         """The CUDA handle of this GPU, found by PCI bus id or UUID (never by the NVML index, which
-        ignores ``CUDA_VISIBLE_DEVICES``); None without CuPy or for a replayed recording (stages
-        needing it are skipped). A handle that cannot be built raises (the session reports it)."""
+        ignores ``CUDA_VISIBLE_DEVICES``); None without CuPy (stages needing it are skipped). A
+        handle that cannot be built raises (the session reports it), except for a replayed
+        recording whose card this host cannot run CUDA on: that is None (nothing to stress)."""
         self._guard()
-        if not self._cuda_ok:
-            return None
         if kind not in self._handles:
             pci = self._read("nvmlDeviceGetPciInfo")
             where = {"index": self.index, "uuid": self._uuid,
                      "pci_bus_id": str(pci.busId) if pci is not None else None}
-            self._handles[kind] = make_handle("cuda", kind, where)
+            try:
+                self._handles[kind] = make_handle("cuda", kind, where)
+            except HostUnfit as e:
+                if not self._replay:
+                    raise
+                note_handle_failure("cuda", kind, str(e))
+                self._handles[kind] = None
         return self._handles[kind]
 
     @property
@@ -824,7 +838,7 @@ class NvmlBackend(Backend):
             who = f"serial {locator.get('serial')}" if locator.get("serial") else f"uuid {uuid}"
             raise DeviceLost(f"nvml: GPU {index} ({who}) not found: {e} (it left the bus or the driver lost it)") from None
         try:
-            return NvmlDevice(nv, handle, index=index, uuid=uuid, cuda=locator.get("replay") is None)
+            return NvmlDevice(nv, handle, index=index, uuid=uuid, replay=locator.get("replay") is not None)
         except DeviceError:
             nvml_shutdown(nv)
             raise

@@ -155,6 +155,11 @@ def make_handle(platform: str, kind: str, where: dict[str, Any]) -> Any | None:
 _FAILURES: dict[tuple[str, str], str] = {}
 
 
+def note_handle_failure(platform: str, kind: str, why: str) -> None:
+    """Remember why a backend went without a handle it asked for (``handle_failure`` says it)."""
+    _FAILURES[(platform, kind)] = why
+
+
 def handle_failure(platform: str, kind: str) -> str | None:
     """Why the last ``make_handle(platform, kind, ...)`` gave None (what would let it run)."""
     return _FAILURES.get((platform, kind))

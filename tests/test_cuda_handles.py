@@ -284,7 +284,9 @@ def _run_memory_stage(mem: Any, algorithms: list[str]) -> Any:
         memory = mem  # type: ignore[assignment]
 
         def identity(self):  # noqa: ANN202
-            raise NotImplementedError
+            from drivers.api import Identity
+
+            return Identity("nvidia", "fake", "gpu", memory_total_mib=mem.size >> 20)
 
         def telemetry(self):  # noqa: ANN202
             raise NotImplementedError
