@@ -18,7 +18,7 @@ SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
 
 # A fault that recurs once escalates to rma (verdict-rules.md: "rma if it recurs", "DBE again
 # after remap"); any other reset-fixable fault escalates on its third run.
-RECUR_ONCE_RMA = frozenset({"compute.hang", "ecc.dbe", "xid.119", "xid.120", "xid.143"})
+RECUR_ONCE_RMA = frozenset({"compute.hang", "ecc.dbe", "memory.ecc_uncorrectable", "xid.119", "xid.120", "xid.143"})
 RESET_FIXABLE_RUNS_TO_RMA = 3
 # Faults that, seen again in a different slot, follow the card rather than the slot.
 FOLLOWS_CARD = frozenset({"bus.lost", "pcie.link_degraded", "pcie.replays"})

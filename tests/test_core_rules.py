@@ -57,7 +57,8 @@ def test_reset_fixable_fault_escalates_on_third_run():
 
 
 def test_hang_and_dbe_escalate_when_they_recur():
-    for code in ("compute.hang", "ecc.dbe"):
+    # an uncorrectable ECC error during a scan, again after the reset that remapped it: rma
+    for code in ("compute.hang", "ecc.dbe", "memory.ecc_uncorrectable"):
         v = judge_card([F(code, action="reset_and_retest")], [_hist(0, code)], 0)
         assert v.verdict == "rma", code
 

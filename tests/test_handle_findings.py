@@ -94,6 +94,12 @@ def test_a_replayed_recording_runs_cuda_only_on_its_own_card(monkeypatch: pytest
         raise HostUnfit("CUDA cannot see this card in this process")
 
     monkeypatch.setitem(registry._HANDLES, ("cuda", "memory"), not_here)
+    # CuPy counts as installed (the factory above stands in for it), with or without the real one
+    import importlib.util
+
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: object() if name == "cupy" else real_find_spec(name, *a))
     path = tmp_path / "h100.json"
     path.write_text(json.dumps(snap(H100)))
     backend = NvmlBackend()

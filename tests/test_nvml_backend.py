@@ -131,7 +131,7 @@ def test_a_replay_with_an_unknown_error_name_fails_in_one_line(tmp_path: Path) -
 
 def test_every_call_the_backend_makes_exists_in_nvidia_ml_py() -> None:
     real = importlib.import_module("pynvml")
-    src = (ROOT / "drivers" / "nvml.py").read_text()
+    src = "\n".join(p.read_text() for p in sorted((ROOT / "drivers" / "nvml").glob("*.py")))
     import re
 
     names = set(re.findall(r'"(nvml[A-Z]\w+)"', src)) | set(re.findall(r"nv\.(nvml\w+|NVML_\w+)", src))

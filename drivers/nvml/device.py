@@ -1,44 +1,14 @@
-"""NVIDIA backend through NVML (nvidia-ml-py, imported as ``pynvml``).
-
-Reads identity, telemetry, error counters and XID events, and drives the card's own fans where the
-driver allows it. Memory and compute handles come from a CUDA path elsewhere, so they are None here.
-
-Three rules shape every read:
-- "NVML cannot tell" (NOT_SUPPORTED, FUNCTION_NOT_FOUND, NO_PERMISSION) is a value: the field is
-  None (``fans_rpm == []`` on a fanless SXM card, ECC fields None on a GeForce card). Any other
-  unexpected code (NOT_READY, ARGUMENT_VERSION_MISMATCH, ...) makes that one field "cannot tell"
-  too, never the whole read; ``NvmlDevice.unreadable`` keeps what each such call said.
-- A card that no longer answers (GPU_IS_LOST; UNKNOWN / NOT_FOUND when a re-lookup of the card by
-  UUID also fails; XID 79) is ``DeviceLost``, with a message naming the index and serial.
-- ``pynvml`` is imported lazily, so this module imports on hosts without a GPU; without NVML,
-  ``discover`` raises ``BackendUnavailable`` (the CLI's exit 3).
-
-The device takes the pynvml module as a parameter, so the recorder (``drivers.nvml_record``) can
-wrap it and tests can hand it a fake.
-"""
+"""One NVIDIA card read through NVML: identity, telemetry, counters, events, preflight conditions."""
 
 from __future__ import annotations
 
 import importlib
 import importlib.util
 import os
-import sys
-from pathlib import Path
-from types import ModuleType
 from typing import Any
-
-from pydantic import Field
 
 from drivers.api import (
     THROTTLE_APP_CLOCKS,
-    THROTTLE_HW_POWER_BRAKE,
-    THROTTLE_HW_SLOWDOWN,
-    THROTTLE_HW_THERMAL,
-    THROTTLE_IDLE,
-    THROTTLE_SW_POWER_CAP,
-    THROTTLE_SW_THERMAL,
-    THROTTLE_SYNC_BOOST,
-    BackendUnavailable,
     Clock,
     ComputeHandle,
     Conditions,
@@ -55,125 +25,34 @@ from drivers.api import (
     PcieLink,
     Telemetry,
     TransferHandle,
-    Unsupported,
     WallClock,
 )
+from drivers.nvml.core import (
+    _APP_CLOCKS,
+    _COMPUTE_MODES,
+    _FI_RECOVERY_ACTION,
+    _LOST,
+    _MAX_DRAIN,
+    _MAYBE_LOST,
+    _NA,
+    _RECOVERY_ACTIONS,
+    _SOFT,
+    _THROTTLE_BITS,
+    _XID_FELL_OFF,
+    VALUE_MEMBERS,
+    _cuda_version,
+    cuda_runtime_version,
+    error_name,
+    nvml_shutdown,
+)
+from drivers.nvml.fans import NvmlFanControl
 from drivers.registry import (
-    Backend,
-    BackendConfig,
     handle_failure,
     make_handle,
     note_handle_failure,
-    register_backend,
 )
 from drivers.units import MIB
 from drivers.xid import xid_description
-
-# CUDA numbers GPUs fastest-first unless told otherwise; NVML numbers them by PCI bus. Make them
-# agree, so the CUDA handle of NVML GPU i is CUDA device i (set before CUDA initialises).
-os.environ.setdefault("CUDA_DEVICE_ORDER", "PCI_BUS_ID")
-
-
-# NVML return codes by meaning (names, resolved against the module in use)
-_SOFT = frozenset({"NVML_ERROR_NOT_SUPPORTED", "NVML_ERROR_FUNCTION_NOT_FOUND", "NVML_ERROR_NO_PERMISSION"})
-_LOST = frozenset({"NVML_ERROR_GPU_IS_LOST"})
-_MAYBE_LOST = frozenset({"NVML_ERROR_UNKNOWN", "NVML_ERROR_NOT_FOUND"})
-_NO_DRIVER = frozenset({"NVML_ERROR_LIBRARY_NOT_FOUND", "NVML_ERROR_DRIVER_NOT_LOADED"})
-_CONTROL_REFUSED = _SOFT | {"NVML_ERROR_INVALID_ARGUMENT"}
-
-# clocks-event (formerly "throttle") reason suffixes -> vendor-neutral names
-_THROTTLE_BITS = (
-    ("GpuIdle", THROTTLE_IDLE),
-    ("ApplicationsClocksSetting", THROTTLE_APP_CLOCKS),
-    ("SwPowerCap", THROTTLE_SW_POWER_CAP),
-    ("HwSlowdown", THROTTLE_HW_SLOWDOWN),
-    ("SyncBoost", THROTTLE_SYNC_BOOST),
-    ("SwThermalSlowdown", THROTTLE_SW_THERMAL),
-    ("HwThermalSlowdown", THROTTLE_HW_THERMAL),
-    ("HwPowerBrakeSlowdown", THROTTLE_HW_POWER_BRAKE),
-)
-
-_XID_FELL_OFF = 79
-_MAX_DRAIN = 4096  # events per drain: a bound, not a budget
-
-# nvmlValueType_t -> the c_nvmlValue_t member that holds a field value
-VALUE_MEMBERS = {0: "dVal", 1: "uiVal", 2: "ulVal", 3: "ullVal", 4: "sllVal", 5: "siVal", 6: "usVal"}
-
-_NA = object()  # "NVML cannot tell" inside this module; fields turn it into None
-
-# preflight reads
-_APP_CLOCKS = ("nvmlDeviceGetApplicationsClock", "nvmlDeviceGetDefaultApplicationsClock")
-_COMPUTE_MODES = {0: "default", 1: "exclusive_thread", 2: "prohibited", 3: "exclusive_process"}
-_FI_RECOVERY_ACTION = 230  # NVML_FI_DEV_GET_GPU_RECOVERY_ACTION (R550+)
-_RECOVERY_ACTIONS = {0: None, 1: "gpu_reset", 2: "node_reboot", 3: "drain_p2p", 4: "drain_and_reset",
-                     5: "recover_imex_domain", 6: "bus_reset", 7: "system_reboot"}
-
-
-def cuda_runtime_version() -> str | None:
-    """The CUDA runtime version the compute path (CuPy) was built for, or None without CuPy."""
-    if importlib.util.find_spec("cupy") is None:
-        return None
-    try:
-        import cupy
-
-        return _cuda_version(int(cupy.cuda.runtime.runtimeGetVersion()))
-    except Exception:  # noqa: BLE001 - a CuPy that cannot load has no runtime to compare
-        return None
-
-
-def import_pynvml() -> ModuleType:
-    """The pynvml module, or BackendUnavailable with one line saying why."""
-    try:
-        return importlib.import_module("pynvml")
-    except ImportError as e:
-        raise BackendUnavailable(
-            f"nvml: cannot import pynvml ({e}; pip install nvidia-ml-py) (is the NVIDIA driver installed?)"
-        ) from None
-
-
-def _error_names(module: Any) -> dict[int, str]:
-    names = _ERROR_NAMES.get(id(module))
-    if names is None:
-        names = {}
-        for name in dir(module):
-            if name.startswith("NVML_ERROR_"):
-                names.setdefault(getattr(module, name), name)
-        _ERROR_NAMES[id(module)] = names
-    return names
-
-
-_ERROR_NAMES: dict[int, dict[int, str]] = {}
-
-
-def error_name(nv: Any, err: BaseException) -> str:
-    """``NVML_ERROR_NOT_SUPPORTED`` for an NVMLError, by the constants of the module that raised it."""
-    code = getattr(err, "value", None)
-    module = sys.modules.get(type(err).__module__, nv)
-    return _error_names(module).get(code) or _error_names(nv).get(code) or f"NVML_ERROR_CODE_{code}"
-
-
-def nvml_init(nv: Any) -> None:
-    """``nvmlInit``; an NVML that cannot start is BackendUnavailable (exit 3), not a traceback."""
-    try:
-        nv.nvmlInit()
-    except nv.NVMLError as e:
-        name = error_name(nv, e)
-        hint = "is the NVIDIA driver installed?" if name in _NO_DRIVER else "is the NVIDIA driver healthy?"
-        raise BackendUnavailable(f"nvml: NVML did not start: {e} [{name}] ({hint})") from None
-    except OSError as e:
-        raise BackendUnavailable(f"nvml: cannot load libnvidia-ml: {e} (is the NVIDIA driver installed?)") from None
-
-
-def nvml_shutdown(nv: Any) -> None:
-    try:
-        nv.nvmlShutdown()
-    except nv.NVMLError:
-        pass
-
-
-def _cuda_version(v: int) -> str:
-    """NVML reports the CUDA driver API version as 1000*major + 10*minor (12040 -> "12.4")."""
-    return f"{v // 1000}.{(v % 1000) // 10}"
 
 
 class NvmlDevice(Device):
@@ -677,194 +556,3 @@ class NvmlDevice(Device):
             self._event_set = None
         if self._owns_init:
             nvml_shutdown(nv)
-
-
-class NvmlFanControl(FanControl):
-    """The card's own fans via ``nvmlDeviceSetFanSpeed_v2`` (root, and a driver that allows it)."""
-
-    def __init__(self, dev: NvmlDevice) -> None:
-        self._dev = dev
-        self._touched: set[int] = set()
-
-    @property
-    def count(self) -> int:
-        return self._dev._num_fans
-
-    def _check(self, fan: int) -> None:
-        if not 0 <= fan < self.count:
-            raise ValueError(f"nvml: {self._dev._label}: fan {fan} out of range (card has {self.count})")
-
-    def _control(self, fn: str, fan: int, *args: Any) -> None:
-        dev, nv = self._dev, self._dev._nv
-        dev._guard()
-        try:
-            getattr(nv, fn)(dev._h, fan, *args)
-        except AttributeError:
-            raise Unsupported(f"nvml: {dev._label}: this nvidia-ml-py has no {fn}") from None
-        except nv.NVMLError as e:
-            name = error_name(nv, e)
-            if name in _CONTROL_REFUSED:
-                raise Unsupported(
-                    f"nvml: {dev._label}: fan {fan} control refused by the driver ({name}; needs root)"
-                ) from None
-            dev._classify(e, fn, soft=frozenset(), strict=True)  # DeviceLost when the card is gone
-            raise DeviceError(f"nvml: {dev._label}: {fn} on fan {fan} failed: {e} [{name}]") from None
-
-    def set_duty(self, fan: int, duty_pct: float) -> None:
-        self._check(fan)
-        if not 0.0 <= duty_pct <= 100.0:
-            raise ValueError(f"nvml: {self._dev._label}: fan duty {duty_pct} % outside 0-100 %")
-        self._control("nvmlDeviceSetFanSpeed_v2", fan, int(round(duty_pct)))
-        self._touched.add(fan)
-
-    def duty(self, fan: int) -> float | None:
-        """NVML's intended fan speed in percent (what the card aims for, not a tach reading)."""
-        self._check(fan)
-        v = self._dev._read("nvmlDeviceGetFanSpeed_v2", fan)
-        return float(v) if v is not None else None
-
-    def restore(self) -> None:
-        """Hand every fan we commanded back to the driver's automatic policy."""
-        first: DeviceError | None = None
-        for fan in sorted(self._touched):
-            try:
-                self._control("nvmlDeviceSetDefaultFanSpeed_v2", fan)
-            except DeviceError as e:
-                first = first or e
-            else:
-                self._touched.discard(fan)
-        if first is not None:
-            raise first
-
-
-class NvmlConfig(BackendConfig):
-    index: int | None = Field(default=None, ge=0)  # None = every local NVIDIA GPU
-    # a recorded snapshot (python -m drivers.nvml_record) served instead of the driver: replays a
-    # real card's answers through the whole harness, with no GPU (relative to the config file)
-    replay: str | None = None
-
-
-def _nvml_module(replay: str | None) -> ModuleType:
-    """pynvml itself, or the replay module serving a recorded snapshot."""
-    if replay is None:
-        return import_pynvml()
-    from drivers import nvml_replay
-
-    try:
-        snapshot = nvml_replay.read_snapshot(replay)
-    except (OSError, ValueError) as e:
-        raise BackendUnavailable(f"nvml: cannot read replay snapshot {replay}: {e}") from None
-    try:
-        nvml_replay.load(snapshot, strict=False)  # a call it has no answer for: "cannot tell"
-    except ValueError as e:
-        raise BackendUnavailable(f"nvml: cannot replay snapshot {replay}: {e}") from None
-    return nvml_replay
-
-
-@register_backend
-class NvmlBackend(Backend):
-    name = "nvml"
-    Config = NvmlConfig
-
-    def vendor_record(self, locator: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
-        """NVML's answers for the GPUs of this host (drivers/nvml_record), or the snapshot a
-        replayed run was served from."""
-        import json
-        import shutil
-
-        if locator.get("replay"):
-            shutil.copyfile(locator["replay"], out_dir / "nvml-snapshot.json")
-            return [("nvml-snapshot.json", "the recorded NVML snapshot this run replayed")]
-        from drivers.nvml_record import record
-
-        snap = record(import_pynvml(), note=f"burnin evidence {locator.get('serial') or ''}".strip())
-        (out_dir / "nvml-snapshot.json").write_text(json.dumps(snap, indent=2, default=str) + "\n", encoding="utf-8")
-        return [("nvml-snapshot.json", "NVML's answers for every GPU of this host, read when the pack was written")]
-
-    def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
-        """One locator per GPU this entry names.
-
-        A GPU the entry names but the host lacks (``index`` past the count, or a ``serial`` no GPU
-        has) still gets a locator marked ``missing``: opening it raises DeviceLost, so the card is
-        listed with a ``bus.lost`` finding instead of silently dropping out of the run.
-        """
-        assert isinstance(cfg, NvmlConfig)
-        replay = None
-        if cfg.replay is not None:
-            path = Path(cfg.replay)
-            if not path.is_absolute():
-                path = Path(context.get("config_dir", ".")) / path
-            replay = str(path)
-        nv = _nvml_module(replay)
-        nvml_init(nv)
-        try:
-            try:
-                count = int(nv.nvmlDeviceGetCount())
-            except nv.NVMLError as e:
-                raise BackendUnavailable(f"nvml: cannot count GPUs: {e} (is the NVIDIA driver healthy?)") from None
-            gpus = [_probe(nv, i) for i in range(count)]
-        finally:
-            nvml_shutdown(nv)
-        host = context.get("host", "local")
-        if cfg.index is not None:
-            chosen = [gpus[cfg.index]] if cfg.index < count else [
-                _missing(cfg.index, cfg.serial, f"no GPU at index {cfg.index} (this host has {count})")
-            ]
-        else:
-            if count == 0:
-                raise BackendUnavailable("nvml: NVML found no NVIDIA GPU on this host (is the NVIDIA driver installed?)")
-            chosen = gpus
-        if cfg.serial is not None:
-            matching = [g for g in chosen if g["serial"] == cfg.serial]
-            where = f"index {cfg.index}" if cfg.index is not None else "this host"
-            chosen = matching or [_missing(cfg.index, cfg.serial, f"no GPU with serial {cfg.serial} at {where}")]
-        for pos, loc in enumerate(chosen):
-            loc["host"] = host
-            loc["replay"] = replay
-            if cfg.slot is not None:
-                loc["slot"] = cfg.slot + pos
-        return chosen
-
-    def open(self, locator: dict[str, Any]) -> Device:
-        if locator.get("missing"):
-            raise DeviceLost(f"nvml: {locator['missing']}")
-        nv = _nvml_module(locator.get("replay"))
-        nvml_init(nv)
-        index, uuid = int(locator["index"]), locator.get("uuid")
-        try:
-            handle = nv.nvmlDeviceGetHandleByUUID(uuid) if uuid else nv.nvmlDeviceGetHandleByIndex(index)
-        except nv.NVMLError as e:
-            nvml_shutdown(nv)
-            who = f"serial {locator.get('serial')}" if locator.get("serial") else f"uuid {uuid}"
-            raise DeviceLost(f"nvml: GPU {index} ({who}) not found: {e} (it left the bus or the driver lost it)") from None
-        try:
-            return NvmlDevice(nv, handle, index=index, uuid=uuid, replay=locator.get("replay") is not None)
-        except DeviceError:
-            nvml_shutdown(nv)
-            raise
-
-
-def _probe(nv: Any, index: int) -> dict[str, Any]:
-    """Locator for GPU ``index``; a card that does not answer keeps its place (open says why)."""
-    loc: dict[str, Any] = {"backend": "nvml", "index": index, "slot": index, "serial": None, "uuid": None}
-    try:
-        h = nv.nvmlDeviceGetHandleByIndex(index)
-        loc["uuid"] = nv.nvmlDeviceGetUUID(h)
-    except nv.NVMLError:
-        return loc
-    try:
-        loc["serial"] = nv.nvmlDeviceGetSerial(h) or None
-    except nv.NVMLError:
-        pass  # GeForce cards have no serial through NVML
-    try:
-        loc["pci_bus_id"] = nv.nvmlDeviceGetPciInfo(h).busId
-    except nv.NVMLError:
-        pass
-    return loc
-
-
-def _missing(index: int | None, serial: str | None, why: str) -> dict[str, Any]:
-    return {
-        "backend": "nvml", "index": index, "slot": index if index is not None else 0,
-        "serial": serial, "uuid": None, "missing": why,
-    }
