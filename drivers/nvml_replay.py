@@ -7,8 +7,9 @@ come from a snapshot in the format ``drivers.nvml_record`` writes, so a recordin
 replays here. ``tests/test_nvml_backend.py`` checks the names and values against the installed
 nvidia-ml-py, so the fake cannot drift from it unnoticed.
 
-Tests install it with ``install(monkeypatch, snapshot)`` and steer it through the returned
-``FakeNvml``: ``lose`` a card, ``queue_xid``, ``set_answer``, ``fail_init``.
+``replay = "snapshot.json"`` on an nvml device serves a recording through the whole harness
+(``load``). The tests' steering (lose a card, queue an XID, change an answer, fail init) lives
+with the tests, in ``tests/fake_pynvml.py``.
 """
 
 from __future__ import annotations
@@ -303,23 +304,6 @@ class FakeNvml:
             for ev in dev.get("events", []):
                 self.queues[i].append((int(ev["eventType"]), int(ev["eventData"])))
 
-    # steering ---------------------------------------------------------------------------------
-    def fail_init(self, error: str = "NVML_ERROR_LIBRARY_NOT_FOUND") -> None:
-        self.init_error = error
-
-    def lose(self, index: int, error: str = "NVML_ERROR_GPU_IS_LOST", vanish: bool = False) -> None:
-        """From now on every call on card ``index`` raises ``error``; ``vanish`` also drops it from
-        enumeration (the driver no longer lists it, so a lookup by UUID is NOT_FOUND)."""
-        self.lost[index] = error
-        if vanish:
-            self.vanished.add(index)
-
-    def queue_xid(self, index: int, code: int) -> None:
-        self.queues[index].append((nvmlEventTypeXidCriticalError, code))
-
-    def set_answer(self, index: int, key: str, value: Any) -> None:
-        self.devices[index]["calls"][key] = value
-
     # answering --------------------------------------------------------------------------------
     def check_init(self) -> None:
         if self.refcount <= 0:
@@ -374,11 +358,11 @@ def _st() -> FakeNvml:
     return _STATE
 
 
-def load(snapshot: dict[str, Any], strict: bool = True) -> FakeNvml:
-    """Make ``snapshot`` the simulated host; returns the handle tests steer it with.
-    ``strict``: a call the snapshot has no answer for raises SnapshotMiss (else FUNCTION_NOT_FOUND)."""
+def load(snapshot: dict[str, Any], strict: bool = True, host: type[FakeNvml] | None = None) -> FakeNvml:
+    """Make ``snapshot`` the simulated host (of class ``host``: the tests' steerable one). ``strict``:
+    a call the snapshot has no answer for raises SnapshotMiss (else FUNCTION_NOT_FOUND)."""
     global _STATE
-    _STATE = FakeNvml(snapshot, strict)
+    _STATE = (host or FakeNvml)(snapshot, strict)
     return _STATE
 
 
@@ -402,12 +386,6 @@ def combine(*snapshots: dict[str, Any]) -> dict[str, Any]:
     for i, dev in enumerate(out["devices"]):
         dev["index"] = i
     return out
-
-
-def install(monkeypatch: Any, snapshot: dict[str, Any] | str | Path) -> FakeNvml:
-    """Put this module in ``sys.modules["pynvml"]`` (undone by monkeypatch) serving ``snapshot``."""
-    monkeypatch.setitem(sys.modules, "pynvml", sys.modules[__name__])
-    return load(snapshot if isinstance(snapshot, dict) else read_snapshot(snapshot))
 
 
 # --- the pynvml functions (same names and parameter names as nvidia-ml-py) ---------------------

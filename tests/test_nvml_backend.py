@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from drivers import nvml_replay
 from drivers.api import (
     THROTTLE_HW_POWER_BRAKE,
     THROTTLE_HW_SLOWDOWN,
@@ -64,7 +65,7 @@ def test_fake_matches_installed_pynvml() -> None:
     real = importlib.import_module("pynvml")
     assert real is not fake_pynvml
     checked = 0
-    for name, obj in vars(fake_pynvml).items():
+    for name, obj in vars(nvml_replay).items():
         if not name.lower().startswith("nvml") or name.startswith("_"):
             continue
         assert hasattr(real, name), f"fake_pynvml.{name} does not exist in nvidia-ml-py"
@@ -88,9 +89,9 @@ def test_fake_matches_installed_pynvml() -> None:
 def test_the_fake_knows_every_error_of_the_real_module_and_raises_like_it() -> None:
     real = importlib.import_module("pynvml")
     codes = {n: getattr(real, n) for n in dir(real) if n.startswith("NVML_ERROR_")}
-    assert codes == {n: getattr(fake_pynvml, n) for n in dir(fake_pynvml) if n.startswith("NVML_ERROR_")}
+    assert codes == {n: getattr(nvml_replay, n) for n in dir(nvml_replay) if n.startswith("NVML_ERROR_")}
     classes = {n for n in dir(real) if n.startswith("NVMLError_")}
-    assert classes == {n for n in dir(fake_pynvml) if n.startswith("NVMLError_")}
+    assert classes == {n for n in dir(nvml_replay) if n.startswith("NVMLError_")}
     for name, code in codes.items():
         r, f = real.NVMLError(code), fake_pynvml.NVMLError(code)
         assert type(r).__name__ == type(f).__name__ and r.value == f.value == code, name

@@ -157,6 +157,7 @@ def test_recorder_keeps_process_lists_and_names(monkeypatch: pytest.MonkeyPatch)
 
     from drivers import nvml_replay
     from drivers.nvml_record import record, to_jsonable
+    from tests import fake_pynvml
 
     raw = pynvml.c_nvmlProcessInfo_v2_t(pid=31, usedGpuMemory=5 << 30, gpuInstanceId=0, computeInstanceId=0)
     friendly = pynvml.nvmlStructToFriendlyObject(raw)
@@ -164,7 +165,7 @@ def test_recorder_keeps_process_lists_and_names(monkeypatch: pytest.MonkeyPatch)
     snap = nvml_replay.read_snapshot("rtx4090-synthetic.json")
     snap["devices"][0]["calls"]["nvmlDeviceGetComputeRunningProcesses"] = [{"pid": 31, "usedGpuMemory": 5 << 30}]
     snap["system"]["nvmlSystemGetProcessName:31"] = "trainer"
-    nvml_replay.install(monkeypatch, snap)
+    fake_pynvml.install(monkeypatch, snap)
     got = record(sys.modules["pynvml"])
     calls = got["devices"][0]["calls"]
     assert calls["nvmlDeviceGetComputeRunningProcesses"] == [{"pid": 31, "usedGpuMemory": 5 << 30}]
