@@ -12,15 +12,16 @@ import os
 import signal
 import sqlite3
 import sys
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import click
 
 from harness.errors import HarnessUnavailable, UsageError
 
+T = TypeVar("T")
 EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
 EXIT_INTERRUPTED = 130  # Ctrl-C: the conventional 128 + SIGINT
 STOP_SIGNALS = tuple(getattr(signal, n) for n in ("SIGTERM", "SIGHUP") if hasattr(signal, n))
@@ -350,6 +351,22 @@ def profiles(as_json: bool) -> None:
         print_profiles(doc)
 
 
+def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Path, T]:
+    """Open the results database read-only, read from it, close it; a database SQLite cannot use
+    is a one-line UsageError naming it."""
+    from harness.store import Store
+
+    path = _db_for(db, config)
+    try:
+        store = Store(path, readonly=True)
+        try:
+            return path, read(store)
+        finally:
+            store.close()
+    except sqlite3.Error as e:
+        raise UsageError(f"{path}: not a usable burnin results database: {e}") from None
+
+
 @main.command()
 @click.argument("serial")
 @click.option("--db", "db", default=None, type=click.Path(dir_okay=False),
@@ -360,22 +377,13 @@ def profiles(as_json: bool) -> None:
 def history(serial: str, db: str | None, config: str | None, as_json: bool) -> None:
     """Every run and verdict for one card and the repairs between them, oldest first (the
     database is opened read-only)."""
-    from harness.store import Store
     from harness.views.history import history_timeline, print_history
 
     serial = serial.strip()
     try:
-        path = _db_for(db, config)
-        store = Store(path, readonly=True)
-        try:
-            entries = history_timeline(store, serial)
-        finally:
-            store.close()
+        path, entries = _read_store(db, config, lambda store: history_timeline(store, serial))
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
-        return
-    except sqlite3.Error as e:
-        _fail(UsageError(f"{path}: not a usable burnin results database: {e}"))
         return
     if not entries:
         _fail(UsageError(f"{path}: no card with serial {serial!r} (no runs or repairs recorded)"))
@@ -394,20 +402,11 @@ def history(serial: str, db: str | None, config: str | None, as_json: bool) -> N
 def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool) -> None:
     """Continue an interrupted run; devices already finished keep their results. A finished run
     is left as it is."""
-    from harness.store import Store
 
     try:
-        path = _db_for(db, None)
-        store = Store(path, readonly=True)
-        try:
-            run_row = store.run(run_id)
-        finally:
-            store.close()
+        path, run_row = _read_store(db, None, lambda store: store.run(run_id))
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
-        return
-    except sqlite3.Error as e:
-        _fail(UsageError(f"{path}: not a usable burnin results database: {e}"))
         return
     if run_row is None:
         _fail(UsageError(f"{path}: no run {run_id!r}"))
