@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 from typing import Any
 
@@ -75,3 +76,13 @@ def burnin(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
         res = CliRunner().invoke(main, list(args), catch_exceptions=False)
         return res.exit_code, res.stdout, res.stderr
     return _run
+
+
+def wait_for(pred: Any, limit_s: float = 60.0) -> None:
+    """Poll ``pred`` until it holds (a subprocess reached a state); fail after ``limit_s``."""
+    deadline = time.monotonic() + limit_s
+    while time.monotonic() < deadline:
+        if pred():
+            return
+        time.sleep(0.1)
+    raise AssertionError("condition not reached in time")

@@ -8,21 +8,11 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-from tests.conftest import mock_card, rack_toml
+from tests.conftest import mock_card, rack_toml, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _wait_for(pred, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def test_ctrl_c_then_resume_keeps_measured_results(tmp_path):
@@ -47,7 +37,7 @@ def test_ctrl_c_then_resume_keeps_measured_results(tmp_path):
             except sqlite3.OperationalError:
                 return False
 
-    _wait_for(health_stored)
+    wait_for(health_stored)
     proc.send_signal(signal.SIGINT)
     out, err = proc.communicate(timeout=60)
     assert proc.returncode == 130, err

@@ -10,24 +10,14 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
 import zipfile
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import mock_card, rack_toml
+from tests.conftest import mock_card, rack_toml, wait_for
 
 REPO = Path(__file__).resolve().parent.parent
-
-
-def _wait_for(pred, limit_s: float = 60.0) -> None:
-    deadline = time.monotonic() + limit_s
-    while time.monotonic() < deadline:
-        if pred():
-            return
-        time.sleep(0.1)
-    raise AssertionError("condition not reached in time")
 
 
 def _blocking_run(tmp_path: Path, n_cards: int = 3, instruments: bool = True):
@@ -58,7 +48,7 @@ def _blocking_run(tmp_path: Path, n_cards: int = 3, instruments: bool = True):
                 return False
 
     try:
-        _wait_for(health_stored)
+        wait_for(health_stored)
     except AssertionError:
         os.killpg(proc.pid, signal.SIGKILL)
         raise
