@@ -30,7 +30,7 @@ from harness.errors import HarnessUnavailable
 from harness.plans import Plan
 from harness.session import CardJob
 from harness.store import Store, StoreWriter, default_db_path
-from harness.verdict import judge_card
+from harness.verdict import CardVerdict, judge_card
 from harness.views import RESULT_SCHEMA
 from stress.base import get_stage
 from stress.events import CardEvent, EventConsumer, Outcome, TestDone
@@ -274,26 +274,35 @@ class Run:
             pass
 
     def _verdicts(self, records: list[CardRecord]) -> None:
-        from harness.repairs import repairs_before
-
-        seq = self.store.run_seq(self.run_id) or 0
         for rec in records:
-            history, repairs = [], []
-            if rec.serial:  # only runs older than this one: a resumed run is judged as it would have been
-                history = [h for h in self.store.card_history(rec.serial)
-                           if h["run_seq"] < seq and h.get("findings") is not None]
-                started = (self.store.run(self.run_id) or {}).get("started_at") or utcnow()
-                repairs = repairs_before(self.store, rec.serial, self.run_id, started)
-            good = self.store.slot_known_good(rec.host, rec.slot, rec.serial, self.run_id)
-            v = judge_card(rec.findings(), history, rec.slot, slot_known_good=good, repairs=repairs)
+            v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, rec.findings())
             rec.verdict, rec.actions, rec.judged = v.verdict, v.actions, v.findings
             self.store.card_verdict(self.run_id, rec.key, v.verdict, v.actions, v.findings)
 
 
+def judge_with_history(store: Store, run_id: str, serial: str | None, host: str, slot: int,
+                       findings: list[Finding]) -> CardVerdict:
+    """A card's verdict with what the store knows of it from before this run: its earlier runs
+    (only older ones: a resumed run is judged as it would have been), its repairs, and whether
+    its slot is known good. The runner and the TUI's early verdicts both judge through this."""
+    from harness.repairs import repairs_before
+
+    history: list[dict[str, Any]] = []
+    repairs: list[dict[str, Any]] = []
+    if serial:
+        seq = store.run_seq(run_id) or 0
+        history = [h for h in store.card_history(serial) if h["run_seq"] < seq and h.get("findings") is not None]
+        started = (store.run(run_id) or {}).get("started_at") or utcnow()
+        repairs = repairs_before(store, serial, run_id, started)
+    good = store.slot_known_good(host, slot, serial, run_id)
+    return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs)
+
+
 def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
     """Run-level comparisons among identical cards (e.g. throughput against the best peer),
-    over every card of the run (also those a resumed run had finished before). Each finding is
-    added to its card's record and returned with the card's key."""
+    over every card of the run (also those a resumed run had finished before). Each new finding
+    is added to its card's record and returned with the card's key; one the record already holds
+    (same test, code and message: a resumed run compares again) is not added twice."""
     by_stage: dict[str, list[tuple[str, Profile, TestResult]]] = {}
     for rec in records:
         if not rec.identity and not rec.profile_name:

@@ -72,20 +72,13 @@ def peer_findings(key: str, cards: dict[str, CardState], groups: dict[str, str],
 def judge_now(card: CardState, extra: list[Finding], db_path: Path, run_id: str) -> CardVerdict:
     """The card's verdict as the runner will give it, with its history and repairs from the store."""
     findings = [Finding.from_dict(f) for f in card.findings] + extra
-    history: list[dict[str, Any]] = []
-    repairs: list[dict[str, Any]] = []
-    good = False
-    if card.serial and db_path.is_file():
-        from harness.repairs import repairs_before
-        from harness.store import Store
+    if not (card.serial and db_path.is_file()):
+        return judge_card(findings, [], card.slot)
+    from harness.runner import judge_with_history
+    from harness.store import Store
 
-        store = Store(db_path)
-        try:
-            history = [h for h in store.card_history(card.serial)
-                       if h["run_id"] != run_id and h.get("findings") is not None]
-            started = (store.run(run_id) or {}).get("started_at") or "9999"
-            repairs = repairs_before(store, card.serial, run_id, started)
-            good = store.slot_known_good(card.host, card.slot, card.serial, run_id)
-        finally:
-            store.close()
-    return judge_card(findings, history, card.slot, slot_known_good=good, repairs=repairs)
+    store = Store(db_path)
+    try:
+        return judge_with_history(store, run_id, card.serial, card.host, card.slot, findings)
+    finally:
+        store.close()
