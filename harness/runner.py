@@ -250,8 +250,7 @@ class Run:
                     self.benches.close()
             records = self.records.ordered()
             for key, f in peer_findings(records):
-                if not self.store.has_finding(self.run_id, key, f):  # a resumed run compares again
-                    self.store.add_finding(self.run_id, key, f)
+                self.store.add_finding(self.run_id, key, f)
             self._verdicts(records)
             finished_at = utcnow()
             self.store.finish_run(self.run_id, finished_at)
@@ -323,9 +322,12 @@ def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
             continue
         for key, found in extra.items():
             profile = next(p for k, p, _ in results if k == key)
-            findings = soften(found, profile.assumed)  # a derived profile's assumed figures only warn
-            by_key[key].extra_findings.extend(findings)
-            out += [(key, f) for f in findings]
+            rec = by_key[key]
+            for f in soften(found, profile.assumed):  # a derived profile's assumed figures only warn
+                if any((g.test, g.code, g.message) == (f.test, f.code, f.message) for g in rec.extra_findings):
+                    continue
+                rec.extra_findings.append(f)
+                out.append((key, f))
     return out
 
 

@@ -350,13 +350,6 @@ class Store:
         ).fetchone()
         return row is not None
 
-    def has_finding(self, run_id: str, key: str, f: Finding) -> bool:
-        row = self.db.execute(
-            "SELECT 1 FROM findings WHERE run_id=? AND key=? AND test=? AND code=? AND message=? LIMIT 1",
-            (run_id, key, f.test, f.code, f.message),
-        ).fetchone()
-        return row is not None
-
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None
