@@ -132,6 +132,7 @@ nvmlClocksThrottleReasonNone = 0x0000000000000000
 
 # --- errors: the real class's behaviour (NVMLError(code) builds the per-code subclass) ---------
 class NVMLError(Exception):
+    value: int  # set by __new__
     _valClassMapping: dict[int, type] = dict()  # the real attribute's name
     _errcode_to_string = {
         NVML_ERROR_UNINITIALIZED: "Uninitialized",

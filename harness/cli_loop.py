@@ -145,7 +145,7 @@ def stages(as_json: bool) -> None:
     """Every stage a plan can name, with each parameter, its type and its default."""
     from stress.base import stages as all_stages
 
-    doc = []
+    doc: list[dict[str, Any]] = []
     for name, cls in sorted(all_stages().items()):
         params = [{"name": k, "type": getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", ""),
                    "default": None if f.is_required() else f.get_default(call_default_factory=True),

@@ -265,8 +265,9 @@ def load_rack(path: str | Path) -> RackConfig:
 
 def _check_wiring_slots(p: Path, hi: int, host: HostSection) -> None:
     """A wired slot must be a slot of the host (when every device names its slot)."""
-    slots = [d.get("slot") for d in host.devices]
-    if not all(isinstance(x, int) for x in slots):
+    named = [d.get("slot") for d in host.devices]
+    slots = [x for x in named if isinstance(x, int)]
+    if len(slots) != len(named):
         return
     for ii, inst in enumerate(host.instruments):
         for wi, w in enumerate(inst.wiring):

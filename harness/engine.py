@@ -21,12 +21,15 @@ import signal
 import time
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from harness.session import CardJob, run_card_session
 from stress.events import CardEvent, Outcome, StageStarted
+
+if TYPE_CHECKING:  # ForkServerContext exists only where fork does (not on Windows)
+    from multiprocessing.context import ForkServerContext, SpawnContext
 
 POLL_S = 0.05
 KILL_GRACE_S = 2.0
@@ -182,8 +185,8 @@ def _pool_worker_main(conn: Connection) -> None:
 
 @dataclass
 class _Running(JobRecord):
-    proc: Any = None
-    conn: Connection | None = None
+    proc: Any = field(kw_only=True)
+    conn: Connection = field(kw_only=True)
 
 
 class LocalEngine(SupervisingEngine):
@@ -199,11 +202,13 @@ class LocalEngine(SupervisingEngine):
     """
 
     shares_host_bench = True
+    _parallel: int  # always set: a default when none is given
 
     def __init__(self, parallel: int | None = None, should_stop: Callable[[], bool] | None = None,
                  reuse_workers: bool = False) -> None:
         super().__init__(parallel or max(2, (os.cpu_count() or 2) * 2))
-        self._ctx = mp.get_context("forkserver" if os.name == "posix" else "spawn")
+        self._ctx: ForkServerContext | SpawnContext = (
+            mp.get_context("forkserver") if os.name == "posix" else mp.get_context("spawn"))
         if os.name == "posix":
             self._ctx.set_forkserver_preload(["harness.session", "harness.worker_preload", "numpy", "pydantic"])
         self._should_stop = should_stop or (lambda: False)

@@ -204,8 +204,8 @@ class Run:
         self.run_id = run_id
         self.started_at = (self.store.run(run_id) or {}).get("started_at") or utcnow()
         self.cards = cards
-        for rec in self.store.records(run_id):
-            self.records.add(rec)
+        for stored in self.store.records(run_id):
+            self.records.add(stored)
         for c in cards:
             self.store.reset_card(run_id, c.key)
             rec = self.records.by_key.get(c.key)

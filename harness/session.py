@@ -99,7 +99,7 @@ def _own_bench(job: CardJob, dev: Device) -> BenchRoles:
     """A bench this worker opens itself: ``"sim"`` (a simulator wired to this mock card: its
     chassis fans, probes and slot power; the card is its own chassis) or, where the engine's
     workers cannot reach a host broker, a real port (a card alone under its own lease)."""
-    from drivers.instruments import StaticPlant, open_instrument
+    from drivers.instruments import BenchPlant, StaticPlant, open_instrument
 
     inst = job.instruments[0]
     port, slot = str(inst.get("port")), int(job.locator.get("slot", 0))
@@ -108,7 +108,7 @@ def _own_bench(job: CardJob, dev: Device) -> BenchRoles:
         fans=None if wired.get("fans") is None else tuple(wired["fans"]),
         tachs=None if wired.get("tachs") is None else tuple(wired["tachs"]),
         relay=slot if wired.get("relay") is None else wired["relay"], probe=wired.get("probe"))
-    plant = (dev if hasattr(dev, "set_chassis_duty") else StaticPlant()) if port == "sim" else None
+    plant = (dev if isinstance(dev, BenchPlant) else StaticPlant()) if port == "sim" else None
     ctl = open_instrument(port, plant=plant, timeout_s=float(inst.get("timeout_s", 1.0)),
                           retries=int(inst.get("retries", 2)), baudrate=int(inst.get("baudrate", 115200)))
     return BenchRoles.of(ctl, smap, power_cycle=bool(inst.get("power_cycle")), lease=solo_lease(job.key),

@@ -283,7 +283,7 @@ class Store:
             "ORDER BY id",
             (run_id, key),
         ).fetchall()
-        by_test: dict[int | None, list[Finding]] = {}
+        by_test: dict[int | None, list[dict[str, Any]]] = {}
         for f in self.findings(run_id, key):
             by_test.setdefault(f.pop("test_id"), []).append(f)
         return [TestResult(name=r["name"], status=r["status"], duration_s=r["duration_s"] or 0.0,

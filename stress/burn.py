@@ -283,8 +283,8 @@ class BurnStage(Stage):
             prof = members[0][1]
             gap = prof.compute.peer_gap / 100.0
             for d in prof.compute.dtypes:
-                rates = [(k, r.metrics.get(f"tflops_{d}")) for k, _, r in members]
-                rates = [(k, x) for k, x in rates if isinstance(x, int | float) and x > 0]
+                measured = [(k, r.metrics.get(f"tflops_{d}")) for k, _, r in members]
+                rates = [(k, x) for k, x in measured if isinstance(x, int | float) and x > 0]
                 if len(rates) < 2:
                     continue
                 best_key, best = max(rates, key=lambda kv: kv[1])

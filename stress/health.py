@@ -181,7 +181,7 @@ def event_findings(events: list[DeviceEvent]) -> list[Finding]:
         if ev.kind == "xid":
             rule = xid_rule(int(ev.code))
             bucket = rule.entry.immediate if rule.entry else None
-            out.append(_f(rule.finding, rule.severity, rule.action,  # type: ignore[arg-type]
+            out.append(_f(rule.finding, rule.severity, rule.action,
                           f"XID {ev.code}: {rule.meaning}",
                           evidence={"xid": int(ev.code), "at_s": round(ev.time_s, 1), "detail": ev.message,
                                     "nvidia_bucket": bucket, "why": rule.why}))

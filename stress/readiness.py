@@ -53,7 +53,9 @@ def cannot_run(stages: list[tuple[str, dict[str, Any]]], device: Device, profile
 
 def skip_info(res: TestResult) -> tuple[str, str]:
     """(kind, reason) of a skipped result; a stage's own skip without a kind is a capability."""
-    info = res.metrics.get("skip") if isinstance(res.metrics.get("skip"), dict) else {}
+    info = res.metrics.get("skip")
+    if not isinstance(info, dict):
+        info = {}
     reason = info.get("reason") or res.error or res.metrics.get("reason") or "skipped"
     return str(info.get("kind") or "capability"), str(reason)
 

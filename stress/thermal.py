@@ -141,19 +141,22 @@ class ThermalStage(Stage):
             metrics["tau_note"] = f"card started within {MIN_FIT_RISE_C:g} °C of steady state: no curve to fit tau"
             fit = None  # too flat to say anything about tau; theta comes from the steady tail alone
         n_tail = max(3, math.ceil(prm.steady_fraction * (len(pts) - 1)))
-        tail = [s for s in pts[-n_tail:] if s.power_w]
+        # the steady tail's samples with a power reading, as (sample, temperature, power)
+        tail = [(s, s.temperature_c, s.power_w) for s in pts[-n_tail:]
+                if s.temperature_c is not None and s.power_w]
         load = pts[1:]
         hot = [s for s in load if s.throttle & THERMAL_THROTTLES and (s.power_w or 0) < prof.power.tdp]
-        tail_throttled = any(s.throttle & THERMAL_THROTTLES for s in tail)
+        tail_throttled = any(s.throttle & THERMAL_THROTTLES for s, _, _ in tail)
         theta: float | None = None
         if tail:
             if fit is not None and not tail_throttled and fit.tau > 0:
                 # project each tail sample to steady state with the fitted transient
-                vals = [(s.temperature_c + fit.transient(s.time_s - t[0]) - inlet) / s.power_w for s in tail]
+                vals = [(temp_c + fit.transient(s.time_s - t[0]) - inlet) / power
+                        for s, temp_c, power in tail]
             else:
-                vals = [(s.temperature_c - inlet) / s.power_w for s in tail]
+                vals = [(temp_c - inlet) / power for _, temp_c, power in tail]
             theta = fmean(vals)
-        p_ss = fmean([s.power_w for s in tail]) if tail else None
+        p_ss = fmean([power for _, _, power in tail]) if tail else None
         t_max = float(np.max(temp[1:])) if len(temp) > 1 else float(temp[0])
         judged = theta is not None and p_ss is not None and (
             tail_throttled or p_ss >= prof.power.floor_w

@@ -101,6 +101,7 @@ def memory_cases(plan: str, rng: random.Random) -> list[Case]:
         n += 1
         exp = _mem_expect(profile, code, where, bit)
         if fault["kind"] == "memory.retention" and plan == "quick":
+            assert isinstance(exp.verdict, str)  # _e gives one verdict
             exp.verdict = {exp.verdict, "pass"}  # contract.md 5: quick need not find retention
             exp.codes = []
             exp.actions = set()
@@ -195,9 +196,10 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         # hot-only errors on a card with dried paste: repaste (and the paste itself); the threshold
         # lies above any healthy card's temperature and below the slowdown point that caps the die
         above = round(min(healthy_hot + 6, th.slowdown - 3))
-        for factor, every in ((1.8, 5), (2.5, None)):
+        hot_sdc: tuple[tuple[float, int | None], ...] = ((1.8, 5), (2.5, None))
+        for factor, hot_every in hot_sdc:
             sdc: dict[str, Any] = {"kind": "compute.sdc", "above_temp_c": above}
-            sdc.update({"every": every} if every else {"probability": 0.2})
+            sdc.update({"every": hot_every} if hot_every else {"probability": 0.2})
             add(f"hotsdc{factor}", profile, [{"kind": "thermal.resistance", "factor": factor}, sdc],
                 Expect("repair", [wrong, {"thermal.high_resistance", "thermal.slowdown"}], {"repaste"}))
         # hot-only errors at normal temperature with healthy cooling: marginal silicon

@@ -50,7 +50,7 @@ def test_scan_finds_a_stuck_bit_with_its_counts(gpus: fake_cupy.FakeCuda) -> Non
     m = _memory()
     p = Pattern(b"\x55")
     m.write_pattern(0, m.size, p)
-    base = next(off for off, n, _ in m._chunks if n and off > 0)
+    base = next(off for off, n, _ in m._blocks if n and off > 0)
     gpus.stick(m._mems[1], 300, 1, 1)  # 0x55 has bit 1 clear: reads 0x57 there
     mm = m.march_element(0, m.size, p, None, chips=4)
     assert mm.address.tolist() == [base + 300] and mm.total == 1
@@ -109,7 +109,7 @@ def test_pools_are_emptied_when_handles_close(gpus: fake_cupy.FakeCuda) -> None:
 # --- error mapping --------------------------------------------------------------------------------
 def test_uncorrectable_ecc_during_a_scan_is_a_memory_fault_with_the_range(gpus: fake_cupy.FakeCuda) -> None:
     m = _memory()
-    chunks = [(off, n) for off, n, _ in m._chunks]
+    chunks = [(off, n) for off, n, _ in m._blocks]
     gpus.inject(1, "march", status=214, nth=2)  # the second chunk's pass
     with pytest.raises(MemoryFault) as ei:
         m.write_pattern(0, m.size, Pattern(b"\x00"))
@@ -121,7 +121,7 @@ def test_uncorrectable_ecc_during_a_scan_is_a_memory_fault_with_the_range(gpus: 
 
 def test_the_memory_stage_turns_ecc_into_a_memory_finding(gpus: fake_cupy.FakeCuda) -> None:
     m = _memory()
-    chunks = [(off, n) for off, n, _ in m._chunks]
+    chunks = [(off, n) for off, n, _ in m._blocks]
     gpus.inject(1, "march", status=214, nth=3)
     res = _run_memory_stage(m, ["march_c-"])
     (f,) = res.findings

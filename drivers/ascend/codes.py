@@ -92,10 +92,10 @@ def load_catalogue(path: Path = CATALOGUE) -> tuple[dict[str, HealthCode], Healt
     for key, raw in (data.get("codes") or {}).items():
         if not _CODE.match(key):
             raise CatalogueError(f"{path}: codes.{key}: not 8 upper-case hex digits")
-        e = _entry(path, f"codes.{key}", raw, need_finding=True)
+        entry = _entry(path, f"codes.{key}", raw, need_finding=True)
         codes[key] = HealthCode(
-            code=key, level=e["level"], meaning=e["meaning"], finding=e["finding"],
-            severity=e["severity"], action=e["action"], advice=e.get("advice", ""),
+            code=key, level=entry["level"], meaning=entry["meaning"], finding=entry["finding"],
+            severity=entry["severity"], action=entry["action"], advice=entry.get("advice", ""),
         )
     template = HealthCode(
         code="", level=unknown["level"], meaning=unknown["meaning"], finding="",

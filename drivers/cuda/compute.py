@@ -86,8 +86,8 @@ class _Gemm:
         self._cublas = cublas
         self._stream = stream
         self.kind = _kind(dtype)
-        self._one = np.ones(1, dtype=self.kind.scale)
-        self._zero = np.zeros(1, dtype=self.kind.scale)
+        self._one: np.ndarray = np.ones(1, dtype=self.kind.scale)
+        self._zero: np.ndarray = np.zeros(1, dtype=self.kind.scale)
 
     def __call__(self, a: Any, b: Any, c: Any) -> None:
         m, k = a.shape

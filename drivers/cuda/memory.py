@@ -137,7 +137,7 @@ class CudaMemory(MemoryHandle):
         self._timeout = kernel_timeout_s
         self._label = f"CUDA device {device_index}"
         chunk_bytes = max(TILE, chunk_bytes // TILE * TILE)
-        self._chunks: list[tuple[int, int, Any]] = []  # (global offset, bytes, uint8 ndarray)
+        self._blocks: list[tuple[int, int, Any]] = []  # the chunks: (global offset, bytes, uint8 ndarray)
         self._mems: list[Any] = []
         self._tiles: dict[Pattern, Any] = {}
         self._records: dict[int, tuple[Any, Any, Any]] = {}
@@ -176,7 +176,7 @@ class CudaMemory(MemoryHandle):
                 chunk_bytes = max(MIN_CHUNK, n // 2 // TILE * TILE)
                 continue
             self._mems.append(m)
-            self._chunks.append((off, n, cp.ndarray((n,), cp.uint8, cp.cuda.MemoryPointer(m, 0))))
+            self._blocks.append((off, n, cp.ndarray((n,), cp.uint8, cp.cuda.MemoryPointer(m, 0))))
             off += n
         return off
 
@@ -186,7 +186,7 @@ class CudaMemory(MemoryHandle):
 
     def close(self) -> None:
         """Give the memory back to the driver, and empty CuPy's pools of what this handle used."""
-        self._chunks.clear()
+        self._blocks.clear()
         self._mems.clear()
         self._tiles.clear()
         self._records.clear()
@@ -199,7 +199,7 @@ class CudaMemory(MemoryHandle):
         if offset < 0 or nbytes < 0 or offset + nbytes > self._size:
             raise ValueError(f"{self._label}: range {offset:#x}+{nbytes:#x} is outside 0..{self._size:#x}")
         out = []
-        for base, n, arr in self._chunks:
+        for base, n, arr in self._blocks:
             lo, hi = max(offset, base), min(offset + nbytes, base + n)
             if lo < hi:
                 out.append((base, lo - base, hi - base, arr))
@@ -321,8 +321,8 @@ class CudaMemory(MemoryHandle):
         """Device-to-device copy bandwidth (bytes copied per second) over ``nbytes``, for the
         benchmark's reference figure: on the scan's stream, timed by events on that stream."""
         cp = self._cp
-        half = min(nbytes, self._chunks[0][1] // 2) // TILE * TILE
-        src, dst = self._chunks[0][2][:half], self._chunks[0][2][half : 2 * half]
+        half = min(nbytes, self._blocks[0][1] // 2) // TILE * TILE
+        src, dst = self._blocks[0][2][:half], self._blocks[0][2][half : 2 * half]
         with self._dev, self._stream, cuda_errors(f"{self._label}: copy bandwidth", self.device_index):
             cp.copyto(dst, src)
             start, end = cp.cuda.Event(), cp.cuda.Event()

@@ -90,7 +90,7 @@ class OneSlot:
 
 
 def as_chassis(plant: BenchPlant | ChassisPlant, tach_channels: int = 2) -> ChassisPlant:
-    return plant if isinstance(plant, ChassisPlant) else OneSlot(plant, tach_channels)  # type: ignore[arg-type]
+    return plant if isinstance(plant, ChassisPlant) else OneSlot(plant, tach_channels)
 
 
 @dataclass

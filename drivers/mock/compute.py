@@ -10,7 +10,7 @@ makes on a real card: ``compute.sdc`` flips one bit of one element of the result
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -27,8 +27,8 @@ _UINT = {4: np.uint32, 8: np.uint64}
 def round_to_bf16(x: np.ndarray) -> np.ndarray:
     """float32 values rounded to bfloat16 (round to nearest even), kept as float32."""
     bits = np.ascontiguousarray(x, dtype=np.float32).view(np.uint32).astype(np.uint64)
-    bits = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
-    return bits.astype(np.uint32).view(np.float32)
+    rounded = (bits + 0x7FFF + ((bits >> 16) & 1)) & 0xFFFF0000
+    return rounded.astype(np.uint32).view(np.float32)
 
 
 class MockCompute(ComputeHandle):
@@ -37,7 +37,7 @@ class MockCompute(ComputeHandle):
     def __init__(
         self,
         physics: CardPhysics,
-        faults: list[F.Fault],
+        faults: Sequence[F.Fault],
         rng: np.random.Generator,
         guard: Callable[[], None] = lambda: None,
     ) -> None:

@@ -179,8 +179,9 @@ class MockDevice(Device):
     def telemetry(self) -> Telemetry:
         self.guard()
         ph = self.physics
-        fans = [] if ph.chassis else [round(ph.fan_reported_rpm(i)) for i in range(len(ph.fan_states))]
-        duties = [] if ph.chassis else [fs.duty_pct for fs in ph.fan_states]
+        fans: list[int | None] = (
+            [] if ph.chassis else [round(ph.fan_reported_rpm(i)) for i in range(len(ph.fan_states))])
+        duties: list[float | None] = [] if ph.chassis else [fs.duty_pct for fs in ph.fan_states]
         mem = self._memory_bytes // MIB
         return Telemetry(
             time_s=ph.t,

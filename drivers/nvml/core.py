@@ -101,6 +101,8 @@ _ERROR_NAMES: dict[int, dict[int, str]] = {}
 def error_name(nv: Any, err: BaseException) -> str:
     """``NVML_ERROR_NOT_SUPPORTED`` for an NVMLError, by the constants of the module that raised it."""
     code = getattr(err, "value", None)
+    if not isinstance(code, int):
+        return f"NVML_ERROR_CODE_{code}"
     module = sys.modules.get(type(err).__module__, nv)
     return _error_names(module).get(code) or _error_names(nv).get(code) or f"NVML_ERROR_CODE_{code}"
 

@@ -174,10 +174,14 @@ class Placer:
     def is_local(self, host: str) -> bool:
         return host in self._local_names
 
+    def local_options(self) -> dict[str, Any]:
+        """Ray task options pinning work to the driver's node."""
+        return {"scheduling_strategy": self._affinity(self.driver_node, soft=False)}
+
     def options(self, host: str, real: bool = True) -> dict[str, Any] | str:
         """Ray task options pinning work to ``host``'s node, or why no node fits."""
         if host in self._local_names:
-            return {"scheduling_strategy": self._affinity(self.driver_node, soft=False)}
+            return self.local_options()
         res = host_resource(host)
         nodes = self.alive_nodes()
         if any(res in (n.get("Resources") or {}) for n in nodes):
@@ -223,7 +227,7 @@ class RayEngine(SupervisingEngine):
         self._driver_node = self._placer.driver_node
         self._sink = ray.remote(_EventSink).options(
             num_cpus=0, max_concurrency=SINK_CONCURRENCY,
-            **self._placer.options("local"),
+            **self._placer.local_options(),
         ).remote()
         # nothing is retried silently; a fresh process per card unless reuse_workers (mock racks:
         # saves the ~0.5 s CPU a worker costs to start, at the price of isolation between cards)
@@ -258,12 +262,16 @@ class RayEngine(SupervisingEngine):
             job = self._pending.pop(0)
             host = str(job.locator.get("host", "local"))
             finding = job.locator.get(FLEET_FINDING)
-            where = self.placement(job) if finding is None else finding["message"]
-            if finding is None and isinstance(where, str):
-                code = "host.lost" if host in self._lost_hosts else "host.unreachable"
-                finding = host_finding(code, host, where)
-            elif finding is None and (short := self._too_small(host, where)):
-                finding = host_finding("host.no_cpu", host, short)
+            where: dict[str, Any] = {}
+            if finding is None:
+                placed = self.placement(job)
+                if isinstance(placed, str):
+                    code = "host.lost" if host in self._lost_hosts else "host.unreachable"
+                    finding = host_finding(code, host, placed)
+                else:
+                    where = placed
+                    if short := self._too_small(host, where):
+                        finding = host_finding("host.no_cpu", host, short)
             if finding is not None:
                 self._running[job.key] = _Running(job=job, started=time.monotonic(), finished=True)
                 self._ready.append(_fleet_outcome(job.key, None, finding["message"], finding))

@@ -45,7 +45,7 @@ def chip_map(findings: list[dict[str, Any]], profile: Profile | None) -> ChipMap
     spec = profile.memory
     where = "stack" if spec.kind == "hbm" else "chip"
     cm = ChipMap(where=where, count=spec.chips, memory_type=spec.type)
-    seen: dict[int, set[int]] = {}
+    seen: dict[int, set[int | None]] = {}  # a finding without an address counts as one cell
     for f in mem:
         loc = f.get("location") or {}
         pos = loc.get(where, loc.get("chip", loc.get("stack")))

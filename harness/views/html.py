@@ -149,7 +149,9 @@ def _tests_table(tests: list[dict[str, Any]]) -> str:
     rows = []
     for t in tests:
         st = str(t.get("status", ""))
-        raw = t.get("metrics") if isinstance(t.get("metrics"), dict) else {}
+        raw = t.get("metrics")
+        if not isinstance(raw, dict):
+            raw = {}
         metrics = {k: v for k, v in raw.items() if k != "traceback"}
         extra = "".join(
             f'<div class="meas{" bad" if out_of_limits(m) else ""}">{_e(measurement_text(m))}</div>'

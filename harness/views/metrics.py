@@ -200,7 +200,8 @@ class MetricsServer:
             raise HarnessUnavailable(f"--metrics: prometheus_client is not installed ({e}); {INSTALL_HINT}") from None
         host, port = parse_addr(addr)
         self.registry = CollectorRegistry(auto_describe=False)
-        self.registry.register(metrics)  # type: ignore[arg-type]
+        # older prometheus_client types Collector as an ABC (newer: a Protocol RunMetrics meets)
+        self.registry.register(metrics)  # type: ignore[arg-type, unused-ignore]
         try:
             self._server, self._thread = start_http_server(port, addr=host, registry=self.registry)
         except OSError as e:

@@ -26,7 +26,8 @@ def top_finding(card: dict[str, Any]) -> str:
         warns = [f for f in card["findings"] if f["severity"] == "warn"]
         return f"(warn) {warns[0]['message']}" if warns else ""
     more = f"  (+{len(fails) - 1} more)" if len(fails) > 1 else ""
-    test = next((t for t in card.get("tests") or [] if t.get("name") == fails[0].get("test")), {})
+    test: dict[str, Any] = next(
+        (t for t in card.get("tests") or [] if t.get("name") == fails[0].get("test")), {})
     off = [measurement_text(m) for m in test.get("measurements") or [] if out_of_limits(m)]
     measured = f"  [{'; '.join(off)}]" if off else ""
     return f"{fails[0]['code']}: {fails[0]['message']}{measured}{more}"

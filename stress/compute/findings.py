@@ -16,7 +16,7 @@ from drivers.abft import ElementError
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from drivers.profiles import Profile
 from stress.compute.engine import BatchReport
-from stress.model import Finding, Measurement
+from stress.model import Finding, Measurement, Severity
 
 TEST = "burn"
 
@@ -168,6 +168,7 @@ def throughput_findings(hot: Tally, profile: Profile, dtypes: list[str], theta: 
           "floor_fraction": floor, "throttle": sorted(hot.throttle)}
     if hot.throttle & THERMAL_THROTTLES:
         th = profile.thermal
+        sev: Severity
         if fan_suspect:
             action, sev, cause = "replace_fan", "fail", fan_suspect
         elif theta is not None and theta > th.theta_max:

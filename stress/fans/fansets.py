@@ -3,6 +3,7 @@ only reads (no bench). One interface, so the sweep and the judging do not care w
 
 from __future__ import annotations
 
+from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -12,18 +13,24 @@ from drivers.profiles import Profile
 from stress.fans.link import BenchLink
 
 
-class FanSet:
+class FanSet(ABC):
     """Fans that can be commanded and read: card fans (device) or chassis fans (bench)."""
 
     kind: str
     chassis: bool
     bench: BenchLink
 
+    @abstractmethod
     def count(self) -> int: ...
+    @abstractmethod
     def set_all(self, duty: float) -> None: ...
+    @abstractmethod
     def set_one(self, fan: int, duty: float) -> None: ...
+    @abstractmethod
     def reported(self) -> list[float | None]: ...
+    @abstractmethod
     def true(self, fan: int) -> float | None: ...
+    @abstractmethod
     def restore(self) -> None: ...
 
     def fixed_duty(self) -> float | None:

@@ -115,12 +115,12 @@ def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
         for ch in range(n):
             duty = bench.call(f"chassis fan {ch} duty", chassis.duty, ch)
             duty = prof.cooling.chassis_default_duty if duty is None else duty
-            rpm = bench.call(f"chassis fan {ch} rpm", chassis.rpm, ch)
-            if rpm is None:
+            ch_rpm = bench.call(f"chassis fan {ch} rpm", chassis.rpm, ch)
+            if ch_rpm is None:
                 break
             exp = prof.cooling.rpm_at(duty, chassis=True)
-            if rpm < prof.cooling.rpm_band(exp)[0]:
+            if ch_rpm < prof.cooling.rpm_band(exp)[0]:
                 out.append(Finding("fan.suspect", "warn", "replace_fan", "thermal",
-                                   f"chassis fan {ch} at {rpm:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
-                                   location={"fan": ch, "chassis": True}, evidence={"rpm": rpm, "duty_pct": duty}))
+                                   f"chassis fan {ch} at {ch_rpm:.0f} RPM at {duty:.0f}% duty (curve {exp:.0f})",
+                                   location={"fan": ch, "chassis": True}, evidence={"rpm": ch_rpm, "duty_pct": duty}))
     return out

@@ -168,7 +168,7 @@ class FanStage(Stage):
             ctx.sample(f"fans {duty:.0f}%")
             expected = prof.cooling.rpm_at(duty, chassis=fanset.chassis)
             for i in range(n):
-                vals = [row[i] for row in reads if row[i] is not None]
+                vals = [x for row in reads if (x := row[i]) is not None]
                 verdicts[i].steps.append(Step(duty, expected, median(vals) if vals else None, fanset.true(i)))
             ctx.progress((k + 1) / len(steps), f"fans: {duty:.0f}% duty")
         return verdicts

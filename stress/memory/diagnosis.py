@@ -281,9 +281,9 @@ class Diagnoser:
             else:
                 todo.extend(addrs)
         seen_chips = set(log.cells_by_chip())
-        for chip in np.flatnonzero(log.by_chip):  # errors past the cell cap, never itemised
-            if int(chip) not in seen_chips:
-                out.append(self._chip_summary(int(chip), [], "errors past the record cap"))
+        for past in np.flatnonzero(log.by_chip):  # errors past the cell cap, never itemised
+            if int(past) not in seen_chips:
+                out.append(self._chip_summary(int(past), [], "errors past the record cap"))
         todo.sort()
         done: set[tuple[str, int, int]] = set()
         for a in todo[:max_diagnosed]:

@@ -4,6 +4,7 @@ and locate every failing cell (address, bit, chip or stack) with its repair acti
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 from typing import Any, Literal
 
 import numpy as np
@@ -183,7 +184,7 @@ class MemoryStage(Stage):
                        evidence={"range_start": e.offset, "range_bytes": e.nbytes, "algorithm": algo,
                                  "error": str(e)})
 
-    def _result(self, ctx: StageContext, scan: A.Scan, log: ErrorLog, todo: list[str], where: str,
+    def _result(self, ctx: StageContext, scan: A.Scan, log: ErrorLog, todo: Sequence[str], where: str,
                 powerup: Any, bw: A.BandwidthReport | None, findings: list[Finding], t0: float,
                 scan_s: float, scan_wall: float, nbytes: int) -> TestResult:
         clock = ctx.device.clock
