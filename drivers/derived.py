@@ -18,6 +18,7 @@ import json
 from typing import Any
 
 from drivers.profiles import Profile, ProfileError, load_profile
+from drivers.registry import is_simulated
 
 # fleet rules by PCIe generation: replay limit (DCGM ceil(lanes x rate)/min at x16) and what a
 # healthy host-to-device copy carries at x16
@@ -152,7 +153,7 @@ def resolve_profile(identity: dict[str, Any], locator: dict[str, Any] | None = N
                                           "memory_total_mib": identity.get("memory_total_mib")}
         return derive_profile(facts), "derived"
     if source not in ("matched", "config"):
-        source = "config" if (locator or {}).get("backend") == "mock" else "matched"
+        source = "config" if is_simulated(str((locator or {}).get("backend"))) else "matched"
     return load_profile(name), source
 
 

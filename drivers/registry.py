@@ -66,6 +66,10 @@ class BackendConfig(BaseModel):
 class Backend(ABC):
     name: ClassVar[str]
     Config: ClassVar[type[BackendConfig]] = BackendConfig
+    # a simulated card (no hardware): runs on simulated time anywhere, shares CPUs with other
+    # simulated cards, is locked by its serial rather than a slot, and says its profile came
+    # from the config
+    simulated: ClassVar[bool] = False
 
     @abstractmethod
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
@@ -111,6 +115,14 @@ def get_backend(name: str) -> Backend:
     if name not in _REGISTRY:
         raise KeyError(f"unknown backend {name!r} (known: {', '.join(backend_names())})")
     return _REGISTRY[name]()
+
+
+def is_simulated(name: str) -> bool:
+    """Whether backend ``name`` simulates its cards; an unknown backend is not."""
+    try:
+        return get_backend(name).simulated
+    except KeyError:
+        return False
 
 
 # Accelerator handles (device memory, compute, transfers) for real cards come from optional

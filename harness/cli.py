@@ -121,17 +121,20 @@ def main() -> None:
               help="Run the stress stages on cards preflight found not ready; every finding says so.")
 @click.option("--metrics", "metrics", default=None, metavar="ADDR",
               help="Serve Prometheus metrics during the run on PORT (loopback) or HOST:PORT; pip install '.[metrics]'.")
+@click.option("--events", "events", default=None, type=click.Path(dir_okay=False),
+              help="Write the run's event stream here as JSON lines, one event a line, as it happens.")
 def run(config: str, plan: str | None, json_path: str | None, junit_path: str | None,
         html_path: str | None, db: str | None, quiet: bool, only: tuple[str, ...], force: bool,
-        metrics: str | None) -> None:
+        metrics: str | None, events: str | None) -> None:
     """Run the plan on every device CONFIG names; verdict table on stdout."""
     _run_and_report(config, plan, db, quiet, None, json_path, junit_path, html_path, only, force=force,
-                    metrics=metrics)
+                    metrics=metrics, events=events)
 
 
 def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, resume_id: str | None,
                     json_path: str | None, junit_path: str | None, html_path: str | None,
-                    only: tuple[str, ...] = (), force: bool = False, metrics: str | None = None) -> None:
+                    only: tuple[str, ...] = (), force: bool = False, metrics: str | None = None,
+                    events: str | None = None) -> None:
     """Run (or resume) a plan, write the reports, print the verdict table, exit as the contract says."""
     try:
         cfg, pl = _load(config, plan)
@@ -139,8 +142,8 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
             from harness.plans import forced
 
             pl = forced(pl)
-        _check_outputs(json_path, junit_path, html_path)
-        doc, db_path = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only, metrics=metrics)
+        _check_outputs(json_path, junit_path, html_path, events)
+        doc, db_path = _execute(cfg, pl, db, quiet, resume_id=resume_id, only=only, metrics=metrics, events=events)
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
@@ -159,35 +162,34 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
-             only: tuple[str, ...] = (), metrics: str | None = None) -> tuple[dict[str, Any], Path]:
-    """Open and check the database, lock the cards, run; a signal stops it like Ctrl-C."""
-    from harness.locks import lock_cards
-    from harness.pick import pick_cards
-    from harness.runner import Run, discover_cards, open_store
+             only: tuple[str, ...] = (), metrics: str | None = None,
+             events: str | None = None) -> tuple[dict[str, Any], Path]:
+    """Open and check the database, pick and lock the cards, run; a signal stops it like Ctrl-C."""
+    from harness.launch import RunRequest, open_store, select_cards, start_run
+    from harness.stream import EventLog
     from harness.views.progress import LiveProgress
 
     store = open_store(db, cfg)
-    locks = None
+    log: EventLog | None = None
     try:
-        cards = pick_cards(discover_cards(cfg), only, str(cfg.path))
-        if resume_id is not None:
-            done = {r["key"] for r in store.run_cards(resume_id) if r["state"] in ("done", "lost", "hung")}
-            runner_cards = [c for c in cards if c.key not in done]
-        else:
-            runner_cards = cards
-        locks = lock_cards(runner_cards)
-        exporter = _serve_metrics(metrics, runner_cards, pl)
-        with _stop_on_signals(), LiveProgress(runner_cards, pl, enabled=not quiet) as progress, \
+        req = RunRequest(cfg, pl, db, only, resume_id)
+        cards = select_cards(req, store)
+        exporter = _serve_metrics(metrics, cards, pl)
+        run_id = ""
+        with _stop_on_signals(), LiveProgress(cards, pl, enabled=not quiet) as progress, \
                 exporter as metric_state:
-            listeners = [progress] if metric_state is None else [progress, metric_state]
-            r = Run(cfg, pl, store, listeners=listeners)
+            req.listeners = [progress] if metric_state is None else [progress, metric_state]
+            if events is not None:
+                log = _open_event_log(events, append=resume_id is not None)
+                req.listeners.append(log)
+
+            def started(run: Any) -> None:
+                nonlocal run_id
+                run_id = run.run_id
+                progress.set_run(run.run_id, store.path)
+
             try:
-                if resume_id is None:
-                    r.start(runner_cards)
-                else:
-                    r.resume(resume_id, runner_cards)
-                progress.set_run(r.run_id, store.path)
-                doc = r.execute()
+                doc = start_run(req, store, cards, started=started)
                 if metric_state is not None:
                     metric_state.set_document(doc)
                 return doc, store.path
@@ -195,14 +197,24 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
                 signum = e.signum if isinstance(e, Stopped) else signal.SIGINT
                 name = signal.Signals(signum).name
                 raise Interrupted(
-                    f"{'interrupted' if name == 'SIGINT' else 'stopped by ' + name}; run {r.run_id or '(not started)'} "
+                    f"{'interrupted' if name == 'SIGINT' else 'stopped by ' + name}; run {run_id or '(not started)'} "
                     f"keeps what it measured in {store.path}; continue with "
-                    f"`burnin resume {r.run_id} --db {store.path}`", 128 + int(signum)
+                    f"`burnin resume {run_id} --db {store.path}`", 128 + int(signum)
                 ) from None
     finally:
-        if locks is not None:
-            locks.release()
+        if log is not None:
+            log.close()
         store.close()
+
+
+def _open_event_log(path: str, append: bool) -> Any:
+    """``--events FILE``: the run's event stream as JSON lines (checked before the run starts)."""
+    from harness.stream import EventLog
+
+    try:
+        return EventLog(path, append=append)
+    except OSError as e:
+        raise UsageError(f"{path}: cannot write the events file: {e.strerror or e}") from None
 
 
 @contextmanager
@@ -235,18 +247,30 @@ def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str |
 
 
 @main.command()
-@click.argument("result", type=click.Path(dir_okay=False))
+@click.argument("result", required=False, type=click.Path(dir_okay=False))
+@click.option("--events", "events", default=None, type=click.Path(dir_okay=False),
+              help="Rebuild the result document from a run's events file (run --events) instead.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
-@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the document again here.")
-def report(result: str, html_path: str | None, junit_path: str | None, json_path: str | None) -> None:
-    """Render reports from a saved result document (--json of a run); no database needed.
+@click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the document (again) here.")
+def report(result: str | None, events: str | None, html_path: str | None, junit_path: str | None,
+           json_path: str | None) -> None:
+    """Render reports from a saved result document (--json of a run), or from a run's events file
+    (--events); no database needed.
 
     With no option, prints the verdict table."""
     from harness.views import load_result_document
 
     try:
-        doc = load_result_document(result)
+        if (result is None) == (events is None):
+            raise UsageError("report: give a result document (RESULT.json) or --events FILE, one of the two")
+        if events is not None:
+            from harness.stream import rebuild_document
+
+            doc = rebuild_document(events)
+        else:
+            assert result is not None
+            doc = load_result_document(result)
     except UsageError as e:
         _fail(e)
         return
@@ -300,7 +324,7 @@ def tui(config: str, plan: str | None, db: str | None) -> None:
 def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None:
     """Enumerate devices: identity, a telemetry snapshot, preflight, what each cannot run; no stress."""
     from harness.devices import list_devices
-    from harness.runner import discover_cards
+    from harness.discovery import discover_cards
 
     try:
         cfg, pl = _load(config, plan)
@@ -323,7 +347,7 @@ def devices(config: str, as_json: bool, as_toml: bool, plan: str | None) -> None
 
 def _db_for(db: str | None, config: str | None) -> Any:
     """history and resume read the database a run wrote: ``--db``, the config's, else the default."""
-    from harness.runner import resolve_db
+    from harness.launch import resolve_db
 
     cfg = None
     if config:
@@ -399,7 +423,9 @@ def history(serial: str, db: str | None, config: str | None, as_json: bool) -> N
               help="Results database (default: $BURNIN_DB, else ./burnin.db).")
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False))
 @click.option("--quiet", "-q", is_flag=True)
-def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool) -> None:
+@click.option("--events", "events", default=None, type=click.Path(dir_okay=False),
+              help="Append the resumed run's events to this JSON-lines file (the first session's --events).")
+def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool, events: str | None) -> None:
     """Continue an interrupted run; devices already finished keep their results. A finished run
     is left as it is."""
 
@@ -415,7 +441,8 @@ def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool) -> N
         click.echo(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
                    f"are unchanged (burnin history SERIAL --db {path})", err=True)
         sys.exit(EXIT_PASS)
-    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None,
+                    events=events)
 
 
 def _add_loop_verbs() -> None:

@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from drivers.instruments.roles import SlotMap
 from drivers.registry import BackendConfig, ConfigFieldError, get_backend
+from harness.engines import engine_names
 from harness.errors import UsageError
 from harness.inputs import read_toml
 
@@ -27,14 +28,23 @@ class _Strict(BaseModel):
 
 
 class RackSection(_Strict):
+    """The ``[rack]`` table."""
+
     name: str = Field(min_length=1, max_length=128)
     db: str | None = Field(default=None, min_length=1, max_length=4096)  # relative: to the config's folder
     plan: str | None = Field(default=None, min_length=1, max_length=4096)
     parallel: int | None = Field(default=None, ge=1, le=4096)  # cards run at once (default: all, capped by CPUs)
-    engine: Literal["local", "ray"] = "local"  # ray: pip install '.[distributed]'
+    engine: str = "local"  # a registered engine (harness/engines): local, ray (pip install '.[distributed]')
     ray_address: str | None = None  # "auto" joins this node's Ray cluster; None starts a local one
     host_join_timeout_s: float = Field(default=60.0, gt=0)  # ray: a host not joined by then is unreachable
     host_min_free_mib: float = Field(default=512.0, ge=0)  # ray: a host with less memory free runs no card
+
+    @field_validator("engine")
+    @classmethod
+    def _known_engine(cls, v: str) -> str:
+        if v not in engine_names():
+            raise ValueError(f"unknown engine {v!r} (known: {', '.join(engine_names())})")
+        return v
 
 
 Channel = Annotated[int, Field(ge=0, le=999)]

@@ -12,7 +12,7 @@ from drivers.derived import resolve_profile
 from drivers.instruments.roles import BenchRoles
 from drivers.profiles import ProfileError
 from drivers.registry import get_backend
-from harness.runner import CardSlot
+from harness.cards import CardSlot
 from harness.session import bus_lost_finding, device_error_finding
 from harness.verdict import dedupe
 from stress.base import StageContext, listing_stages

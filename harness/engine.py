@@ -25,6 +25,10 @@ from dataclasses import dataclass, field
 from multiprocessing.connection import Connection, wait
 from typing import TYPE_CHECKING, Any, ClassVar
 
+from drivers.registry import is_simulated
+from harness.cards import CardSlot
+from harness.discovery import discover_here
+from harness.engines import EngineKind, register_engine
 from harness.session import CardJob, run_card_session
 from stress.events import CardEvent, Outcome, StageStarted
 
@@ -329,3 +333,28 @@ def _gone(pid: int | None, wait_s: float) -> bool:
         if time.monotonic() >= deadline:
             return False
         time.sleep(0.02)
+
+
+MOCK_CARDS_PER_CPU = 4
+
+
+@register_engine
+class LocalKind(EngineKind):
+    """``engine = "local"``: cards discovered and run on this machine."""
+
+    name = "local"
+
+    @classmethod
+    def discover(cls, cfg: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+        return list(discover_here(cfg))
+
+    @classmethod
+    def build(cls, cfg: Any, cards: list[CardSlot], should_stop: Callable[[], bool] | None) -> Engine:
+        """Real cards all run at once (each is its own hardware); simulated cards share the CPUs,
+        so a large simulated rack runs a few per core at a time, in reused workers."""
+        simulated = all(is_simulated(c.backend) for c in cards)
+        parallel = cfg.rack.parallel
+        if parallel is None and simulated:
+            parallel = min(len(cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1
+        return LocalEngine(parallel=parallel or max(1, len(cards)), should_stop=should_stop,
+                           reuse_workers=simulated)

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import UsageError
-from harness.runner import stored_document
+from harness.records import stored_document
 from harness.store import Store
 from harness.views.history import history_timeline
 

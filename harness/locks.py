@@ -22,6 +22,7 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
+from drivers.registry import is_simulated
 from harness.errors import HarnessUnavailable
 
 try:
@@ -37,7 +38,7 @@ def lock_dir() -> Path:
 
 def lock_name(host: str, slot: int, backend: str, serial: str | None) -> str:
     """A real card is its host's slot; a simulated card is its serial (two racks may simulate slot 0)."""
-    raw = f"{host}-mock-{serial}" if backend == "mock" and serial else f"{host}-slot{slot}"
+    raw = f"{host}-mock-{serial}" if is_simulated(backend) and serial else f"{host}-slot{slot}"
     return re.sub(r"[^A-Za-z0-9._-]", "_", raw)[:200] + ".lock"
 
 

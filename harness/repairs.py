@@ -14,8 +14,8 @@ import re
 import socket
 from typing import Any
 
+from harness.clock import utcnow
 from harness.errors import UsageError
-from harness.runner import utcnow
 from harness.store import Store
 from harness.verdict import fault_key
 from stress.model import ACTIONS

@@ -16,7 +16,19 @@ from pathlib import Path
 from typing import Any
 
 from harness.errors import HarnessUnavailable, UsageError
-from stress.events import EventConsumer, FindingRaised, Identity, Outcome, Sample, TestDone
+from stress.events import (
+    CardStarted,
+    EventConsumer,
+    FindingRaised,
+    Identity,
+    Outcome,
+    RunFinished,
+    RunResumed,
+    RunStarted,
+    Sample,
+    TestDone,
+    Verdict,
+)
 from stress.model import Finding, Measurement, TestResult
 from stress.record import CardRecord
 
@@ -372,10 +384,27 @@ class Store:
 
 
 class StoreWriter(EventConsumer):
-    """Persists each card event the moment it arrives (one commit each: a crash loses nothing)."""
+    """The store as a subscriber of the run's event stream: each event is persisted the moment it
+    arrives (one commit each: a crash loses nothing). Nothing else writes a run to the store."""
 
-    def __init__(self, store: Store, run_id: str, now: Callable[[], str]) -> None:
-        self.store, self.run_id, self.now = store, run_id, now
+    def __init__(self, store: Store, now: Callable[[], str]) -> None:
+        self.store, self.now = store, now
+        self.run_id = ""
+
+    def on_run_start(self, key: str, ev: RunStarted) -> None:
+        self.run_id = ev.run_id
+        self.store.create_run(ev.run_id, ev.rack or "", ev.plan or "", ev.config_path, ev.plan_path, ev.started_at)
+        for c in ev.cards:
+            self.store.add_card(ev.run_id, c["key"], c["host"], int(c["slot"]), c["backend"], c.get("locator") or {})
+
+    def on_run_resume(self, key: str, ev: RunResumed) -> None:
+        self.run_id = ev.run_id
+        self.store.mark_run(ev.run_id, "running")
+        for k in ev.keys:
+            self.store.reset_card(ev.run_id, k)
+
+    def on_card_start(self, key: str, ev: CardStarted) -> None:
+        self.store.card_started(self.run_id, key, ev.at)
 
     def on_identity(self, key: str, ev: Identity) -> None:
         self.store.card_identity(self.run_id, key, ev.identity, self.now())
@@ -391,3 +420,12 @@ class StoreWriter(EventConsumer):
 
     def on_outcome(self, key: str, ev: Outcome) -> None:
         self.store.card_outcome(self.run_id, key, ev.state, ev.detail, self.now())
+
+    def on_verdict(self, key: str, ev: Verdict) -> None:
+        self.store.card_verdict(self.run_id, key, ev.verdict, ev.actions, ev.findings)
+
+    def on_run_end(self, key: str, ev: RunFinished) -> None:
+        if ev.status == "interrupted":
+            self.store.mark_run(self.run_id, "interrupted")
+        else:
+            self.store.finish_run(self.run_id, ev.at, status=ev.status)

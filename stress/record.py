@@ -11,7 +11,18 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-from stress.events import FindingRaised, Identity, Outcome, Progress, Sample, StageStarted, TestDone
+from stress.events import (
+    CardEvent,
+    CardStarted,
+    FindingRaised,
+    Identity,
+    Outcome,
+    Progress,
+    Sample,
+    StageStarted,
+    TestDone,
+    Verdict,
+)
 from stress.model import Finding, TestResult
 
 PLOT_FIELDS = ("time_s", "temperature_c", "power_w", "power_limit_w", "tag")
@@ -74,8 +85,12 @@ class CardRecord:
         return [f for t in self.tests for f in t.findings] + list(self.extra_findings)
 
     # -- folding events -------------------------------------------------------------------------
-    def apply(self, ev: Identity | StageStarted | Progress | Sample | TestDone | FindingRaised | Outcome) -> None:
-        if isinstance(ev, Identity):
+    def apply(self, ev: CardEvent | CardStarted | Verdict) -> None:
+        if isinstance(ev, CardStarted):
+            self.started_at = ev.at
+        elif isinstance(ev, Verdict):
+            self.verdict, self.actions, self.judged = ev.verdict, list(ev.actions), list(ev.findings)
+        elif isinstance(ev, Identity):
             self.identity = dict(ev.identity)
             self.state = "running"
         elif isinstance(ev, StageStarted):

@@ -6,8 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from harness.config import load_rack
+from harness.discovery import discover_cards
 from harness.engine import LocalEngine
-from harness.runner import discover_cards
 from harness.session import CardJob
 from stress.events import Outcome
 from tests.conftest import mock_card, rack_toml

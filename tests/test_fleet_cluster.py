@@ -24,9 +24,10 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 
 from harness.config import load_rack  # noqa: E402
+from harness.discovery import discover_cards  # noqa: E402
 from harness.engines.fleet import discover_on_host  # noqa: E402
 from harness.plans import load_plan  # noqa: E402
-from harness.runner import Run, discover_cards  # noqa: E402
+from harness.runner import Run  # noqa: E402
 from harness.store import Store  # noqa: E402
 from stress.events import EventConsumer, StageStarted  # noqa: E402
 

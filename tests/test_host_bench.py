@@ -23,9 +23,10 @@ from drivers.instruments.share import BenchAccess, BenchBroker, BenchClient
 from drivers.instruments.simulator import BenchSimulator
 from drivers.profiles import load_profile
 from harness.config import load_rack
+from harness.discovery import discover_cards
 from harness.errors import UsageError
 from harness.plans import load_plan
-from harness.runner import Run, discover_cards
+from harness.runner import Run
 from harness.store import Store
 from stress.events import Sample
 from tests.conftest import mock_card, rack_toml

@@ -11,10 +11,10 @@ import pytest
 ray = pytest.importorskip("ray")
 
 from harness.config import load_rack  # noqa: E402
+from harness.discovery import discover_cards  # noqa: E402
 from harness.engine import Engine, EngineEvent, LocalEngine, RunCancelled  # noqa: E402
 from harness.engines.ray_engine import RayEngine  # noqa: E402
 from harness.plans import load_plan  # noqa: E402
-from harness.runner import discover_cards  # noqa: E402
 from harness.session import CardJob  # noqa: E402
 from stress.events import Identity, Outcome, StageStarted, TestDone  # noqa: E402
 from tests.conftest import mock_card, rack_toml  # noqa: E402
@@ -175,7 +175,7 @@ def test_run_resume_and_tui_build_the_engine_the_config_names(tmp_path: Path) ->
     import threading
 
     from harness.engine import LocalEngine as Local
-    from harness.runner import make_engine
+    from harness.engines import make_engine
     from harness.tui.bridge import prepare_engine
 
     for engine, expected in (("ray", RayEngine), ("local", Local)):

@@ -18,8 +18,8 @@ import pytest
 from rich.console import Console
 
 from harness.config import load_rack
+from harness.discovery import discover_cards
 from harness.plans import load_plan
-from harness.runner import discover_cards
 from harness.tui.state import BenchState
 from stress.events import Identity, Outcome, Progress, Sample, StageStarted, TestDone
 from stress.model import Finding, TestResult

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from harness.config import load_rack
+from harness.discovery import discover_cards
 from harness.plans import load_plan
-from harness.runner import discover_cards
 from tests.conftest import mock_card
 from tests.test_tui import SIZE, _cell, _plain, _until
 
@@ -142,20 +142,18 @@ def test_verdict_is_final_as_soon_as_the_card_and_its_peers_are_done(write_rack,
 
 
 def test_a_card_compared_with_peers_waits_for_them(write_rack, tmp_path):
-    from harness.tui.finality import peer_stages, waiting_for
-    from harness.tui.state import BenchState
+    from harness.judging import waiting_for
+    from stress.model import TestResult
+    from stress.record import CardRecord
 
     cfg = load_rack(str(write_rack([mock_card("P-1", 0), mock_card("P-2", 1), mock_card("P-3", 2, GDDR)])))
-    (tmp_path / "burn.toml").write_text('[[stages]]\nstage = "burn"\n', encoding="utf-8")
-    plan = load_plan(str(tmp_path / "burn.toml"))
-    assert peer_stages(plan) == ["burn"]
-    bench = BenchState(discover_cards(cfg), 1)
-    groups = {"local/0": "h100", "local/1": "h100", "local/2": "4090"}
+    recs = {c.key: CardRecord(c.key, c.host, c.slot, c.backend, dict(c.locator)) for c in discover_cards(cfg)}
     for key in ("local/0", "local/2"):
-        bench.cards[key].state = "done"
-        bench.cards[key].tests = [{"name": "burn", "status": "pass", "metrics": {}}]
-    bench.cards["local/1"].state = "running"
-    assert waiting_for("local/0", bench.cards, groups, ["burn"]) == "waits for the burn peer comparison with local/1"
-    assert waiting_for("local/2", bench.cards, groups, ["burn"]) == ""  # no identical card still running
-    bench.cards["local/1"].state = "done"
-    assert waiting_for("local/0", bench.cards, groups, ["burn"]) == ""
+        recs[key].state = "done"
+        recs[key].tests = [TestResult("burn", "pass")]
+    recs["local/1"].state = "running"
+    every = list(recs.values())
+    assert waiting_for(recs["local/0"], every) == "waits for the burn peer comparison with local/1"
+    assert waiting_for(recs["local/2"], every) == ""  # no identical card still running
+    recs["local/1"].state = "done"
+    assert waiting_for(recs["local/0"], every) == ""

@@ -45,6 +45,7 @@ class MockConfig(BackendConfig):
 @register_backend
 class MockBackend(Backend):
     name = "mock"
+    simulated = True
     Config = MockConfig
 
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:

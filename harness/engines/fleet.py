@@ -16,7 +16,7 @@ import time
 from typing import Any
 
 from drivers.api import BackendUnavailable
-from drivers.registry import get_backend
+from drivers.registry import get_backend, is_simulated
 from drivers.units import MIB
 from stress.model import Finding
 
@@ -62,7 +62,7 @@ def discover_fleet(cfg: Any, placer: Any, ray: Any) -> list[tuple[Any, list[dict
     """Each device entry of ``cfg`` with its locators, real ones discovered on their host's node."""
     rack = cfg.rack
     deadline = time.monotonic() + rack.host_join_timeout_s
-    real_hosts = {e.host for e in cfg.devices if e.config.backend != "mock"}
+    real_hosts = {e.host for e in cfg.devices if not is_simulated(e.config.backend)}
     where: dict[str, dict[str, Any] | str] = {}
     while True:
         placer.refresh()
@@ -84,9 +84,9 @@ def discover_fleet(cfg: Any, placer: Any, ray: Any) -> list[tuple[Any, list[dict
     ready_set = set(ready)
     out: list[tuple[Any, list[dict[str, Any]]]] = []
     for i, entry in enumerate(cfg.devices):
-        if entry.config.backend == "mock":
+        if is_simulated(entry.config.backend):  # a simulated card runs anywhere: discovered here
             ctx = {**ctx0, "host": entry.host, "index": entry.index}
-            out.append((entry, get_backend("mock").discover(entry.config, ctx)))
+            out.append((entry, get_backend(entry.config.backend).discover(entry.config, ctx)))
             continue
         ref = pending.get(i)
         if ref is None:

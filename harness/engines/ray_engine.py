@@ -31,11 +31,14 @@ from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from drivers.registry import is_simulated
+from harness.cards import CardSlot
 from harness.engine import KILL_GRACE_S, POLL_S, EngineEvent, JobRecord, RunCancelled, SupervisingEngine
-from harness.engines.fleet import FLEET_FINDING, host_finding
+from harness.engines import EngineKind, register_engine
+from harness.engines.fleet import FLEET_FINDING, discover_fleet, host_finding
 from harness.errors import HarnessUnavailable
 from harness.session import CardJob, run_card_session
-from stress.events import CardEvent, Outcome
+from stress.events import CardEvent, Outcome, event_from_json, to_json
 from stress.model import Finding
 
 INSTALL_HINT = "pip install '.[distributed]'"
@@ -62,21 +65,22 @@ def _import_ray() -> Any:
 
 
 class _EventSink:
-    """The driver's mailbox, run as an async Ray actor: cards put, the driver drains in batches."""
+    """The driver's mailbox, run as an async Ray actor: cards put, the driver drains in batches.
+    Events travel in their JSON form (``stress.events.to_json``), the same codec as ``--events``."""
 
     def __init__(self) -> None:
-        self._items: list[tuple[str, CardEvent]] = []
+        self._items: list[dict[str, Any]] = []
         self._ready = asyncio.Event()
 
-    async def put(self, item: tuple[str, CardEvent]) -> None:
+    async def put(self, item: dict[str, Any]) -> None:
         self._items.append(item)
         self._ready.set()
 
-    async def put_many(self, items: list[tuple[str, CardEvent]]) -> None:
+    async def put_many(self, items: list[dict[str, Any]]) -> None:
         self._items.extend(items)
         self._ready.set()
 
-    async def drain(self, timeout_s: float) -> list[tuple[str, CardEvent]]:
+    async def drain(self, timeout_s: float) -> list[dict[str, Any]]:
         """Everything stored so far, waiting up to ``timeout_s`` for the first item."""
         if not self._items and timeout_s > 0:
             try:
@@ -100,7 +104,7 @@ def _card_task(job: CardJob, sink: Any, batch: bool = False) -> str:
         if os.environ.get(var) == "":
             del os.environ[var]
 
-    buffer: list[tuple[str, CardEvent]] = []
+    buffer: list[dict[str, Any]] = []  # events in their JSON form (stress.events.to_json)
 
     def flush() -> None:
         if buffer:
@@ -109,9 +113,9 @@ def _card_task(job: CardJob, sink: Any, batch: bool = False) -> str:
 
     def emit(event: CardEvent) -> None:
         if not batch:
-            ray.get(sink.put.remote((job.key, event)))  # stored before the card goes on
+            ray.get(sink.put.remote(to_json(job.key, event)))  # stored before the card goes on
             return
-        buffer.append((job.key, event))
+        buffer.append(to_json(job.key, event))
         if event.kind in BATCH_FLUSH_KINDS:
             flush()
 
@@ -253,7 +257,7 @@ class RayEngine(SupervisingEngine):
     def placement(self, job: CardJob) -> dict[str, Any] | str:
         """Ray task options pinning ``job`` to its host's node, or why no node fits."""
         host = str(job.locator.get("host", "local"))
-        return self._placer.options(host, real=job.locator.get("backend") != "mock")
+        return self._placer.options(host, real=not is_simulated(str(job.locator.get("backend"))))
 
     # --- Engine ----------------------------------------------------------------------------
 
@@ -342,7 +346,8 @@ class RayEngine(SupervisingEngine):
         return [by_ref[ref] for ref in ready]
 
     def _drain(self, timeout_s: float) -> list[tuple[str, CardEvent]]:
-        return self._ray.get(self._sink.drain.remote(timeout_s))
+        """Events the sink holds, decoded from the JSON form they crossed the cluster in."""
+        return [event_from_json(obj) for obj in self._ray.get(self._sink.drain.remote(timeout_s))]  # type: ignore[misc]
 
     def _on_event(self, key: str, event: CardEvent) -> Iterator[EngineEvent]:
         run = self._running.get(key)
@@ -421,3 +426,25 @@ def _fleet_outcome(key: str, stage: str | None, detail: str, finding: dict[str, 
 def _first_line(err: BaseException) -> str:
     text = str(err).strip().splitlines()
     return text[0][:300] if text else type(err).__name__
+
+
+@register_engine
+class RayKind(EngineKind):
+    """``engine = "ray"``: each host's real cards discovered and run on that host's Ray node."""
+
+    name = "ray"
+
+    @classmethod
+    def discover(cls, cfg: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
+        ray, _ = connect(cfg.rack.ray_address)  # the engine joins the same cluster afterwards
+        placer = Placer(ray, {h.name: h.address for h in cfg.hosts if h.address})
+        return discover_fleet(cfg, placer, ray)
+
+    @classmethod
+    def build(cls, cfg: Any, cards: list[CardSlot], should_stop: Callable[[], bool] | None) -> RayEngine:
+        # a whole CPU a card, simulated or not: a Ray worker costs ~1 s of CPU to start, so fractional
+        # shares (more workers) made a 256-card mock rack slower (bench/fleet.py: 28 s vs 17 s)
+        return RayEngine(address=cfg.rack.ray_address, parallel=cfg.rack.parallel, cpus_per_card=1.0,
+                         reuse_workers=all(is_simulated(c.backend) for c in cards),
+                         host_addresses={h.name: h.address for h in cfg.hosts if h.address},
+                         should_stop=should_stop)

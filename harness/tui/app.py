@@ -20,8 +20,10 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import DataTable, Footer, Header, Sparkline, Static
 from textual.widgets.data_table import CellDoesNotExist
 
+from harness.cards import CardSlot
 from harness.errors import HarnessUnavailable, UsageError
-from harness.runner import CardSlot
+from harness.judging import waiting_for
+from harness.records import RunRecords
 from harness.tui import render
 from harness.tui.bridge import (
     EngineUpdate,
@@ -106,6 +108,7 @@ class BenchApp(App[int]):
         self.exit_status = 1
         self.only_attention = False
         self.selected: str | None = cards[0].key if cards else None
+        self.records: RunRecords | None = None  # the run's own records, from RunStarted (read-only here)
         self.retesting: str | None = None  # the card a retest (``r``) runs, while it runs
         self.last_retest: str | None = None  # the card the latest retest was started on
         self._run_slots = list(cards)
@@ -147,63 +150,25 @@ class BenchApp(App[int]):
     # events from the run --------------------------------------------------------------------
     def on_run_started(self, msg: RunStarted) -> None:
         self.bench.run_id = msg.run_id
+        self.records = msg.records
         self.sub_title = f"plan {self.plan.name} · run {msg.run_id}"
 
     def on_engine_update(self, msg: EngineUpdate) -> None:
         card = self.bench.apply(msg.key, msg.event)
         if card is not None:
             self._dirty.add(card.key)
-            if card.finished:
-                self._finalize()
-
-    # verdicts as soon as they are known ----------------------------------------------------------
-    FINAL_STATES = ("done", "lost", "hung")  # others get the runner's abandoned-test finding at the end
-
-    def _groups(self) -> tuple[dict[str, str], dict[str, Any]]:
-        from harness.views.chipmap import profile_of
-
-        groups, profiles = {}, {}
-        for c in self.slots:
-            card = self.bench.cards[c.key]
-            prof = profile_of({"profile": (c.locator or {}).get("profile"), "model": card.model})
-            profiles[c.key] = prof
-            groups[c.key] = prof.name if prof else card.model
-        return groups, profiles
 
     def provisional_why(self, key: str) -> str:
-        """Why a card's verdict is not final yet ('' once it is)."""
-        from harness.tui.finality import peer_stages, waiting_for
-
+        """Why a card's verdict is not given yet ('' once it is), as the run's judge sees it."""
         card = self.bench.cards.get(key)
-        if card is None or card.verdict is not None:
+        if card is None or card.verdict is not None or self.records is None:
             return ""
-        if card.finished and card.state not in self.FINAL_STATES:
-            return "judged when the run ends"
-        live = {c.key: self.bench.cards[c.key] for c in self._run_slots}
-        if key not in live:
+        rec = self.records.by_key.get(key)
+        if rec is None:
             return ""
-        return waiting_for(key, live, self._groups()[0], peer_stages(self.plan))
-
-    def _finalize(self) -> None:
-        """Judge every finished card whose peers are done too, as the runner will at the end."""
-        from harness.tui.finality import judge_now, peer_findings, peer_stages, waiting_for
-
-        stages = peer_stages(self.plan)
-        groups, profiles = self._groups()
-        live = {c.key: self.bench.cards[c.key] for c in self._run_slots}  # a retest compares within itself
-        for key, card in live.items():
-            if card.verdict is not None or card.state not in self.FINAL_STATES:
-                continue
-            if waiting_for(key, live, groups, stages):
-                continue
-            try:
-                extra = peer_findings(key, live, groups, stages, profiles)
-                v = judge_now(card, extra, self.db_path, self.bench.run_id)
-            except Exception:  # noqa: BLE001 - the runner's verdict comes at the end anyway
-                continue
-            card.verdict, card.actions = v.verdict, list(v.actions)
-            card.findings = [f.to_dict() for f in v.findings]
-            self._dirty.add(key)
+        if not card.finished:
+            return f"running ({min(card.stage_index + 1, card.n_stages)}/{card.n_stages}: {card.stage or 'starting'})"
+        return waiting_for(rec, self.records.ordered()) or "being judged"
 
     def on_run_finished(self, msg: RunFinished) -> None:
         before = self.bench.doc
@@ -481,8 +446,9 @@ def _spark_label(name: str, unit: str, values: list[float]) -> Text:
 
 def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
     """Entry point of ``burnin tui``; exit code as ``burnin run`` (0 all pass, 1 otherwise)."""
+    from harness.discovery import discover_cards
+    from harness.launch import open_store
     from harness.locks import lock_cards
-    from harness.runner import discover_cards, open_store
 
     try:
         store = open_store(db, cfg)  # checked before any card starts, as `burnin run` does

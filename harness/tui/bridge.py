@@ -1,8 +1,9 @@
 """The worker side of the TUI: run the plan in a thread and hand every event to the app.
 
-The app never talks to a device or the store; this module runs ``harness.runner.Run`` (which
-owns the store connection, created in the worker thread because SQLite connections stay in the
-thread that made them) and posts Textual messages. Stopping is cooperative: a flag the engine
+The app never talks to a device or the store; this module starts the run the way the CLI does
+(``harness.launch.start_run``, which owns the store connection, created in the worker thread
+because SQLite connections stay in the thread that made them) and posts Textual messages: every
+event of the run's stream, verdicts included, as they happen. Stopping is cooperative: a flag the engine
 checks while it waits for events, so even a card whose kernel hangs without a word is stopped
 within one poll; the engine's ``close()`` then kills the workers and what was stored stays.
 """
@@ -17,23 +18,30 @@ from typing import Any
 
 from textual.message import Message
 
+from harness.cards import CardSlot
 from harness.engine import Engine, LocalEngine, RunCancelled
+from harness.engines import make_engine
 from harness.errors import HarnessUnavailable, UsageError
-from harness.runner import CardSlot, Run, make_engine, utcnow
+from harness.launch import RunRequest, start_run
+from harness.records import RunRecords
+from harness.runner import Run
 from harness.store import Store
-from stress.events import CardEvent, EventConsumer
+from stress.events import Event, EventConsumer
 
 
 class RunStarted(Message):
-    def __init__(self, run_id: str) -> None:
+    """The run has its id; ``records`` are the run's own card records (read-only for the app)."""
+
+    def __init__(self, run_id: str, records: RunRecords | None = None) -> None:
         super().__init__()
         self.run_id = run_id
+        self.records = records
 
 
 class EngineUpdate(Message):
-    """One card event (``stress.events``) for the card ``key``."""
+    """One event of the run's stream (``stress.events``) for the card ``key``."""
 
-    def __init__(self, key: str, event: CardEvent) -> None:
+    def __init__(self, key: str, event: Event) -> None:
         super().__init__()
         self.key = key
         self.event = event
@@ -66,7 +74,7 @@ class _Poster(EventConsumer):
     def __init__(self, post: Callable[[Message], Any]) -> None:
         self.post = post
 
-    def handle(self, key: str, event: CardEvent) -> None:
+    def handle(self, key: str, event: Event) -> None:
         self.post(EngineUpdate(key, event))
 
 
@@ -86,19 +94,21 @@ def prepare_engine(stop: threading.Event, cfg: Any, cards: list[CardSlot]) -> En
 
 def execute_run(cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot], engine: Engine,
                 post: Callable[[Message], Any]) -> None:
-    """Run the plan to the end (or until ``stop``), posting every event; never raises."""
+    """Run the plan to the end (or until stopped), posting every event; never raises. The app
+    holds the cards' locks for as long as it lives."""
     run_id = ""
+
+    def started(run: Run) -> None:
+        nonlocal run_id
+        run_id = run.run_id
+        post(RunStarted(run.run_id, run.records))
+
     store: Store | None = None
     try:
         store = Store(db_path)
-
-        run = Run(cfg, plan, store, listeners=[_Poster(post)], engine=engine)
-        run_id = run.start(cards)
-        post(RunStarted(run_id))
-        post(RunFinished(run.execute()))
+        req = RunRequest(cfg, plan, str(db_path), listeners=[_Poster(post)])
+        post(RunFinished(start_run(req, store, cards, engine=engine, started=started, lock=False)))
     except RunCancelled:
-        if store is not None and run_id:
-            _mark_stopped(store, run_id)
         post(RunStopped(run_id))
     except (UsageError, HarnessUnavailable) as e:
         post(RunFailed(str(e), getattr(e, "exit_code", 3)))
@@ -107,12 +117,3 @@ def execute_run(cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot], engin
     finally:
         if store is not None:
             store.close()
-
-
-def _mark_stopped(store: Store, run_id: str) -> None:
-    """Cards cut short say so (``burnin resume`` runs them again); finished ones keep their results."""
-    at = utcnow()
-    for row in store.run_cards(run_id):
-        if row["state"] in ("pending", "running"):
-            store.card_outcome(run_id, row["key"], "cancelled", "stopped from the bench TUI", at)
-    store.finish_run(run_id, at, status="stopped")

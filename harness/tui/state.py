@@ -12,7 +12,7 @@ from typing import Any
 
 from harness.views.table import profile_label
 from stress.events import (
-    CardEvent,
+    Event,
     EventConsumer,
     FindingRaised,
     Identity,
@@ -21,6 +21,7 @@ from stress.events import (
     Sample,
     StageStarted,
     TestDone,
+    Verdict,
 )
 from stress.model import Finding, actions_of, verdict_of
 
@@ -49,7 +50,7 @@ class CardState:
     powers: deque[float] = field(default_factory=lambda: deque(maxlen=HISTORY_MAX))
     tests: list[dict[str, Any]] = field(default_factory=list)
     findings: list[dict[str, Any]] = field(default_factory=list)
-    verdict: str | None = None  # set only by the verdict engine, at the end of the run
+    verdict: str | None = None  # set only by the verdict engine (its Verdict event)
     actions: list[str] = field(default_factory=list)
     profile: str = ""  # the profile that judges the card; "(derived)" marks one built from its facts
 
@@ -102,7 +103,7 @@ class BenchState(EventConsumer):
         self.run_id = ""
         self.doc: dict[str, Any] | None = None
 
-    def apply(self, key: str, event: CardEvent) -> CardState | None:
+    def apply(self, key: str, event: Event) -> CardState | None:
         """Fold one event into its card; returns the card it changed (None if unknown)."""
         card = self.cards.get(key)
         if card is not None:
@@ -146,6 +147,12 @@ class BenchState(EventConsumer):
     def on_outcome(self, key: str, ev: Outcome) -> None:
         card = self.cards[key]
         card.state, card.detail, card.fraction = ev.state or FINAL_OK, ev.detail, 1.0
+
+    def on_verdict(self, key: str, ev: Verdict) -> None:
+        """The verdict engine's word on the card, given the moment it is final."""
+        card = self.cards[key]
+        card.verdict, card.actions = ev.verdict, list(ev.actions)
+        card.findings = [f.to_dict() for f in ev.findings]
 
     def finish(self, doc: dict[str, Any]) -> None:
         """Take the verdict engine's word: verdicts, actions, the final findings and tests."""

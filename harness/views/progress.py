@@ -10,7 +10,7 @@ from typing import Any
 from rich.console import Console
 from rich.progress import BarColumn, Progress, TaskID, TextColumn, TimeElapsedColumn
 
-from stress.events import CardEvent, EventConsumer, Identity, Outcome, StageStarted, TestDone
+from stress.events import Event, EventConsumer, Identity, Outcome, StageStarted, TestDone
 from stress.events import Progress as ProgressEvent
 
 PER_CARD_BARS_MAX = 24  # above this many cards, show one overall bar
@@ -53,7 +53,7 @@ class LiveProgress(EventConsumer):
         if self.enabled:
             self.console.print(f"run {run_id}  (results: {db})", style="dim")
 
-    def handle(self, key: str, event: CardEvent) -> None:
+    def handle(self, key: str, event: Event) -> None:
         if self.enabled:
             super().handle(key, event)
 
