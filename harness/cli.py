@@ -1,4 +1,4 @@
-"""The ``burnin`` command line (contract.md section 1) and its exit codes.
+"""The ``burnin`` command line (docs/contract.md section 1) and its exit codes.
 
 0 every card passes; 1 the run finished and some card did not; 2 bad usage or input (one line
 naming file and field); 3 the harness could not run at all. No traceback reaches the user.

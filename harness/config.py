@@ -1,4 +1,4 @@
-"""Rack config (contract.md section 4): TOML, strictly validated.
+"""Rack config (docs/contract.md section 4): TOML, strictly validated.
 
 Every error is one line naming the file, the device and the field: an unknown key, a bad value,
 an unknown profile, a fault outside the memory. Backends validate their own keys (each has a

@@ -1,4 +1,4 @@
-"""Errors the CLI turns into exit codes (contract.md): one line, no traceback."""
+"""Errors the CLI turns into exit codes (docs/contract.md): one line, no traceback."""
 
 from __future__ import annotations
 

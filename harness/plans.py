@@ -1,4 +1,4 @@
-"""Plans: a named TOML list of stages with their parameters (contract.md section 5).
+"""Plans: a named TOML list of stages with their parameters (docs/contract.md section 5).
 
 Each stage's parameters are validated by that stage's own pydantic model, so a typo in a plan
 is an exit-2 error naming the plan file, the stage and the field.

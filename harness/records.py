@@ -84,7 +84,7 @@ class RunRecords(EventConsumer):
 
 def result_document(run_id: str, rack: str | None, plan: str | None, started_at: str | None,
                     finished_at: str | None, records: list[CardRecord]) -> dict[str, Any]:
-    """contract.md's result document, built from the run's records alone. ``telemetry`` carries
+    """docs/contract.md's result document, built from the run's records alone. ``telemetry`` carries
     each card's plot points (by card key) so the HTML view needs nothing but this document."""
     return {
         "schema": RESULT_SCHEMA,

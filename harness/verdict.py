@@ -3,7 +3,7 @@
 Stages propose each finding's action from what they measured; this engine de-duplicates what
 several stages saw, applies the rules that need history (a fault that follows the card to
 another slot, or that a reset does not fix, escalates to ``rma``) and derives the verdict as
-contract.md says. It never measures anything.
+docs/contract.md says. It never measures anything.
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from stress.model import BENCH_ACTIONS, RETEST_ACTIONS, Finding, actions_of, ver
 
 SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
 
-# A fault that recurs once escalates to rma (verdict-rules.md: "rma if it recurs", "DBE again
+# A fault that recurs once escalates to rma (docs/verdict-rules.md: "rma if it recurs", "DBE again
 # after remap"); any other reset-fixable fault escalates on its third run.
 RECUR_ONCE_RMA = frozenset({"compute.hang", "ecc.dbe", "memory.ecc_uncorrectable", "xid.119", "xid.120", "xid.143"})
 RESET_FIXABLE_RUNS_TO_RMA = 3

@@ -1,7 +1,7 @@
 """Health stage: what counters, flags, link state and events say, with no stress applied.
 
 The checks of a fleet health daemon (DCGM health watches, GPUd, Azure NHC), with the rule
-table of verdict-rules.md; every threshold comes from the card's profile. Run first it reads a
+table of docs/verdict-rules.md; every threshold comes from the card's profile. Run first it reads a
 baseline and watches the counters over a short idle window (replay and SBE rates); run again
 with ``final = true`` at the end of a plan it judges what grew during the whole session.
 """

@@ -1,4 +1,4 @@
-"""The result vocabulary of contract.md: findings, measurements, test results, verdicts.
+"""The result vocabulary of docs/contract.md: findings, measurements, test results, verdicts.
 
 Plain dataclasses with ``to_dict``/``from_dict`` so they cross process boundaries and land in the
 store and the JSON document unchanged. It lives below the harness (stages produce these, the
@@ -150,7 +150,7 @@ class TestResult:
 
 
 def verdict_of(findings: list[Finding]) -> Verdict:
-    """contract.md: any rma -> rma; else a bench action -> repair; else retest actions -> retest."""
+    """docs/contract.md: any rma -> rma; else a bench action -> repair; else retest actions -> retest."""
     actions = {f.action for f in findings if f.severity == "fail"}
     if "rma" in actions:
         return "rma"
@@ -162,7 +162,7 @@ def verdict_of(findings: list[Finding]) -> Verdict:
 
 
 def actions_of(findings: list[Finding]) -> list[str]:
-    """contract.md: the sorted, de-duplicated list of the findings' actions, minus ``none``.
+    """docs/contract.md: the sorted, de-duplicated list of the findings' actions, minus ``none``.
 
     Every finding counts here (a ``warn`` may advise a reseat); only ``fail`` sets the verdict.
     """

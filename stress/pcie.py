@@ -31,7 +31,7 @@ class PcieParams(StageParams):
 
 
 def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: float) -> Finding | None:
-    """verdict-rules.md: any gen or width below the card's max under load is a ``reseat`` fail
+    """docs/verdict-rules.md: any gen or width below the card's max under load is a ``reseat`` fail
     (DCGM only fails below its floor; the floor is kept in the evidence)."""
     p = ctx.profile.pcie
     gen, width = link.gen, link.width

@@ -2,7 +2,7 @@
 
 The harness keeps one ``CardRecord`` per card in memory while the run goes on; peer comparison
 and the verdict engine read these records (not the store), and the result document's card shape
-(contract.md section 2) is built from them. The store persists the same events as they arrive,
+(docs/contract.md section 2) is built from them. The store persists the same events as they arrive,
 so a record can be rebuilt from it for cards a resumed run had finished before.
 """
 
@@ -127,7 +127,7 @@ class CardRecord:
 
     # -- the contract's card shape --------------------------------------------------------------
     def card_document(self) -> dict[str, Any]:
-        """contract.md's card, plus ``key`` (which card of the run) and ``state`` (how it ended)."""
+        """docs/contract.md's card, plus ``key`` (which card of the run) and ``state`` (how it ended)."""
         return {
             "key": self.key,
             "host": self.host,

@@ -81,7 +81,7 @@ def fit_first_order(t: np.ndarray, temp: np.ndarray) -> Fit | None:
 
 
 def _cause(theta: float | None, suspects: list[Finding], ctx: StageContext) -> tuple[str, str] | None:
-    """Fan fault first, then theta above the healthy band (verdict-rules.md)."""
+    """Fan fault first, then theta above the healthy band (docs/verdict-rules.md)."""
     if suspects:
         f = suspects[0]
         return "replace_fan", f"fan fault: {f.message}"

@@ -25,7 +25,9 @@ def test_ctrl_c_then_resume_keeps_measured_results(tmp_path):
     rack.write_text(rack_toml([mock_card("I1", 0), mock_card("I2", 1, "rtx4090-blower-48gb")], name="irq"))
     db = tmp_path / "i.db"
     env = {**os.environ, "PYTHONPATH": str(REPO)}
-    cmd = [sys.executable, "-m", "harness.cli", "run", str(rack), "--plan", str(plan), "--db", str(db), "-q"]
+    events = tmp_path / "run.events"
+    cmd = [sys.executable, "-m", "harness.cli", "run", str(rack), "--plan", str(plan), "--db", str(db), "-q",
+           "--events", str(events)]
     proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
     def health_stored() -> bool:
@@ -48,11 +50,16 @@ def test_ctrl_c_then_resume_keeps_measured_results(tmp_path):
     assert kept == [("local/0", "pass"), ("local/1", "pass")]
 
     block.unlink()
+    assert json.loads(events.read_text().splitlines()[-1])["type"] == "run_end"  # the stop is in the stream
     res = subprocess.run([sys.executable, "-m", "harness.cli", "resume", run_id, "--db", str(db), "-q",
-                          "--json", str(tmp_path / "r.json")], cwd=tmp_path, env=env, capture_output=True,
-                         text=True, timeout=120)
+                          "--json", str(tmp_path / "r.json"), "--events", str(events)], cwd=tmp_path, env=env,
+                         capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     doc = json.loads((tmp_path / "r.json").read_text())
+    # both sessions' events in one file rebuild the resumed run's document
+    from harness.stream import rebuild_document
+
+    assert rebuild_document(events) == json.loads(json.dumps(doc))
     assert doc["run_id"] == run_id
     assert [c["verdict"] for c in doc["cards"]] == ["pass", "pass"]
     assert all([t["name"] for t in c["tests"]] == ["health", "block"] for c in doc["cards"])

@@ -79,3 +79,15 @@ def test_harness_names_no_particular_stage_or_backend() -> None:
             elif mod.startswith(BACKENDS):
                 bad.append(f"{p.relative_to(ROOT)}: {m}")
     assert not bad, "harness/ must not name a stage module or a backend:\n" + "\n".join(bad)
+
+
+def test_every_doc_the_code_cites_is_in_the_repository():
+    """A spec the code cites as docs/NAME.md is in docs/ (not only in a folder outside the repo)."""
+    cited: dict[str, str] = {}
+    for root in ("harness", "stress", "drivers", "bench", "fixtures"):
+        for path in sorted((ROOT / root).rglob("*")):
+            if path.suffix in (".py", ".toml", ".md") and path.is_file():
+                for name in re.findall(r"\bdocs/([\w.-]+\.md)", path.read_text(encoding="utf-8")):
+                    cited.setdefault(name, str(path.relative_to(ROOT)))
+    missing = {name: where for name, where in cited.items() if not (ROOT / "docs" / name).is_file()}
+    assert cited and missing == {}

@@ -83,9 +83,13 @@ def test_history_opens_the_database_read_only(write_rack, burnin, tmp_path):
 def test_readme_run_then_history_finds_the_card_in_the_default_db(burnin, tmp_path, monkeypatch):
     """The README's first command, then `burnin history SIM-4090-0005` from the same folder."""
     monkeypatch.delenv("BURNIN_DB")
-    code, out, err = burnin("run", str(REPO / "rack_configs" / "bench-mock.toml"), "-q")
+    code, out, err = burnin("run", str(REPO / "rack_configs" / "bench-mock.toml"), "-q", "--json", "run.json",
+                            "--events", "run.events")
     default = tmp_path / "burnin.db"  # the burnin fixture runs in tmp_path
     assert code == 1 and default.is_file(), err
+    # the event stream alone rebuilds the run's document: the whole quick plan, peers and verdicts
+    assert burnin("report", "--events", "run.events", "--json", "rebuilt.json")[0] == 0
+    assert json.loads(Path("rebuilt.json").read_text()) == json.loads(Path("run.json").read_text())
     assert str(default) in err  # every run says where its results are
     code, out, err = burnin("history", "SIM-4090-0005")
     assert code == 0 and "SIM-4090-0005" in out and "repair" in out.lower(), out + err

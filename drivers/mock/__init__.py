@@ -1,4 +1,4 @@
-"""The mock backend: simulated cards with fault injection (mock-faults.md)."""
+"""The mock backend: simulated cards with fault injection (docs/mock-faults.md)."""
 
 from __future__ import annotations
 

@@ -204,7 +204,7 @@ class MockDevice(Device):
     def counters(self) -> ErrorCounters:
         self.guard()
         t_min = self.physics.t / 60.0
-        # an injected ECC fault means the counters exist (mock-faults.md: "that many retired pages
+        # an injected ECC fault means the counters exist (docs/mock-faults.md: "that many retired pages
         # are reported"), even on a profile whose real boards hide them (GeForce through NVML)
         ecc = self.profile.ecc.supported or any(isinstance(f, ECC_FAULTS) for f in self.faults)
         sbe = self._base_sbe

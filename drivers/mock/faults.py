@@ -1,4 +1,4 @@
-"""Fault kinds a mock card can be given (mock-faults.md), validated when the config loads.
+"""Fault kinds a mock card can be given (docs/mock-faults.md), validated when the config loads.
 
 Each kind is a strict pydantic model: an unknown kind or parameter, a bit outside 0-7 or an
 address outside the simulated memory is an error that names the fault. The device API

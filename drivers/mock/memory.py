@@ -1,4 +1,4 @@
-"""Simulated device memory with the cell faults of mock-faults.md, exact and fast.
+"""Simulated device memory with the cell faults of docs/mock-faults.md, exact and fast.
 
 Every operation is done in bulk with numpy over cache-sized chunks; then only the faults whose
 addresses fall in the range are applied. Faults that depend on the order in which an operation

@@ -1,4 +1,4 @@
-"""What a burn-in phase saw, and the findings the rules draw from it (verdict-rules.md).
+"""What a burn-in phase saw, and the findings the rules draw from it (docs/verdict-rules.md).
 
 Wrong results: retest cooler; errors only when hot on a card whose theta is high -> ``repaste``,
 errors that persist cool (or hot-only errors with healthy cooling: marginal silicon) -> ``rma``.
