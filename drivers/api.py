@@ -445,6 +445,131 @@ class TransferHandle(ABC):
         """Copy ``nbytes`` from the device to pinned host memory; returns seconds taken."""
 
 
+# -- interconnect: the links between the chips of one host (NVLink, HCCS) --------------------------
+
+@dataclass(frozen=True)
+class LinkState:
+    """One link of a card as read now: an NVLink port (to an NVSwitch or a peer GPU) or an HCCS
+    link (to one peer NPU). A counter the card cannot report is ``None`` with its reason in
+    ``unreadable`` ("not_supported", "no_permission", ...): "not supported" is never 0."""
+
+    index: int
+    up: bool | None  # None: the card cannot tell
+    speed_gbps: float | None = None  # as trained, per direction
+    version: int | None = None
+    remote: str | None = None  # the far end: a PCI bus id (peer GPU, NVSwitch) or an NPU id
+    remote_kind: str | None = None  # "gpu", "switch", "npu", "cpu"; None where unknown
+    counters: dict[str, int | None] = field(default_factory=dict)  # replay, recovery, crc_flit, crc_data, ...
+    unreadable: dict[str, str] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class FabricState:
+    """The card's registration in the host's link fabric (the NVSwitch fabric manager's view).
+
+    ``state``: "not_supported" (no fabric to join, or a part that cannot say), "not_started",
+    "in_progress", "completed". ``status`` is meaningful only when completed ("success" or an
+    error name); ``degraded`` is the fabric's own "bandwidth degraded" flag (None: not said)."""
+
+    state: str
+    status: str | None = None
+    degraded: bool | None = None
+    detail: str = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class LinkReport:
+    """A card's links, read without traffic (the interconnect stage reads it before and after
+    its load and compares the counters). ``kind`` "nvlink" or "hccs"; ``counter_family`` says
+    which counters were read (NVML: "dl" replay/recovery/CRC before Blackwell, "link_recovery"
+    on Blackwell; "hccs"), so a report says what its zeros mean."""
+
+    kind: str
+    links: tuple[LinkState, ...]
+    counter_family: str = ""
+    fabric: FabricState | None = None
+    extra: dict[str, Any] = field(default_factory=dict)  # vendor detail kept as evidence
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"kind": self.kind, "links": [x.to_dict() for x in self.links], "counter_family": self.counter_family,
+                "fabric": self.fabric.to_dict() if self.fabric else None, "extra": dict(self.extra)}
+
+
+@dataclass(frozen=True)
+class PeerCopy:
+    """One verified peer copy ``src -> dst``: the median time of its timed repeats, and the
+    8-byte words that arrived wrong over all of them (0: exact). ``path`` is "p2p" (direct) or
+    "host" (staged through host memory because peer access was refused)."""
+
+    seconds: float
+    nbytes: int
+    bad_words: int = 0
+    first_bad: int | None = None  # byte offset of the first bad word
+    path: str = "p2p"
+
+    @property
+    def gbps(self) -> float:
+        return self.nbytes / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class Collective:
+    """One all-reduce over the group: ``nbytes`` per rank, median time over its repeats,
+    elements that came back wrong. Bus bandwidth as nccl-tests defines it: algbw x 2(n-1)/n."""
+
+    seconds: float
+    nbytes: int
+    ranks: int
+    wrong: int = 0
+    library: str = ""  # "nccl", "hccl", "mock"
+
+    @property
+    def algbw_gbps(self) -> float:
+        return self.nbytes / self.seconds / 1e9 if self.seconds > 0 else 0.0
+
+    @property
+    def busbw_gbps(self) -> float:
+        return self.algbw_gbps * 2 * (self.ranks - 1) / self.ranks if self.ranks > 1 else 0.0
+
+
+class PeerGroup(ABC):
+    """The cards of one host opened together: peer access, verified peer copies, a sustained
+    load over every link, collectives. Cards are named by their position in the list the group
+    was opened with (``Device.peer_group``)."""
+
+    @property
+    @abstractmethod
+    def size(self) -> int: ...
+
+    @abstractmethod
+    def access(self, src: int, dst: int) -> bool | None:
+        """May ``src`` reach ``dst``'s memory directly (P2P)? None: cannot tell."""
+
+    @abstractmethod
+    def copy(self, src: int, dst: int, nbytes: int, repeats: int = 3) -> PeerCopy:
+        """Copy ``nbytes`` of a pattern that encodes (src, dst, offset) from ``src`` to ``dst``
+        ``repeats`` times (after one warm-up), time each, and verify every word on arrival."""
+
+    @abstractmethod
+    def load(self, seconds: float) -> int:
+        """Keep every card's links busy for ``seconds`` (each card copying to the next and from
+        the previous at once); returns the bytes moved. Error counters are read around it."""
+
+    def all_reduce(self, nbytes: int, repeats: int = 3, timeout_s: float = 120.0) -> Collective:
+        """A sum all-reduce of ``nbytes`` per card, checked; Unsupported where the host has no
+        collective library (NCCL, HCCL) for these cards."""
+        raise Unsupported("no collective library for these cards")
+
+    def close(self) -> None:  # noqa: B027 - optional hook
+        """Release what the group holds (buffers, streams, communicators)."""
+
+
 class Device(ABC):
     """One accelerator. Every call may raise DeviceLost once the card has left the bus."""
 
@@ -486,12 +611,23 @@ class Device(ABC):
         return Conditions()
 
     def unavailable(self, handle: str) -> str | None:
-        """Why the ``handle`` ("memory", "compute", "transfer", "fans") is missing and what would
+        """Why the ``handle`` ("memory", "compute", "transfer", "fans", "peer") is missing and what would
         provide it; None when it is there (or cannot be known without building it). Cheap: it
         must not allocate what the handle would (a memory handle takes nearly all the memory)."""
-        if getattr(self, handle, None) is not None:
+        if handle != "peer" and getattr(self, handle, None) is not None:
             return None
         return f"the {self.backend} backend offers no {handle} handle"
+
+    def links(self) -> LinkReport | None:
+        """The card's inter-chip links read now (state, speed, far end, error counters, fabric
+        registration); None when this backend cannot read links (the interconnect stage then
+        says "not tested"). Whether a card should have links is its profile's word."""
+        return None
+
+    def peer_group(self, devices: list[Device]) -> PeerGroup | None:
+        """The cards ``devices`` (this one first) opened together for peer copies and
+        collectives; None when this backend has no peer path (``unavailable("peer")`` says why)."""
+        return None
 
     def release_handles(self) -> None:  # noqa: B027 - optional hook
         """Free what a stage's handles hold (e.g. all of a GPU's memory taken by the memory

@@ -165,6 +165,42 @@ class EccSpec(_Strict):
     remapped_uncorrectable_max: Count = 512.0
 
 
+class LinksSpec(_Strict):
+    """The card's links to the other chips of its board (NVLink through NVSwitch on HGX, HCCS
+    full mesh on an Atlas 800T A2). Absent on a card that has none (PCIe cards, GeForce): the
+    interconnect stage is then not applicable to it. Floors are fractions of the nominal."""
+
+    kind: Literal["nvlink", "hccs"]
+    count: int = Field(ge=1, le=64)  # links a healthy card has active
+    speed: GBps  # per link, per direction, nominal
+    version: int | None = None  # NVLink generation (4 on Hopper, 3 on Ampere)
+    fabric: Literal["nvswitch", "mesh"] = "nvswitch"  # nvswitch: every link to a switch; mesh: one link per peer
+    slow_fraction: Percent = 70.0  # a pair below this of the nominal is slow
+    fallback_fraction: Percent = 40.0  # below this the pair fell back to PCIe or lost most links
+    peer_gap: Percent = 15.0  # a pair this far below the board's median is slow (relative check)
+    allreduce_floor: Percent = 70.0  # all-reduce bus bandwidth below this of a card's nominal
+    errors_fail: Count = 100.0  # error counter growth on one link during the stage that fails it
+    sim_fraction_min: Percent = 80.0  # mock: a healthy pair moves this much of nominal ...
+    sim_fraction_max: Percent = 88.0  # ... up to this (seeded per pair and direction)
+    sources: list[str] = []
+
+    @property
+    def per_card_gbps(self) -> float:
+        """What one card can move per direction over all its links."""
+        return self.count * self.speed
+
+    @property
+    def board_key(self) -> tuple[str, int | None, int, float, str]:
+        """Cards with equal keys can form one board (same kind, generation, count and speed)."""
+        return (self.kind, self.version, self.count, self.speed, self.fabric)
+
+    @property
+    def pair_gbps(self) -> float:
+        """Nominal per direction between two cards: all links through the switches, or the one
+        link that joins them in a mesh."""
+        return self.speed if self.fabric == "mesh" else self.per_card_gbps
+
+
 class SimSpec(_Strict):
     """Physics of the mock card only; real backends ignore it."""
 
@@ -190,6 +226,7 @@ class Profile(_Strict):
     compute: ComputeSpec
     ecc: EccSpec
     sim: SimSpec = SimSpec()
+    links: LinksSpec | None = None  # inter-chip links (NVLink, HCCS); None: the card has none
     sources: list[str] = []  # where the figures come from
     derived: bool = False  # built from what the card reported (drivers.derived), not from a file
     assumed: list[str] = []  # figures of a derived profile the card could not give (e.g. "thermal.theta")

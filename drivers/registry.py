@@ -83,6 +83,13 @@ class Backend(ABC):
     def open(self, locator: dict[str, Any]) -> Device:
         """Open one card in the current (worker) process."""
 
+    def check_host_faults(self, faults: list[dict[str, Any]], configs: list[BackendConfig]) -> None:
+        """Validate a host's ``faults`` (board and host faults a simulated host injects) against
+        this backend's device entries of that host; raise ConfigFieldError naming the fault.
+        Default: this backend simulates no host faults."""
+        raise ConfigFieldError("faults", f"the {self.name} backend simulates no host faults "
+                                         "(host faults apply to simulated boards: backend = \"mock\")")
+
     def vendor_record(self, locator: dict[str, Any], out_dir: Path) -> list[tuple[str, str]]:
         """Write the vendor tool's own record of this card into ``out_dir`` (an RMA evidence pack);
         returns (file name, what it is) for each file written. Default: the backend has none."""

@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from drivers.instruments.roles import SlotMap
-from drivers.registry import BackendConfig, ConfigFieldError, get_backend
+from drivers.registry import BackendConfig, ConfigFieldError, get_backend, is_simulated
 from harness.engines import engine_names
 from harness.errors import UsageError
 from harness.inputs import read_toml
@@ -118,6 +118,9 @@ class HostSection(_Strict):
     cards: Annotated[int, Field(ge=1, le=MAX_CARDS_PER_HOST)] | list[Annotated[int, Field(ge=0, le=MAX_SLOT)]] | None = None
     devices: list[dict[str, Any]] = Field(min_length=1)
     instruments: list[InstrumentConfig] = []
+    # board and host faults of a simulated host (docs/mock-faults.md, Interconnect): they stay with
+    # the slot, whatever card sits in it; validated by the simulating backend
+    faults: list[dict[str, Any]] = Field(default=[], max_length=1024)
 
     @model_validator(mode="after")
     def _one_bench_per_slot(self) -> HostSection:
@@ -270,7 +273,20 @@ def load_rack(path: str | Path) -> RackConfig:
                 seen_serials[dev_cfg.serial] = label
             cfg.devices.append(DeviceEntry(host=host.name, index=di, config=dev_cfg, label=label))
         _check_wiring_slots(p, hi, host)
+        _check_host_faults(p, hi, host, [d.config for d in cfg.devices if d.host == host.name])
     return cfg
+
+
+def _check_host_faults(p: Path, hi: int, host: HostSection, configs: list[BackendConfig]) -> None:
+    """A host's faults are checked by the backend that simulates its cards (the mock's board)."""
+    if not host.faults:
+        return
+    simulated = sorted({c.backend for c in configs if is_simulated(c.backend)})
+    backend = get_backend(simulated[0] if simulated else configs[0].backend)
+    try:
+        backend.check_host_faults(host.faults, [c for c in configs if c.backend == backend.name])
+    except ConfigFieldError as e:
+        raise UsageError(f"{p}: hosts[{hi}] ({host.name}).{e.field}: {e}") from None
 
 
 def _check_wiring_slots(p: Path, hi: int, host: HostSection) -> None:

@@ -28,7 +28,8 @@ def discover_here(cfg: RackConfig) -> Iterator[tuple[DeviceEntry, list[dict[str,
                 f"or use [rack] engine = \"ray\")"
             )
         backend = get_backend(entry.config.backend)
-        ctx = {"config_dir": str(cfg.path.parent.resolve()), "host": entry.host, "index": entry.index}
+        ctx = {"config_dir": str(cfg.path.parent.resolve()), "host": entry.host, "index": entry.index,
+               "host_faults": next((h.faults for h in cfg.hosts if h.name == entry.host), [])}
         try:
             yield entry, backend.discover(entry.config, ctx)
         except BackendUnavailable as e:

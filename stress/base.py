@@ -88,6 +88,9 @@ class Stage(ABC):
     listing_params: ClassVar[dict[str, Any] | None] = None
     # loads or commands the card: skipped on a card preflight found not ready (False: only reads)
     stress: ClassVar[bool] = True
+    # "card": runs in each card's own session; "host": runs once per host over all its cards, after
+    # their card stages (stress.hoststage.HostStage: the harness runs it as a host job)
+    scope: ClassVar[str] = "card"
 
     @abstractmethod
     def run(self, ctx: StageContext) -> TestResult: ...

@@ -141,6 +141,17 @@ class Verdict:
 
 
 @dataclass(frozen=True)
+class HostFinding:
+    """A finding owned by a host, one of its slots or its fabric rather than by a card (the
+    interconnect stage's host gates, a baseboard slot the history blames). Run-level: it travels
+    under the key ``""`` and lands in the result document's ``hosts``."""
+
+    kind: ClassVar[str] = "host_finding"
+    host: str
+    finding: Finding
+
+
+@dataclass(frozen=True)
 class RunFinished:
     """The run ended: ``status`` is finished, interrupted (resumable) or stopped (from the TUI)."""
 
@@ -150,16 +161,17 @@ class RunFinished:
 
 
 CardEvent = Identity | StageStarted | Progress | Sample | TestDone | FindingRaised | Outcome
-RunEvent = RunStarted | RunResumed | CardStarted | Verdict | RunFinished
+RunEvent = RunStarted | RunResumed | CardStarted | Verdict | HostFinding | RunFinished
 Event = CardEvent | RunEvent
 EVENT_TYPES: tuple[type, ...] = (Identity, StageStarted, Progress, Sample, TestDone, FindingRaised, Outcome,
-                                 RunStarted, RunResumed, CardStarted, Verdict, RunFinished)
+                                 RunStarted, RunResumed, CardStarted, Verdict, HostFinding, RunFinished)
 Emit = Callable[[CardEvent], None]
 
 _HANDLER: dict[type, str] = {
     Identity: "on_identity", StageStarted: "on_stage_start", Progress: "on_progress", Sample: "on_sample",
     TestDone: "on_test", FindingRaised: "on_finding", Outcome: "on_outcome", RunStarted: "on_run_start",
     RunResumed: "on_run_resume", CardStarted: "on_card_start", Verdict: "on_verdict", RunFinished: "on_run_end",
+    HostFinding: "on_host_finding",
 }
 _BY_KIND: dict[str, type] = {cls.kind: cls for cls in EVENT_TYPES}  # type: ignore[attr-defined]
 
@@ -251,6 +263,8 @@ class EventConsumer:
     def on_card_start(self, key: str, ev: CardStarted) -> None: ...
 
     def on_verdict(self, key: str, ev: Verdict) -> None: ...
+
+    def on_host_finding(self, key: str, ev: HostFinding) -> None: ...
 
     def on_run_end(self, key: str, ev: RunFinished) -> None: ...
 

@@ -19,7 +19,8 @@ from drivers.profiles import Profile
 from stress.base import get_stage
 from stress.model import Finding, TestResult
 
-EXPLAINED_SKIPS = frozenset({"not_ready", "card"})  # a fail finding of their own says why
+EXPLAINED_SKIPS = frozenset({"not_ready", "card", "not_applicable"})  # said by a finding of their own, or
+# not applicable to the card at all (the interconnect stage on a card without links)
 
 
 def card_kinds(device: Device, profile: Profile | None) -> set[str]:

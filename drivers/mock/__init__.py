@@ -8,6 +8,7 @@ import psutil
 from pydantic import Field
 
 from drivers.api import Device
+from drivers.mock.board import parse_host_fault
 from drivers.mock.faults import FaultError, parse_fault
 from drivers.profiles import ProfileError, load_profile
 from drivers.registry import Backend, BackendConfig, ConfigFieldError, register_backend
@@ -36,7 +37,8 @@ class MockConfig(BackendConfig):
                                                  f"simulated card (at most {limit // MIB} MiB)")
         for fi, spec in enumerate(self.faults):
             try:
-                parse_fault(spec, self.memory_mib * MIB, profile.cooling.fault_fans)
+                parse_fault(spec, self.memory_mib * MIB, profile.cooling.fault_fans,
+                            profile.links.count if profile.links else 0)
             except FaultError as e:
                 kind = spec.get("kind") if isinstance(spec, dict) else None
                 raise ConfigFieldError(f"faults[{fi}] ({kind}).{e.field}", str(e)) from None
@@ -47,6 +49,19 @@ class MockBackend(Backend):
     name = "mock"
     simulated = True
     Config = MockConfig
+
+    def check_host_faults(self, faults: list[dict[str, Any]], configs: list[BackendConfig]) -> None:
+        """The host's board faults against its mock cards (docs/mock-faults.md, Interconnect)."""
+        cards: dict[int, Any] = {}
+        for i, c in enumerate(configs):
+            if isinstance(c, MockConfig):
+                cards[c.slot if c.slot is not None else i] = load_profile(c.profile)
+        for fi, spec in enumerate(faults):
+            try:
+                parse_host_fault(spec, cards)
+            except FaultError as e:
+                kind = spec.get("kind") if isinstance(spec, dict) else None
+                raise ConfigFieldError(f"faults[{fi}] ({kind}).{e.field}", str(e)) from None
 
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
         assert isinstance(cfg, MockConfig)
@@ -62,6 +77,7 @@ class MockBackend(Backend):
                 "seed": cfg.seed,
                 "faults": list(cfg.faults),
                 "host": context.get("host", "local"),
+                **({"host_faults": list(context["host_faults"])} if context.get("host_faults") else {}),
             }
         ]
 
@@ -72,6 +88,7 @@ class MockBackend(Backend):
         profile = load_profile(locator["profile"])
         size = locator["memory_mib"] * MIB
         faults = [parse_fault(f, size, profile.cooling.fault_fans) for f in locator["faults"]]
+        host_faults = [parse_host_fault(f) for f in locator.get("host_faults") or []]  # checked at config load
         return MockDevice(
             profile,
             serial=locator["serial"],
@@ -80,4 +97,6 @@ class MockBackend(Backend):
             seed=locator["seed"],
             faults=faults,
             host=locator.get("host", "local"),
+            host_faults=host_faults,
         )
+

@@ -24,8 +24,10 @@ from drivers.api import (
     ErrorCounters,
     FanControl,
     Identity,
+    LinkReport,
     MemoryHandle,
     PcieLink,
+    PeerGroup,
     Telemetry,
     TransferHandle,
     Unsupported,
@@ -96,12 +98,15 @@ class MockDevice(Device):
         seed: int | None = None,
         faults: list[F.Fault] | None = None,
         host: str = "local",
+        host_faults: list[F.Fault] | None = None,
     ) -> None:
         self.profile = profile
         self.serial = serial
         self.slot = slot
         self.host = host
         self.faults = list(faults or [])
+        self.host_faults = list(host_faults or [])  # the host's board faults (drivers.mock.board)
+        self.link_traffic_s = 0.0  # seconds of peer traffic through its links (error counters grow with it)
         self.seed = seed if seed is not None else seed_from_serial(serial)
         ss = np.random.SeedSequence(self.seed)
         phys_seed, mem_seed, comp_seed, misc_seed = ss.spawn(4)
@@ -320,6 +325,21 @@ class MockDevice(Device):
 
             self._transfer = MockTransfer(self)
         return self._transfer
+
+    # links (drivers.mock.links) ------------------------------------------------------------------
+    def links(self) -> LinkReport | None:
+        from drivers.mock.links import link_report
+
+        self.guard()
+        return link_report(self)
+
+    def peer_group(self, devices: list[Device]) -> PeerGroup | None:
+        from drivers.mock.links import MockPeers
+
+        self.guard()
+        if not all(isinstance(d, MockDevice) for d in devices):
+            return None
+        return MockPeers([d for d in devices if isinstance(d, MockDevice)])
 
     # bench plant: what the simulated bench controller (port = "sim") is wired to --------------
     def chassis_fans(self) -> int:

@@ -237,6 +237,29 @@ class HostClocksLocked(_Fault):
     mhz: Annotated[float, Field(gt=0)] | None = None  # the clock it is held at (default: the base clock)
 
 
+class LinkDown(_Fault):
+    """docs/mock-faults.md, Interconnect: that link of the card is inactive."""
+
+    kind: Literal["link.down"]
+    link: Annotated[int, Field(ge=0, le=63)]
+
+
+class LinkDegraded(_Fault):
+    """The link is up; under traffic its replay and CRC counters grow and its bandwidth falls."""
+
+    kind: Literal["link.degraded"]
+    link: Annotated[int, Field(ge=0, le=63)]
+    bandwidth_fraction: Annotated[float, Field(ge=0, le=1)] = 0.5
+    errors_per_s: Annotated[float, Field(ge=0, le=1e9)] = 50.0
+
+
+class P2pCorrupt(_Fault):
+    """Peer copies to or from the card get one flipped bit every ``every_bytes`` bytes."""
+
+    kind: Literal["p2p.corrupt"]
+    every_bytes: Annotated[int, Field(ge=1, le=1 << 50)] = 1 << 30
+
+
 FAULT_KINDS: dict[str, type[_Fault]] = {
     m.model_fields["kind"].annotation.__args__[0]: m  # type: ignore[union-attr]
     for m in (
@@ -246,8 +269,10 @@ FAULT_KINDS: dict[str, type[_Fault]] = {
         EccSbeStorm, EccDbe, RowRemapPending, RowRemapFailure, RetiredPages,
         BusFallOff, Xid, PowerCapped, PowerAuxUnplugged, InforomCorrupt,
         HostBusy, HostMig, HostDisplay, HostClocksLocked,
+        LinkDown, LinkDegraded, P2pCorrupt,
     )
 }
+LINK_FAULTS = (LinkDown, LinkDegraded, P2pCorrupt)
 MEMORY_FAULTS = (StuckBit, Transition, Coupling, AddressDecoder, Retention, Intermittent)
 HOST_FAULTS = (HostBusy, HostMig, HostDisplay, HostClocksLocked)
 Fault = _Fault
@@ -261,8 +286,10 @@ class FaultError(ValueError):
         self.field = field
 
 
-def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int | None = None) -> _Fault:
-    """Validate one fault table from a rack config."""
+def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int | None = None,
+                links: int | None = None) -> _Fault:
+    """Validate one fault table from a rack config; ``links`` is how many links the card's
+    profile gives it (0: none, so a link fault is an error; None: not checked)."""
     if not isinstance(spec, dict):
         raise FaultError("faults", f"a fault must be a table like {{ kind = ... }}, got {spec!r}")
     kind = spec.get("kind")
@@ -285,4 +312,10 @@ def parse_fault(spec: dict[str, Any], memory_bytes: int | None = None, fans: int
     if fan is not None and fans is not None and (fans == 0 or fan > fans):
         have = "no fans" if fans == 0 else f"fans 0-{fans - 1}"
         raise FaultError("fan", f"fan {fan} does not exist on this card ({have})")
+    if isinstance(fault, LINK_FAULTS) and links is not None:
+        if links == 0:
+            raise FaultError("kind", f"{kind}: this card has no links (its profile has no [links]: a PCIe card)")
+        link = getattr(fault, "link", None)
+        if link is not None and link >= links:
+            raise FaultError("link", f"link {link} does not exist on this card (links 0-{links - 1})")
     return fault

@@ -85,7 +85,8 @@ def discover_fleet(cfg: Any, placer: Any, ray: Any) -> list[tuple[Any, list[dict
     out: list[tuple[Any, list[dict[str, Any]]]] = []
     for i, entry in enumerate(cfg.devices):
         if is_simulated(entry.config.backend):  # a simulated card runs anywhere: discovered here
-            ctx = {**ctx0, "host": entry.host, "index": entry.index}
+            ctx = {**ctx0, "host": entry.host, "index": entry.index,
+                   "host_faults": next((h.faults for h in cfg.hosts if h.name == entry.host), [])}
             out.append((entry, get_backend(entry.config.backend).discover(entry.config, ctx)))
             continue
         ref = pending.get(i)
