@@ -29,7 +29,8 @@ from drivers.registry import is_simulated
 from harness.cards import CardSlot
 from harness.discovery import discover_here
 from harness.engines import EngineKind, register_engine
-from harness.session import CardJob, run_card_session
+from harness.host_session import HostJob, run_job
+from harness.session import CardJob
 from stress.events import CardEvent, Outcome, StageStarted
 
 if TYPE_CHECKING:  # ForkServerContext exists only where fork does (not on Windows)
@@ -59,7 +60,8 @@ class Engine(ABC):
     shares_host_bench: ClassVar[bool] = False  # workers run on this machine: they can reach a host's bench broker
 
     @abstractmethod
-    def submit(self, job: CardJob) -> None: ...
+    def submit(self, job: CardJob | HostJob) -> None:
+        """Queue a card's job, or a host's (its events carry its cards' keys; its Outcome, its own)."""
 
     @abstractmethod
     def events(self) -> Iterator[EngineEvent]:
@@ -77,7 +79,7 @@ class Engine(ABC):
 class JobRecord:
     """What a supervising engine knows of one submitted job."""
 
-    job: CardJob
+    job: CardJob | HostJob
     started: float
     deadline: float | None = None
     timeout_s: float | None = None
@@ -98,11 +100,11 @@ class SupervisingEngine(Engine):
     say how a job is started, read and killed."""
 
     def __init__(self, parallel: int | None) -> None:
-        self._pending: list[CardJob] = []
+        self._pending: list[CardJob | HostJob] = []
         self._running: dict[str, Any] = {}  # key -> a JobRecord subclass
         self._parallel = parallel
 
-    def submit(self, job: CardJob) -> None:
+    def submit(self, job: CardJob | HostJob) -> None:
         self._pending.append(job)
 
     def _active(self) -> list[Any]:
@@ -154,18 +156,18 @@ def _quiet_worker_signals() -> None:
     signal.signal(signal.SIGTERM, on_term)
 
 
-def _run_one(job: CardJob, conn: Connection) -> None:
-    def emit(event: Any) -> None:
-        try:
-            conn.send(event)
+def _run_one(job: CardJob | HostJob, conn: Connection) -> None:
+    def send(key: str, event: Any) -> None:
+        try:  # a host job's events belong to its cards (or the run): they travel with their key
+            conn.send(event if key == job.key else (key, event))
         except (BrokenPipeError, ConnectionResetError, EOFError) as e:  # the supervisor is gone
             raise _WorkerStopped() from e
 
-    state = run_card_session(job, emit)
+    state = run_job(job, send)
     conn.send(Outcome(state))
 
 
-def _worker_main(job: CardJob, conn: Connection) -> None:
+def _worker_main(job: CardJob | HostJob, conn: Connection) -> None:
     """Entry point of a card's worker process; it never prints a traceback of its own ending."""
     _quiet_worker_signals()
     try:
@@ -214,7 +216,8 @@ class LocalEngine(SupervisingEngine):
         self._ctx: ForkServerContext | SpawnContext = (
             mp.get_context("forkserver") if os.name == "posix" else mp.get_context("spawn"))
         if os.name == "posix":
-            self._ctx.set_forkserver_preload(["harness.session", "harness.worker_preload", "numpy", "pydantic"])
+            self._ctx.set_forkserver_preload(["harness.session", "harness.host_session", "harness.worker_preload",
+                                              "numpy", "pydantic"])
         self._should_stop = should_stop or (lambda: False)
         self._reuse = reuse_workers
         self._idle: list[tuple[Any, Connection]] = []  # reusable workers waiting for a card
@@ -267,8 +270,10 @@ class LocalEngine(SupervisingEngine):
             run.conn.close()
             yield EngineEvent(key, Outcome("failed", run.stage, f"worker process exited with code {run.proc.exitcode}"))
             return
+        if isinstance(event, tuple):  # a host job's event about one of its cards (or the run)
+            key, event = event
         run.note(event)
-        if isinstance(event, Outcome):
+        if isinstance(event, Outcome) and key == run.job.key:
             run.finished = True  # the worker is exiting (or idle): reaped later, not waited for here
             if self._reuse:
                 self._idle.append((run.proc, run.conn))

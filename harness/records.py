@@ -13,10 +13,12 @@ from harness.views import RESULT_SCHEMA
 from stress.events import (
     Event,
     EventConsumer,
+    HostFinding,
     RunFinished,
     RunResumed,
     RunStarted,
 )
+from stress.model import Finding
 from stress.record import CardRecord
 
 
@@ -40,6 +42,7 @@ class RunRecords(EventConsumer):
 
     info: RunInfo = field(default_factory=RunInfo)
     by_key: dict[str, CardRecord] = field(default_factory=dict)
+    hosts: dict[str, list[Finding]] = field(default_factory=dict)  # findings a host, slot or fabric owns
 
     def add(self, rec: CardRecord) -> None:
         self.by_key[rec.key] = rec
@@ -67,6 +70,10 @@ class RunRecords(EventConsumer):
             rec = self.by_key.get(k)
             if rec is not None:
                 rec.reset()
+                self.hosts.pop(rec.host, None)  # its host's stages run again with it
+
+    def on_host_finding(self, key: str, ev: HostFinding) -> None:
+        self.hosts.setdefault(ev.host, []).append(ev.finding)
 
     def on_run_end(self, key: str, ev: RunFinished) -> None:
         self.info.status = ev.status
@@ -79,13 +86,21 @@ class RunRecords(EventConsumer):
     def document(self) -> dict[str, Any]:
         """The run's result document, from the records alone."""
         i = self.info
-        return result_document(i.run_id, i.rack, i.plan, i.started_at, i.finished_at, self.ordered())
+        return result_document(i.run_id, i.rack, i.plan, i.started_at, i.finished_at, self.ordered(), self.hosts)
+
+
+def hosts_document(records: list[CardRecord], hosts: dict[str, list[Finding]] | None) -> list[dict[str, Any]]:
+    """``hosts``: one entry per host of the run, with the findings it (a slot of it, its fabric) owns."""
+    names = list(dict.fromkeys([r.host for r in records] + sorted(hosts or {})))
+    return [{"name": h, "findings": [f.to_dict() for f in (hosts or {}).get(h, [])]} for h in names]
 
 
 def result_document(run_id: str, rack: str | None, plan: str | None, started_at: str | None,
-                    finished_at: str | None, records: list[CardRecord]) -> dict[str, Any]:
+                    finished_at: str | None, records: list[CardRecord],
+                    hosts: dict[str, list[Finding]] | None = None) -> dict[str, Any]:
     """docs/contract.md's result document, built from the run's records alone. ``telemetry`` carries
-    each card's plot points (by card key) so the HTML view needs nothing but this document."""
+    each card's plot points (by card key) so the HTML view needs nothing but this document;
+    ``hosts`` the findings owned by a host, a slot or a fabric rather than a card."""
     return {
         "schema": RESULT_SCHEMA,
         "run_id": run_id,
@@ -94,6 +109,7 @@ def result_document(run_id: str, rack: str | None, plan: str | None, started_at:
         "started_at": started_at,
         "finished_at": finished_at,
         "cards": [r.card_document() for r in records],
+        "hosts": hosts_document(records, hosts),
         "telemetry": {r.key: r.samples for r in records if r.samples},
     }
 
@@ -102,5 +118,5 @@ def stored_document(store: Store, run_id: str) -> dict[str, Any]:
     """The result document of a stored run (resume of a finished run, evidence packs)."""
     run = store.run(run_id) or {}
     return result_document(run_id, run.get("rack"), run.get("plan"), run.get("started_at"),
-                           run.get("finished_at"), store.records(run_id))
+                           run.get("finished_at"), store.records(run_id), store.host_findings(run_id))
 

@@ -20,6 +20,7 @@ from harness.config import RackConfig
 from harness.engine import Engine, RunCancelled
 from harness.engines import make_engine
 from harness.errors import HarnessUnavailable
+from harness.host_jobs import HostJobs
 from harness.judging import group_of, judge_with_history, peer_findings, waiting_for
 from harness.plans import Plan
 from harness.records import RunInfo, RunRecords
@@ -109,7 +110,9 @@ class Run:
         """Run every card to its end and judge it; the result document. A run cut short (Ctrl-C,
         a signal, a full disk, a stop from the TUI) is marked resumable and keeps what it measured."""
         engine = self.engine = self._engine or make_engine(self.cfg, self.cards)
-        stages = [(s.stage, s.params) for s in self.plan.stages]
+        # host stages (the interconnect) run once per host after its cards: harness/host_jobs.py
+        hosts = HostJobs([(s.stage, s.params) for s in self.plan.stages], self.cards)
+        stages = hosts.card_stages
         self._open_benches()
         try:
             try:
@@ -118,7 +121,21 @@ class Run:
                     engine.submit(CardJob(key=c.key, locator=c.locator, stages=stages, instruments=c.instruments,
                                           bench=self.benches.access(c.host, c.slot) if self.benches else None))
                 for ev in engine.events():
+                    if hosts.is_job(ev.key):  # a host job's own end: its cards' held outcomes go out
+                        if isinstance(ev.event, Outcome):
+                            for key, event in hosts.job_ended(ev.key, ev.event):
+                                self.publish(key, event)
+                            self._judge_ready()
+                        continue
                     for event in _with_abandoned_test(ev.event, self.records.by_key.get(ev.key)):
+                        if isinstance(event, Outcome) and hosts.holds(ev.key):
+                            job, now = hosts.card_ended(ev.key, event)
+                            if job is not None:
+                                engine.submit(job)
+                            for key, held in now:
+                                self.publish(key, held)
+                            continue
+                        hosts.note(ev.key, event)
                         self.publish(ev.key, event)
                     if isinstance(ev.event, Outcome):
                         self._judge_ready()

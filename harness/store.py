@@ -20,6 +20,7 @@ from stress.events import (
     CardStarted,
     EventConsumer,
     FindingRaised,
+    HostFinding,
     Identity,
     Outcome,
     RunFinished,
@@ -65,6 +66,11 @@ CREATE TABLE IF NOT EXISTS repairs (
     note TEXT, part TEXT, after_run TEXT
 );
 CREATE INDEX IF NOT EXISTS repairs_serial ON repairs(serial);
+CREATE TABLE IF NOT EXISTS host_findings (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, run_id TEXT, host TEXT, test TEXT, code TEXT,
+    severity TEXT, action TEXT, message TEXT, location TEXT, evidence TEXT
+);
+CREATE INDEX IF NOT EXISTS host_findings_run ON host_findings(run_id, host);
 CREATE INDEX IF NOT EXISTS tests_run_key ON tests(run_id, key);
 CREATE INDEX IF NOT EXISTS findings_run_key ON findings(run_id, key);
 CREATE INDEX IF NOT EXISTS samples_run_key ON samples(run_id, key);
@@ -233,6 +239,32 @@ class Store:
             (run_id, key, f.test, f.code, f.severity, f.action, f.message, _j(f.location), _j(f.evidence), test_id),
         )
 
+    def add_host_finding(self, run_id: str, host: str, f: Finding) -> None:
+        """A finding a host, one of its slots or its fabric owns (not any card's)."""
+        with self._tx() as db:
+            db.execute(
+                "INSERT INTO host_findings (run_id, host, test, code, severity, action, message, location, evidence) "
+                "VALUES (?,?,?,?,?,?,?,?,?)",
+                (run_id, host, f.test, f.code, f.severity, f.action, f.message, _j(f.location), _j(f.evidence)),
+            )
+
+    def reset_hosts(self, run_id: str, hosts: set[str]) -> None:
+        """Forget the host findings of hosts whose cards run again (resume)."""
+        with self._tx() as db:
+            db.executemany("DELETE FROM host_findings WHERE run_id=? AND host=?", [(run_id, h) for h in hosts])
+
+    def host_findings(self, run_id: str) -> dict[str, list[Finding]]:
+        """host -> the findings it owns in ``run_id``, in the order they were raised."""
+        rows = self.db.execute(
+            "SELECT host, test, code, severity, action, message, location, evidence FROM host_findings "
+            "WHERE run_id=? ORDER BY id", (run_id,)).fetchall()
+        out: dict[str, list[Finding]] = {}
+        for r in rows:
+            out.setdefault(r["host"], []).append(Finding(
+                code=r["code"], severity=r["severity"], action=r["action"], test=r["test"], message=r["message"],
+                location=json.loads(r["location"]), evidence=json.loads(r["evidence"])))
+        return out
+
     def add_samples(self, run_id: str, key: str, samples: list[dict[str, Any]]) -> None:
         with self._tx() as db:
             db.executemany(
@@ -400,8 +432,10 @@ class StoreWriter(EventConsumer):
     def on_run_resume(self, key: str, ev: RunResumed) -> None:
         self.run_id = ev.run_id
         self.store.mark_run(ev.run_id, "running")
+        hosts = {str(c["host"]) for c in self.store.run_cards(ev.run_id) if c["key"] in set(ev.keys)}
         for k in ev.keys:
             self.store.reset_card(ev.run_id, k)
+        self.store.reset_hosts(ev.run_id, hosts)  # their host's stages run again with them
 
     def on_card_start(self, key: str, ev: CardStarted) -> None:
         self.store.card_started(self.run_id, key, ev.at)
@@ -423,6 +457,9 @@ class StoreWriter(EventConsumer):
 
     def on_verdict(self, key: str, ev: Verdict) -> None:
         self.store.card_verdict(self.run_id, key, ev.verdict, ev.actions, ev.findings)
+
+    def on_host_finding(self, key: str, ev: HostFinding) -> None:
+        self.store.add_host_finding(self.run_id, ev.host, ev.finding)
 
     def on_run_end(self, key: str, ev: RunFinished) -> None:
         if ev.status == "interrupted":

@@ -26,10 +26,13 @@ ACTIONS = (
     "replace_memory",
     "rma",
     "fix_host",
+    "swap_slot",  # move the card to another slot (or swap two cards) to tell the card's fault from the slot's
+    "repair_baseboard",  # a host's action: the baseboard (a slot's link, an NVSwitch tray) is at fault
 )
 BENCH_ACTIONS = frozenset(
-    {"replace_fan", "repaste", "reseat", "check_power", "reflash_firmware", "replace_memory"}
+    {"replace_fan", "repaste", "reseat", "check_power", "reflash_firmware", "replace_memory", "swap_slot"}
 )
+HOST_ACTIONS = frozenset({"fix_host", "repair_baseboard"})  # what a host finding asks for
 RETEST_ACTIONS = frozenset({"reset_and_retest", "fix_host"})
 SEVERITIES = ("info", "warn", "fail")
 

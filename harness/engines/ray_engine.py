@@ -37,7 +37,8 @@ from harness.engine import KILL_GRACE_S, POLL_S, EngineEvent, JobRecord, RunCanc
 from harness.engines import EngineKind, register_engine
 from harness.engines.fleet import FLEET_FINDING, discover_fleet, host_finding
 from harness.errors import HarnessUnavailable
-from harness.session import CardJob, run_card_session
+from harness.host_session import HostJob, run_job
+from harness.session import CardJob
 from stress.events import CardEvent, Outcome, event_from_json, to_json
 from stress.model import Finding
 
@@ -92,7 +93,7 @@ class _EventSink:
         return items
 
 
-def _card_task(job: CardJob, sink: Any, batch: bool = False) -> str:
+def _card_task(job: CardJob | HostJob, sink: Any, batch: bool = False) -> str:
     """Body of a card's Ray task: the same session LocalEngine's worker runs.
 
     ``batch`` (simulated racks): events wait in the task until the next ``stage_start`` or
@@ -111,16 +112,19 @@ def _card_task(job: CardJob, sink: Any, batch: bool = False) -> str:
             ray.get(sink.put_many.remote(list(buffer)))
             buffer.clear()
 
-    def emit(event: CardEvent) -> None:
+    def emit(key: str, event: CardEvent) -> None:
+        item = to_json(key, event)
+        if key != job.key:  # a host job's event about one of its cards (or the run): whose job it is
+            item["job"] = job.key
         if not batch:
-            ray.get(sink.put.remote(to_json(job.key, event)))  # stored before the card goes on
+            ray.get(sink.put.remote(item))  # stored before the card goes on
             return
-        buffer.append(to_json(job.key, event))
+        buffer.append(item)
         if event.kind in BATCH_FLUSH_KINDS:
             flush()
 
     try:
-        return run_card_session(job, emit)
+        return run_job(job, emit)
     finally:
         flush()  # every event is in the sink before the task ends
 
@@ -254,7 +258,7 @@ class RayEngine(SupervisingEngine):
     def _nodes(self, nodes: list[dict[str, Any]] | None) -> None:
         self._placer.nodes = nodes
 
-    def placement(self, job: CardJob) -> dict[str, Any] | str:
+    def placement(self, job: CardJob | HostJob) -> dict[str, Any] | str:
         """Ray task options pinning ``job`` to its host's node, or why no node fits."""
         host = str(job.locator.get("host", "local"))
         return self._placer.options(host, real=not is_simulated(str(job.locator.get("backend"))))
@@ -308,8 +312,8 @@ class RayEngine(SupervisingEngine):
             active = self._active()
             done = self._done(active)
             # a task's events are all in the sink before it ends: drain them before its outcome
-            for key, event in self._drain(POLL_S if active and not done else 0.0):
-                yield from self._on_event(key, event)
+            for job, key, event in self._drain(POLL_S if active and not done else 0.0):
+                yield from self._on_event(job, key, event)
             for run in done:
                 if not run.finished:
                     yield self._finish(run)
@@ -345,12 +349,16 @@ class RayEngine(SupervisingEngine):
         ready, _ = self._ray.wait(list(by_ref), num_returns=len(by_ref), timeout=0, fetch_local=False)
         return [by_ref[ref] for ref in ready]
 
-    def _drain(self, timeout_s: float) -> list[tuple[str, CardEvent]]:
-        """Events the sink holds, decoded from the JSON form they crossed the cluster in."""
-        return [event_from_json(obj) for obj in self._ray.get(self._sink.drain.remote(timeout_s))]  # type: ignore[misc]
+    def _drain(self, timeout_s: float) -> list[tuple[str, str, CardEvent]]:
+        """(job key, key, event) the sink holds, decoded from the JSON form they crossed the cluster in."""
+        out = []
+        for obj in self._ray.get(self._sink.drain.remote(timeout_s)):
+            key, event = event_from_json(obj)
+            out.append((str(obj.get("job") or key), key, event))
+        return out  # type: ignore[return-value]
 
-    def _on_event(self, key: str, event: CardEvent) -> Iterator[EngineEvent]:
-        run = self._running.get(key)
+    def _on_event(self, job: str, key: str, event: CardEvent) -> Iterator[EngineEvent]:
+        run = self._running.get(job)
         if run is None or run.finished:
             return  # a late event from a task already given up on
         run.note(event)

@@ -230,6 +230,16 @@ def _rows_and_columns(d: BoardData, bad: set[tuple[int, int]], measured: set[tup
     return out
 
 
+def _common_card(d: BoardData, bad: set[tuple[int, int]]) -> list[int]:
+    """The one card every bad pair shares, when there are two pairs or more (3+ cards): a copy
+    that corrupts data now and then need not show in every pair of a short test."""
+    undirected = {tuple(sorted(p)) for p in bad}
+    if d.n < 3 or len(undirected) < 2:
+        return []
+    common = set.intersection(*(set(p) for p in undirected))
+    return sorted(common) if len(common) == 1 else []
+
+
 def _pairs_left(v: Verdicts, bad: set[tuple[int, int]], owners: list[int], what: str, **evidence: Any) -> None:
     """Bad pairs no card explains: the link between the two (a baseboard trace, or two switch ports)."""
     d = v.d
@@ -275,7 +285,7 @@ def _corruption(v: Verdicts) -> None:
     corrupt = {(i, j) for i, j in measured if d.bad[i][j] > 0}
     if not corrupt:
         return
-    owners = _rows_and_columns(d, corrupt, measured)
+    owners = _rows_and_columns(d, corrupt, measured) or _common_card(d, corrupt)
     for k in owners:
         words = sum(d.bad[i][j] for i, j in corrupt if k in (i, j))
         v.cards[k].append(_f("p2p.corrupt", "fail", "rma",
