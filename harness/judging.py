@@ -38,7 +38,9 @@ def judge_with_history(store: Store, run_id: str, serial: str | None, host: str,
         started = (store.run(run_id) or {}).get("started_at") or utcnow()
         repairs = repairs_before(store, serial, run_id, started)
     good = store.slot_known_good(host, slot, serial, run_id)
-    return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs)
+    others = store.slot_history(host, slot, serial, run_id)  # other cards in this slot before: card or slot?
+    return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs, host=host, serial=serial,
+                      slot_history=others)
 
 
 def _profile(rec: CardRecord) -> Profile | None:

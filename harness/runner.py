@@ -33,6 +33,7 @@ from stress.events import (
     Event,
     EventConsumer,
     FindingRaised,
+    HostFinding,
     Outcome,
     RunFinished,
     RunResumed,
@@ -195,6 +196,8 @@ class Run:
         v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, rec.findings())
         self._judged.add(rec.key)
         self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow()))
+        for f in v.host_findings:  # the history put the fault on the host (a baseboard slot)
+            self.publish(RUN_KEY, HostFinding(rec.host, f))
 
 
 def _with_abandoned_test(event: Any, rec: CardRecord | None) -> list[Any]:

@@ -394,6 +394,16 @@ class Store:
         ).fetchone()
         return row is not None
 
+    def slot_history(self, host: str, slot: int, serial: str | None, run_id: str) -> list[dict[str, Any]]:
+        """Other cards' judged runs in this host/slot, older than ``run_id``, oldest first: whether a
+        fault stays with the slot when the card changes (harness/link_history.py)."""
+        rows = self.db.execute(
+            "SELECT rc.run_id, rc.serial, rc.slot, rc.host, rc.findings FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
+            "WHERE rc.host=? AND rc.slot=? AND rc.serial IS NOT ? AND rc.findings IS NOT NULL "
+            "AND r.rowid < (SELECT rowid FROM runs WHERE run_id=?) ORDER BY r.rowid", (host, slot, serial, run_id),
+        ).fetchall()
+        return [self._card_row(dict(r)) for r in rows]
+
     def latest_run_id(self) -> str | None:
         row = self.db.execute("SELECT run_id FROM runs ORDER BY started_at DESC, rowid DESC LIMIT 1").fetchone()
         return row["run_id"] if row else None

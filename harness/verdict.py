@@ -12,6 +12,7 @@ import json
 from dataclasses import dataclass, field
 from typing import Any
 
+from harness import link_history
 from stress.model import BENCH_ACTIONS, RETEST_ACTIONS, Finding, actions_of, verdict_of
 
 SEVERITY_RANK = {"info": 0, "warn": 1, "fail": 2}
@@ -30,6 +31,7 @@ class CardVerdict:
     verdict: str
     actions: list[str]
     notes: list[str] = field(default_factory=list)
+    host_findings: list[Finding] = field(default_factory=list)  # what the history puts on the host (a baseboard slot)
 
 
 # Location keys that tell two faults of one kind apart (two bad cells, two dead fans). A card has
@@ -38,7 +40,11 @@ DISTINGUISHING_KEYS = ("address", "bit", "chip", "stack", "fan", "lane", "dtype"
 
 
 def _loc_key(f: Finding) -> str:
-    return json.dumps({k: f.location[k] for k in DISTINGUISHING_KEYS if k in f.location}, sort_keys=True, default=str)
+    loc = {k: f.location[k] for k in DISTINGUISHING_KEYS if k in f.location}
+    link = f.location.get("link")
+    if isinstance(link, int) and not isinstance(link, bool):  # an NVLink/HCCS link index (PCIe's is a label)
+        loc["link"] = link
+    return json.dumps(loc, sort_keys=True, default=str)
 
 
 def _rank(f: Finding) -> tuple[int, int]:
@@ -113,8 +119,8 @@ def escalate(findings: list[Finding], history: list[dict[str, Any]], slot: int |
     notes: list[str] = []
     prior = _prior_codes(history)
     for f in findings:
-        if f.severity != "fail" or f.action == "rma":
-            continue
+        if f.severity != "fail" or f.action == "rma" or "history_rule" in f.evidence:
+            continue  # (a link fault's card-or-slot rule has decided it: harness/link_history.py)
         back = _back_after_repair(f, repairs or [])
         if back:
             _to_rma(f, back, notes)
@@ -149,9 +155,14 @@ def _to_rma(f: Finding, why: str, notes: list[str]) -> None:
 
 
 def judge_card(findings: list[Finding], history: list[dict[str, Any]] | None = None, slot: int | None = None,
-               slot_known_good: bool = False, repairs: list[dict[str, Any]] | None = None) -> CardVerdict:
+               slot_known_good: bool = False, repairs: list[dict[str, Any]] | None = None,
+               host: str = "", serial: str | None = None,
+               slot_history: list[dict[str, Any]] | None = None) -> CardVerdict:
     merged = dedupe(findings)
-    notes = escalate(merged, history or [], slot, slot_known_good, repairs)
+    link_notes, host_findings = link_history.apply(merged, host, slot, serial, history or [], repairs or [],
+                                                   slot_history or [])
+    notes = link_notes + escalate(merged, history or [], slot, slot_known_good, repairs)
     # what decides the verdict first (an rma before a bench repair before a retest), then by stage
     merged.sort(key=lambda f: (tuple(-r for r in _rank(f)), f.test, f.code))
-    return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes)
+    return CardVerdict(findings=merged, verdict=verdict_of(merged), actions=actions_of(merged), notes=notes,
+                       host_findings=host_findings)

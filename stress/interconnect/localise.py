@@ -150,7 +150,7 @@ def _links(v: Verdicts, i: int) -> None:
         where = {**loc, "link": x.index, "far_end": end}
         if x.up is False:
             v.cards[i].append(_f("link.down", "fail", "reseat",
-                                 f"link {x.index} of {v.who(i)} is down (far end {end}): reseat the card",
+                                 f"link {x.index} of {v.who(i)} is down (far end {end})",
                                  where, remote=x.remote, remote_kind=x.remote_kind, active=len(active),
                                  expected=spec.count))
             continue
@@ -194,8 +194,7 @@ def _counters(v: Verdicts, i: int, link: int, before: Any, after: Any, where: di
                     f"limit {limit:g})")
     v.cards[i].append(_f("link.degraded" if failing else "link.errors", "fail" if failing else "warn",
                          "reseat" if failing else "none",
-                         f"link {link} of {v.who(i)} {' and '.join(what)} (far end {end})"
-                         + (": reseat the card" if failing else ""),
+                         f"link {link} of {v.who(i)} {' and '.join(what)} (far end {end})",
                          where, deltas=grew, limit=limit, speed_gbps=slow,
                          family=after.counter_family if after is not None else "", load_s=v.d.load_s))
 
