@@ -73,7 +73,7 @@ class BenchApp(App[int]):
     TITLE = "burnin"
     CSS = """
     #cards { height: auto; max-height: 55%; }
-    #summary { height: 1; padding: 0 1; background: $boost; }
+    #summary { height: auto; max-height: 5; padding: 0 1; background: $boost; }
     #detail { height: 1fr; border-top: solid $primary-darken-2; }
     #detail-scroll { width: 1fr; padding: 0 1; }
     #detail-scroll:focus { background: $boost; }
@@ -265,6 +265,8 @@ class BenchApp(App[int]):
             t.append("   stopping: closing the card workers…", style="bold yellow")
         elif self.phase == "failed":
             t = Text(f"run failed: {self.error}   q quits", style="bold red")
+        for name, found in sorted(self.bench.hosts.items()):  # a line per host with findings of its own
+            t.append("\n" + render.host_text(name, found), style="bold cyan")
         if t != self._last_summary:
             self._last_summary = t
             bar.update(t)

@@ -16,6 +16,7 @@ from rich.table import Table
 from rich.text import Text
 
 from harness.tui.state import CardState
+from harness.views.hosts import host_line
 from harness.views.table import VERDICT_STYLE, cannot_run_text, coverage_text
 from stress.model import measurement_text
 
@@ -209,3 +210,8 @@ def summary_text(counts: dict[str, int], total: int, finished: bool) -> Text:
             t.append(" · ", style="dim")
         t.append(f"{counts[k]} {k}", style=VERDICT_STYLE.get(k, STATE_STYLE.get(k, "")))
     return t
+
+
+def host_text(name: str, findings: list[dict[str, Any]]) -> str:
+    """One line for a host's own findings (a host gate, a baseboard slot), as the table shows it."""
+    return host_line({"name": name, "findings": findings})

@@ -15,6 +15,7 @@ from stress.events import (
     Event,
     EventConsumer,
     FindingRaised,
+    HostFinding,
     Identity,
     Outcome,
     Progress,
@@ -102,9 +103,13 @@ class BenchState(EventConsumer):
             )
         self.run_id = ""
         self.doc: dict[str, Any] | None = None
+        self.hosts: dict[str, list[dict[str, Any]]] = {}  # findings a host, slot or fabric owns
 
     def apply(self, key: str, event: Event) -> CardState | None:
         """Fold one event into its card; returns the card it changed (None if unknown)."""
+        if isinstance(event, HostFinding):
+            self.hosts.setdefault(event.host, []).append(event.finding.to_dict())
+            return None
         card = self.cards.get(key)
         if card is not None:
             self.handle(key, event)
@@ -157,6 +162,8 @@ class BenchState(EventConsumer):
     def finish(self, doc: dict[str, Any]) -> None:
         """Take the verdict engine's word: verdicts, actions, the final findings and tests."""
         self.doc = doc
+        self.hosts = {str(h.get("name")): list(h.get("findings") or []) for h in doc.get("hosts") or []
+                      if h.get("findings")}
         for c in doc.get("cards", []):
             card = self.cards.get(str(c.get("key")))
             if card is None:

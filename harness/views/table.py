@@ -8,6 +8,7 @@ from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from harness.views.hosts import host_fails, host_why, hosts_with_findings
 from stress.model import measurement_text, out_of_limits
 
 VERDICT_STYLE = {"pass": "bold green", "repair": "bold yellow", "rma": "bold red", "retest": "bold magenta"}
@@ -52,7 +53,13 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     table.add_column("mem cov", no_wrap=True)
     table.add_column("why", overflow="fold", min_width=30, max_width=100)
     counts: dict[str, int] = {}
+    host_rows = {str(h.get("name")): h for h in hosts_with_findings(doc)}
     for c in doc["cards"]:
+        h = host_rows.pop(str(c["host"]), None)
+        if h is not None:  # a line per host with findings of its own, above its cards
+            table.add_row(f"{c['host']}", "", "", "", Text("HOST", style="bold cyan"),
+                          ", ".join(sorted({str(f.get("action")) for f in host_fails(h)})) or "-", "",
+                          Text(host_why(h)), style="cyan")
         v = c["verdict"]
         counts[v] = counts.get(v, 0) + 1
         table.add_row(
