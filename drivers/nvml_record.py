@@ -28,8 +28,18 @@ SCHEMA = "burnin.nvml-snapshot/1"
 # calls that are not answers about a card: handles, event plumbing, setters, lifetime
 _PASS_PREFIXES = ("nvmlEventSet", "nvmlDeviceSet", "nvmlInit", "nvmlShutdown", "nvmlErrorString")
 _PASS = frozenset({"nvmlDeviceGetHandleByIndex", "nvmlDeviceGetHandleByUUID", "nvmlDeviceGetCount"})
+OUT_PARAMS = {"nvmlDeviceGetGpuFabricInfoV": 1}  # calls that answer in a struct passed by reference (argument index)
 
 __all__ = ["SCHEMA", "VALUE_MEMBERS", "RecordingNvml", "record", "snapshot_key", "to_jsonable", "main"]
+
+
+def _scoped(x: Any) -> str | None:
+    """A field id, or a (field id, scope) pair as ``id@scope`` (per-link NVLink fields)."""
+    if isinstance(x, int) and not isinstance(x, bool):
+        return str(x)
+    if isinstance(x, tuple) and len(x) == 2 and all(isinstance(y, int) for y in x):
+        return f"{x[0]}@{x[1]}"
+    return None
 
 
 def _arg_key(a: Any) -> str | None:
@@ -37,8 +47,10 @@ def _arg_key(a: Any) -> str | None:
         return str(int(a))
     if isinstance(a, int | str):
         return str(a)
-    if isinstance(a, list | tuple) and all(isinstance(x, int) for x in a):
-        return "[" + ",".join(str(x) for x in a) + "]"
+    if isinstance(a, list | tuple) and a and all(_scoped(x) is not None for x in a):
+        return "[" + ",".join(str(_scoped(x)) for x in a) + "]"
+    if isinstance(a, list | tuple) and not a:
+        return "[]"
     return None  # handles, event sets: not part of the question
 
 
@@ -114,7 +126,11 @@ class RecordingNvml:
 
             book[key] = {"error": error_name(self._nv, e)}
             raise
-        book[key] = to_jsonable(res)
+        if name in OUT_PARAMS:  # the answer is the struct the caller passed (by reference)
+            out = args[OUT_PARAMS[name]]
+            book[key] = to_jsonable(getattr(out, "_obj", out))
+        else:
+            book[key] = to_jsonable(res)
         return res
 
 
@@ -140,6 +156,7 @@ def record(nv: Any, note: str = "") -> dict[str, Any]:
                 dev.telemetry()
                 dev.counters()
                 dev.conditions()
+                dev.links()
                 if dev.fans is not None:
                     for fan in range(dev.fans.count):
                         dev.fans.duty(fan)

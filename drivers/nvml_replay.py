@@ -590,8 +590,56 @@ def nvmlDeviceGetPcieReplayCounter(handle):
 
 
 def nvmlDeviceGetFieldValues(handle, fieldIds):
-    ids = [f if isinstance(f, int) else f[0] for f in fieldIds]
+    """Field ids, or (field id, scope) pairs (per-link NVLink fields), as the recording asked them."""
+    ids = [f if isinstance(f, int) else (tuple(f) if f[1] else f[0]) for f in fieldIds]
     return [_struct(v) for v in _st().answer("nvmlDeviceGetFieldValues", handle, ids)]
+
+
+# NVLink and the NVSwitch fabric (drivers/nvml/links.py) ------------------------------------------
+
+def nvmlDeviceGetArchitecture(device):
+    return int(_st().answer("nvmlDeviceGetArchitecture", device))
+
+
+def nvmlDeviceGetNvLinkState(device, link):
+    return int(_st().answer("nvmlDeviceGetNvLinkState", device, link))
+
+
+def nvmlDeviceGetNvLinkVersion(device, link):
+    return int(_st().answer("nvmlDeviceGetNvLinkVersion", device, link))
+
+
+def nvmlDeviceGetNvLinkRemotePciInfo(device, link):
+    return _struct(_st().answer("nvmlDeviceGetNvLinkRemotePciInfo", device, link))
+
+
+def nvmlDeviceGetNvLinkRemoteDeviceType(handle, link):
+    return int(_st().answer("nvmlDeviceGetNvLinkRemoteDeviceType", handle, link))
+
+
+def nvmlDeviceGetNvLinkErrorCounter(device, link, counter):
+    return int(_st().answer("nvmlDeviceGetNvLinkErrorCounter", device, link, counter))
+
+
+class c_nvmlGpuFabricInfoV_t:  # noqa: N801 - pynvml's name
+    """The fabric-info struct the caller passes by reference (its fields as in nvidia-ml-py)."""
+
+    _fields_ = [("version", None), ("clusterUuid", None), ("status", None), ("cliqueId", None), ("state", None),
+                ("healthMask", None)]
+
+    def __init__(self) -> None:
+        self.version = self.status = self.cliqueId = self.state = self.healthMask = 0
+        self.clusterUuid = [0] * 16
+
+
+nvmlGpuFabricInfo_v2 = 0x2000024  # sizeof | 2 << 24, as nvidia-ml-py computes it
+
+
+def nvmlDeviceGetGpuFabricInfoV(device, gpuFabricInfo):
+    info = getattr(gpuFabricInfo, "_obj", gpuFabricInfo)  # ctypes.byref(info) or the struct itself
+    for k, v in dict(_st().answer("nvmlDeviceGetGpuFabricInfoV", device)).items():
+        setattr(info, k, v)
+    return NVML_SUCCESS
 
 
 def nvmlDeviceGetEccMode(handle):

@@ -139,7 +139,7 @@ def is_simulated(name: str) -> bool:
 # the CUDA path finds its device by bus id or UUID, never by the vendor library's index.
 HandleFactory = Callable[[dict[str, Any]], Any]
 _HANDLES: dict[tuple[str, str], HandleFactory] = {}
-_HANDLE_MODULES = {"cuda": ("drivers.cuda.memory", "drivers.cuda.compute", "drivers.cuda.transfer")}
+_HANDLE_MODULES = {"cuda": ("drivers.cuda.memory", "drivers.cuda.compute", "drivers.cuda.transfer", "drivers.cuda.peer")}
 
 
 def register_handle(platform: str, kind: str, factory: HandleFactory) -> None:

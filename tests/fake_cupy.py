@@ -117,6 +117,11 @@ class FakeCuda:
         self.faults: list[_Fault] = []
         self.counts: dict[tuple[int, str], int] = {}
         self.streams: list[Stream] = []
+        self.no_peer: set[tuple[int, int]] = set()  # (device, peer): deviceCanAccessPeer answers 0
+        self.peer_enabled: set[tuple[int, int]] = set()
+        self.corrupt_peer: dict[tuple[int, int], int] = {}  # (src, dst) -> words each peer copy gets wrong
+        self.nccl = True  # cupy.cuda.nccl is importable and available
+        self.collectives: list[tuple[int, ...]] = []  # the devices of each all-reduce group
         self.ptrs: list[int] = []  # sorted base pointers
         self.owners: dict[int, tuple[np.ndarray, int | None]] = {}  # base -> (uint8 buffer, device|None)
         self._next = itertools.count(1)
@@ -152,7 +157,8 @@ class FakeCuda:
         return d
 
     def register(self, buf: np.ndarray, device: int | None) -> int:
-        base = (0x7F0000000000 + (device << 36) if device is not None else 0x10000000) + next(self._next) * (1 << 32)
+        # one 16 GiB slot per allocation, whatever the device: two live buffers never share a base
+        base = (1 << 44) + next(self._next) * (1 << 34)
         bisect.insort(self.ptrs, base)
         self.owners[base] = (buf, device)
         return base
@@ -445,6 +451,10 @@ def asarray(a: Any, dtype: Any = None) -> ndarray:
             return a
         return _new(a._a.astype(dtype or a.dtype), d)  # a peer copy
     return _new(np.array(a, dtype=dtype), d)
+
+
+def full(shape: Any, fill_value: Any, dtype: Any = None) -> ndarray:
+    return _new(np.full(shape, fill_value, dtype=dtype), _here())
 
 
 def arange(*args: Any, **kw: Any) -> ndarray:
@@ -828,6 +838,47 @@ def memcpyAsync(dst: int, src: int, size: int, kind: int, stream: int) -> None: 
     strm.clock += size / 25e9
 
 
+def deviceCanAccessPeer(device: int, peerDevice: int) -> int:  # noqa: N802, N803
+    s = st()
+    s.touch(device)
+    s.touch(peerDevice)
+    return 0 if device == peerDevice or (device, peerDevice) in s.no_peer else 1
+
+
+def deviceEnablePeerAccess(peerDevice: int) -> None:  # noqa: N802, N803
+    s = st()
+    d = s.touch()
+    s.touch(peerDevice)
+    if (d, peerDevice) in s.no_peer or d == peerDevice:
+        raise CUDARuntimeError(217)  # cudaErrorPeerAccessUnsupported
+    if (d, peerDevice) in s.peer_enabled:
+        raise CUDARuntimeError(704)  # cudaErrorPeerAccessAlreadyEnabled
+    s.peer_enabled.add((d, peerDevice))
+
+
+def memcpyPeerAsync(dst: int, dstDevice: int, src: int, srcDevice: int, size: int, stream: int) -> None:  # noqa: N802, N803
+    """As CUDA's: works with or without peer access (staged through the host, slower, without);
+    each pointer must lie on the device it is said to; ``corrupt_peer`` flips words on arrival."""
+    s = st()
+    d = s.touch()
+    s.touch(dstDevice)
+    s.touch(srcDevice)
+    strm = next((x for x in s.streams if x.ptr == stream), None)
+    if strm is None or (strm.ptr != 0 and strm.device != d):
+        raise CUDARuntimeError(400)
+    dbuf, ddev = s.resolve(dst, size)
+    sbuf, sdev = s.resolve(src, size)
+    op = s.enqueue("peercopy", strm, d)
+    if ddev != dstDevice or sdev != srcDevice:
+        op.status = 700
+        return
+    dbuf[...] = sbuf
+    for k in range(min(s.corrupt_peer.get((srcDevice, dstDevice), 0), size // 8)):
+        dbuf[8 * k * 97 % (size - size % 8 or 8)] ^= 0x04
+    direct = (srcDevice, dstDevice) in s.peer_enabled or (dstDevice, srcDevice) in s.peer_enabled
+    strm.clock += size / (360e9 if direct else 20e9)
+
+
 # --- cupy_backends.cuda.libs.cublas --------------------------------------------------------------
 _HANDLES: dict[int, dict[str, Any]] = {}
 
@@ -886,6 +937,67 @@ def gemmEx(handle: int, transa: int, transb: int, m: int, n: int, k: int, alpha:
     strm.clock += 2.0 * m * n * k / 1e14
 
 
+# --- cupy.cuda.nccl ----------------------------------------------------------------------------------
+NCCL_FLOAT32 = 7
+NCCL_SUM = 0
+_GROUP: list[list[tuple[Any, int, int, int, int]]] = []
+
+
+class NcclCommunicator:
+    """One rank of a single-process communicator (``initAll``); ``allReduce`` of float32 sums."""
+
+    def __init__(self, ndev: int, commId: Any, rank: int) -> None:  # noqa: N803 - CuPy's names
+        self._ndev, self._rank, self._devices = ndev, rank, [rank]
+
+    @staticmethod
+    def initAll(devices: Any) -> list[NcclCommunicator]:  # noqa: N802
+        s = st()
+        devs = list(range(devices)) if isinstance(devices, int) else list(devices)
+        comms = []
+        for r, d in enumerate(devs):
+            s.touch(d)
+            c = NcclCommunicator.__new__(NcclCommunicator)
+            c._ndev, c._rank, c._devices = len(devs), r, devs
+            comms.append(c)
+        return comms
+
+    def device_id(self) -> int:
+        return self._devices[self._rank]
+
+    def rank_id(self) -> int:
+        return self._rank
+
+    def allReduce(self, sendbuf: int, recvbuf: int, count: int, datatype: int, op: int, stream: int) -> None:  # noqa: N802
+        if datatype != NCCL_FLOAT32 or op != NCCL_SUM:
+            raise ValueError("the stand-in sums float32 only")
+        if not _GROUP:
+            raise RuntimeError("fake nccl: allReduce outside groupStart/groupEnd")
+        _GROUP[-1].append((self, sendbuf, recvbuf, count, stream))
+
+
+def groupStart() -> None:  # noqa: N802
+    _GROUP.append([])
+
+
+def groupEnd() -> None:  # noqa: N802
+    s = st()
+    calls = _GROUP.pop()
+    total = None
+    for comm, sendbuf, _, count, _ in calls:
+        buf, dev = s.resolve(sendbuf, count * 4)
+        if dev != comm.device_id():
+            raise CUDARuntimeError(700)
+        x = buf.view(np.float32).astype(np.float64)
+        total = x if total is None else total + x
+    s.collectives.append(tuple(c.device_id() for c, *_ in calls))
+    for comm, _, recvbuf, count, stream in calls:
+        buf, _ = s.resolve(recvbuf, count * 4)
+        buf.view(np.float32)[...] = total
+        strm = next(x for x in s.streams if x.ptr == stream)
+        s.enqueue("allreduce", strm, comm.device_id())
+        strm.clock += count * 4 * 2 / 300e9
+
+
 # --- installing ------------------------------------------------------------------------------------
 def _module(name: str, **attrs: Any) -> types.ModuleType:
     mod = types.ModuleType(name)
@@ -893,9 +1005,10 @@ def _module(name: str, **attrs: Any) -> types.ModuleType:
     return mod
 
 
-def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -> FakeCuda:
+def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30, nccl: bool = True) -> FakeCuda:
     """Put the stand-in in ``sys.modules`` (undone by monkeypatch): ``gpus`` cards of ``total``
-    bytes at bus ids ``0000:1N:00.0`` with UUIDs ``GPU-0000000N-...``."""
+    bytes at bus ids ``0000:1N:00.0`` with UUIDs ``GPU-0000000N-...``; ``nccl`` False: CuPy
+    without NCCL (``cupy.cuda.nccl.available`` is False, as when the library is missing)."""
     global _STATE
     if isinstance(gpus, int):
         gpus = [Gpu(total, f"0000:{0x18 + i:02x}:00.0", bytes([0, 0, 0, i + 1]) + bytes(12)) for i in range(gpus)]
@@ -913,16 +1026,22 @@ def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -
     memory = _module("cupy.cuda.memory", OutOfMemoryError=OutOfMemoryError, Memory=Memory,
                      MemoryPointer=MemoryPointer)
     device = _module("cupy.cuda.device", Device=Device, get_cublas_handle=get_cublas_handle)
+    state.nccl = nccl
+    ncclmod = _module("cupy.cuda.nccl", available=nccl, NcclCommunicator=NcclCommunicator, groupStart=groupStart,
+                      groupEnd=groupEnd, NCCL_FLOAT32=NCCL_FLOAT32, NCCL_SUM=NCCL_SUM)
+    _GROUP.clear()
     cuda = _module("cupy.cuda", Device=Device, Memory=Memory, MemoryPointer=MemoryPointer, Stream=Stream,
                    Event=Event, get_elapsed_time=get_elapsed_time, alloc_pinned_memory=alloc_pinned_memory,
-                   get_current_stream=get_current_stream, runtime=runtime, memory=memory, device=device)
+                   get_current_stream=get_current_stream, runtime=runtime, memory=memory, device=device,
+                   nccl=ncclmod)
     cupy = _module("cupy", cuda=cuda, random=random, **{n: getattr(this, n) for n in CUPY_NAMES})
     cupy.__path__ = []  # a package, so ``import cupy.cuda`` works
     cublas = _module("cupy_backends.cuda.libs.cublas", setStream=setStream, getStream=getStream,
                      setPointerMode=setPointerMode, gemmEx=gemmEx)
     cupyx = _module("cupyx", empty_pinned=lambda shape, dtype=float: np.zeros(shape, dtype))
     mods = {"cupy": cupy, "cupy.cuda": cuda, "cupy.cuda.runtime": runtime, "cupy.cuda.memory": memory,
-            "cupy.cuda.device": device, "cupyx": cupyx, "cupy_backends.cuda.libs.cublas": cublas}
+            "cupy.cuda.device": device, "cupyx": cupyx, "cupy_backends.cuda.libs.cublas": cublas,
+            "cupy.cuda.nccl": ncclmod}
     for pkg in ("cupy_backends", "cupy_backends.cuda", "cupy_backends.cuda.api"):
         if pkg not in sys.modules:
             p = _module(pkg)
@@ -938,10 +1057,11 @@ def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -
     return state
 
 
-CUPY_NAMES = ("ndarray", "zeros", "empty", "asarray", "arange", "count_nonzero", "flatnonzero", "nonzero",
+CUPY_NAMES = ("ndarray", "zeros", "empty", "full", "asarray", "arange", "count_nonzero", "flatnonzero", "nonzero",
               "isfinite", "all", "copyto", "RawModule", "RawKernel", "ReductionKernel", "get_default_memory_pool",
               "get_default_pinned_memory_pool", "uint8", "uint16", "uint32", "uint64", "int32", "int64",
               "float16", "float32", "float64")
 RUNTIME_NAMES = ("getDeviceCount", "getDevice", "getDeviceProperties", "deviceGetByPCIBusId", "memGetInfo",
                  "deviceSynchronize", "memcpyAsync", "memcpyHostToHost", "memcpyHostToDevice",
-                 "memcpyDeviceToHost", "memcpyDeviceToDevice")
+                 "memcpyDeviceToHost", "memcpyDeviceToDevice", "deviceCanAccessPeer", "deviceEnablePeerAccess",
+                 "memcpyPeerAsync")

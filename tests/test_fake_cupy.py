@@ -63,6 +63,10 @@ def test_every_name_of_the_stand_in_exists_in_cupy(monkeypatch: pytest.MonkeyPat
         real["cupy_backends.cuda.libs.cublas"] = importlib.import_module("cupy_backends.cuda.libs.cublas")
     except ImportError:  # no cuBLAS wheel here: its names cannot be read
         pass
+    try:
+        real["cupy.cuda.nccl"] = importlib.import_module("cupy.cuda.nccl")
+    except ImportError:  # a CuPy built without NCCL support: its names cannot be read
+        pass
     fake_cupy.install(monkeypatch, 1)
     import sys
 

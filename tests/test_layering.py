@@ -62,7 +62,8 @@ def test_the_checker_sees_a_lazy_import(tmp_path: Path) -> None:
 
 
 STAGE_API = {"stress", "stress.base", "stress.model", "stress.events", "stress.record",
-             "stress.readiness"}  # readiness: the skip rules the session applies to every stage
+             "stress.readiness",  # readiness: the skip rules the session applies to every stage
+             "stress.hoststage"}  # the host stage API (a stage run once per host over its cards)
 BACKENDS = ("drivers.mock", "drivers.nvml", "drivers.ascend", "drivers.cuda")
 
 

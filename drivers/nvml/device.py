@@ -21,8 +21,10 @@ from drivers.api import (
     FanControl,
     HostUnfit,
     Identity,
+    LinkReport,
     MemoryHandle,
     PcieLink,
+    PeerGroup,
     Telemetry,
     TransferHandle,
     WallClock,
@@ -482,14 +484,43 @@ class NvmlDevice(Device):
         else CuPy missing from this install."""
         if handle == "fans":
             return None if self._fans is not None else "the card reports no fans of its own"
-        if handle in ("memory", "compute", "transfer") and importlib.util.find_spec("cupy") is None:
+        if handle in ("memory", "compute", "transfer", "peer") and importlib.util.find_spec("cupy") is None:
             return "CuPy is not installed: pip install 'burnin[cuda]'"
         if handle in self._handles and self._handles[handle] is None:
             why = handle_failure("cuda", handle) or "the CUDA path could not open this GPU"
             return f"a replayed recording, its card is not on this host ({why})" if self._replay else why
         return None
 
-    # fans and lifetime ---------------------------------------------------------------------------
+    def _where(self) -> dict[str, Any]:
+        """Where the card is, as the CUDA path finds it (by bus id or UUID, never NVML's index)."""
+        pci = self._read("nvmlDeviceGetPciInfo")
+        return {"index": self.index, "uuid": self._uuid, "pci_bus_id": str(pci.busId) if pci is not None else None}
+
+    # links and peers (the interconnect stage) -----------------------------------------------------
+    def links(self) -> LinkReport | None:
+        """The card's NVLinks (drivers/nvml/links.py); a report with no links on a PCIe card."""
+        from drivers.nvml.links import read_links
+
+        self._guard()
+        return read_links(self)
+
+    def peer_group(self, devices: list[Device]) -> PeerGroup | None:
+        """Every card of ``devices`` (NVML cards) in one CUDA peer group, found by bus id or UUID
+        (drivers/cuda/peer.py); None when CUDA is not here (``unavailable("peer")`` says why)."""
+        if self._replay or not all(isinstance(d, NvmlDevice) for d in devices):
+            why = "a replayed recording has no peers to copy to" if self._replay else "cards of several backends"
+            note_handle_failure("cuda", "peer", why)
+            self._handles["peer"] = None
+            return None
+        where = {"devices": [d._where() for d in devices if isinstance(d, NvmlDevice)]}
+        try:
+            group = make_handle("cuda", "peer", where)
+        except HostUnfit as e:
+            note_handle_failure("cuda", "peer", str(e))
+            group = None
+        self._handles["peer"] = group
+        return group  # type: ignore[no-any-return]
+
     @property
     def fans(self) -> FanControl | None:
         return self._fans
@@ -502,11 +533,8 @@ class NvmlDevice(Device):
         recording whose card this host cannot run CUDA on: that is None (nothing to stress)."""
         self._guard()
         if kind not in self._handles:
-            pci = self._read("nvmlDeviceGetPciInfo")
-            where = {"index": self.index, "uuid": self._uuid,
-                     "pci_bus_id": str(pci.busId) if pci is not None else None}
             try:
-                self._handles[kind] = make_handle("cuda", kind, where)
+                self._handles[kind] = make_handle("cuda", kind, self._where())
             except HostUnfit as e:
                 if not self._replay:
                     raise
