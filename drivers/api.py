@@ -484,6 +484,23 @@ class FabricState:
 
 
 @dataclass(frozen=True)
+class NetPort:
+    """A network port the card carries for the fabric between hosts (Ascend's RoCE NIC per NPU,
+    read with ``hccn_tool``): link, health toward its peer, optical module. None: not said."""
+
+    name: str
+    up: bool | None
+    health: str | None = None  # the tool's word: "Success", "Fault", "Init"
+    rx_power_mw: float | None = None
+    tx_power_mw: float | None = None
+    rx_los: bool | None = None  # loss of signal on receive
+    detail: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
 class LinkReport:
     """A card's links, read without traffic (the interconnect stage reads it before and after
     its load and compares the counters). ``kind`` "nvlink" or "hccs"; ``counter_family`` says
@@ -495,10 +512,12 @@ class LinkReport:
     counter_family: str = ""
     fabric: FabricState | None = None
     extra: dict[str, Any] = field(default_factory=dict)  # vendor detail kept as evidence
+    ports: tuple[NetPort, ...] = ()  # the card's network ports toward other hosts (RoCE), where read
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": self.kind, "links": [x.to_dict() for x in self.links], "counter_family": self.counter_family,
-                "fabric": self.fabric.to_dict() if self.fabric else None, "extra": dict(self.extra)}
+                "fabric": self.fabric.to_dict() if self.fabric else None, "extra": dict(self.extra),
+                "ports": [p.to_dict() for p in self.ports]}
 
 
 @dataclass(frozen=True)

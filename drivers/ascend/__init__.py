@@ -32,6 +32,8 @@ class AscendConfig(BackendConfig):
     npu_smi: str = "npu-smi"
     npu_id: int | None = Field(default=None, ge=0)
     timeout_s: float = Field(default=20.0, gt=0)
+    # the RoCE port tool (a path or a command line, like npu_smi); default: hccn_tool on PATH, if any
+    hccn_tool: str | None = None
 
 
 def resolve_npu_smi(spec: str, config_dir: str | Path | None) -> list[str]:
@@ -73,6 +75,7 @@ class AscendBackend(Backend):
     def discover(self, cfg: BackendConfig, context: dict[str, Any]) -> list[dict[str, Any]]:
         assert isinstance(cfg, AscendConfig)
         argv = resolve_npu_smi(cfg.npu_smi, context.get("config_dir"))
+        hccn = _hccn_argv(cfg.hccn_tool, context.get("config_dir"))
         smi = NpuSmi(argv, cfg.timeout_s)
         cards, mapping = _enumerate(smi)
         chips = [m for m in mapping if not m.is_mcu]
@@ -98,6 +101,7 @@ class AscendBackend(Backend):
                 "name": name,
                 "argv": argv,
                 "timeout_s": cfg.timeout_s,
+                "hccn_argv": hccn,
             })
         return locators
 
@@ -118,8 +122,23 @@ class AscendBackend(Backend):
 
     def open(self, locator: dict[str, Any]) -> Device:
         smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))
+        hccn = locator.get("hccn_argv")
         return AscendDevice(smi, int(locator["npu_id"]), int(locator.get("chip_id", 0)),
-                            name_hint=locator.get("name") or None)
+                            name_hint=locator.get("name") or None,
+                            hccn=NpuSmi(hccn, float(locator.get("timeout_s", 20.0)), "hccn_tool")
+                            if isinstance(hccn, list) else hccn)
+
+
+def _hccn_argv(spec: str | None, config_dir: str | Path | None) -> list[str] | str | None:
+    """The hccn_tool argv prefix; None when none is configured and none is on PATH, or why the
+    configured one cannot run (a string: the links report says so)."""
+    if spec is None:
+        found = shutil.which("hccn_tool")
+        return [found] if found else None
+    try:
+        return resolve_npu_smi(spec, config_dir)
+    except BackendUnavailable as e:
+        return str(e).replace("npu-smi", "hccn_tool").replace("npu_smi", "hccn_tool")
 
 
 def _enumerate(smi: NpuSmi) -> tuple[parse.CardList, list[parse.ChipMapping]]:

@@ -27,6 +27,9 @@ from drivers.api import (
     DeviceProcess,
     ErrorCounters,
     Identity,
+    LinkReport,
+    LinkState,
+    NetPort,
     PcieLink,
     Telemetry,
     WallClock,
@@ -46,12 +49,13 @@ _LOST_TEXT = ("invalid card id", "invalid device", "does not exist", "not exist"
 class NpuSmi:
     """Runs one npu-smi command line (``argv`` prefix) with a timeout; maps failures to errors."""
 
-    def __init__(self, argv: Sequence[str], timeout_s: float = 20.0) -> None:
+    def __init__(self, argv: Sequence[str], timeout_s: float = 20.0, name: str = "npu-smi") -> None:
         self.argv = list(argv)
         self.timeout_s = timeout_s
+        self.name = name
 
     def command(self, args: Sequence[str]) -> str:
-        return " ".join(["npu-smi", *args])
+        return " ".join([self.name, *args])
 
     def run(self, args: Sequence[str], npu_id: int | None = None) -> str:
         """stdout (+stderr) of ``npu-smi ARGS``; DeviceLost when ``npu_id`` is unknown to it."""
@@ -97,8 +101,10 @@ class AscendDevice(Device):
     backend = "ascend"
 
     def __init__(self, npu_smi: NpuSmi, npu_id: int, chip_id: int = 0, clock: Clock | None = None,
-                 name_hint: str | None = None) -> None:
+                 name_hint: str | None = None, hccn: NpuSmi | str | None = None) -> None:
         self.smi = npu_smi
+        self.hccn = hccn  # hccn_tool for the RoCE port; a string says why it cannot run
+        self._links_why: str | None = None
         self.npu_id = npu_id
         self.chip_id = chip_id
         self.name_hint = name_hint  # the chip name ``info -m`` printed ("Ascend 910B3")
@@ -252,10 +258,56 @@ class AscendDevice(Device):
         return Conditions(processes=procs)
 
     def unavailable(self, handle: str) -> str | None:
+        if handle == "links":
+            return self._links_why or "npu-smi did not answer 'info -t topo'"
+        if handle == "peer":
+            return ("burnin has no HCCL path for Ascend yet (peer copies and the all-reduce need CANN's HCCL, "
+                    "e.g. hccl_test or torch_npu): not tested, never passed")
         if handle == "fans":
             return "an Ascend module has no fans of its own (the chassis cools it)"
         return (f"burnin has no Ascend {handle} path yet (it reads npu-smi only; a CANN/torch_npu "
                 f"{handle} handle would let it run)")
+
+    def links(self) -> LinkReport | None:
+        """HCCS from ``npu-smi info -t topo`` (this NPU's row: a link to each peer, up when its cell
+        says HCCS) and the RoCE port from ``hccn_tool``; None (with why) when topo is not answered.
+        npu-smi reports no HCCS error counters: the report claims none."""
+        try:
+            topo = parse.parse_topo(self.smi.run(["info", "-t", "topo"]), "npu-smi info -t topo")
+            mapping = parse.parse_mapping(self.smi.run(["info", "-m"]), "npu-smi info -m")
+        except DeviceLost:
+            raise
+        except DeviceError as e:  # ParseError included: no usable matrix
+            self._links_why = str(e)
+            return None
+        npu_of = {m.logic_id: m.npu_id for m in mapping if not m.is_mcu and m.logic_id is not None}
+        me = next((m.logic_id for m in mapping if (m.npu_id, m.chip_id) == (self.npu_id, self.chip_id)), None)
+        row = topo.get(me) if me is not None else None
+        if row is None:
+            self._links_why = f"NPU {self.npu_id} has no row in 'npu-smi info -t topo'"
+            return None
+        peers = sorted((npu_of.get(logic, logic), logic) for logic in row if logic != me)
+        links = tuple(LinkState(index=k, up=row[logic] == "HCCS", remote=f"NPU {npu}", remote_kind="npu")
+                      for k, (npu, logic) in enumerate(peers))
+        return LinkReport(kind="hccs", links=links, counter_family="none",
+                          extra={"topology": {f"NPU {npu}": row[logic] for npu, logic in peers}},
+                          ports=self._roce(me))
+
+    def _roce(self, logic: int) -> tuple[NetPort, ...]:
+        """The NPU's RoCE port through hccn_tool (``-i`` takes the logic id); none without the tool."""
+        if not isinstance(self.hccn, NpuSmi):
+            return ()
+        name = f"roce{logic}"
+        try:
+            up = parse.parse_link(self.hccn.run(["-i", str(logic), "-link", "-g"]), "hccn_tool -link -g")
+            health = parse.parse_net_health(self.hccn.run(["-i", str(logic), "-net_health", "-g"]),
+                                            "hccn_tool -net_health -g")
+            opt = parse.parse_optical(self.hccn.run(["-i", str(logic), "-optical", "-g"]), "hccn_tool -optical -g")
+        except DeviceError as e:
+            return (NetPort(name=name, up=None, detail={"error": str(e)}),)
+        return (NetPort(name=name, up=up, health=health, rx_power_mw=opt["rx_power_mw"],  # type: ignore[arg-type]
+                        tx_power_mw=opt["tx_power_mw"], rx_los=opt["rx_los"],  # type: ignore[arg-type]
+                        detail={"present": opt["present"]}),)
 
     def health(self) -> parse.Health:
         """The raw health view of this chip (status, codes, texts)."""

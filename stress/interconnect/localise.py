@@ -30,7 +30,7 @@ CARD_CODES = frozenset({
 })
 HOST_CODES = frozenset({
     "interconnect.fabric_manager", "interconnect.p2p_blocked", "interconnect.uniformly_slow", "interconnect.pair",
-    "interconnect.collective",
+    "interconnect.collective", "roce.link_down", "roce.net_health",
 })
 
 
@@ -87,7 +87,9 @@ def judge_board(data: BoardData) -> tuple[dict[int, list[Finding]], list[Finding
     for i in range(data.n):
         if i not in data.lost:
             _links(v, i)
+    _mesh_pairs(v)
     _fabric_per_card(v)
+    _ports(v)
     _access(v)
     _corruption(v)
     _bandwidth(v)
@@ -141,10 +143,12 @@ def _links(v: Verdicts, i: int) -> None:
         return  # said by _not_tested
     loc = {"slot": card.slot}
     active = [x for x in now.links if x.up]
-    if len(now.links) < spec.count:
+    # a mesh has a link per peer: a host with fewer cards than the full board has fewer links
+    expected = spec.count if spec.fabric != "mesh" else min(spec.count, max(len(now.links), d.n - 1))
+    if len(now.links) < expected:
         v.cards[i].append(_f("link.count_low", "fail", "reseat",
-                             f"{v.who(i)} reports {len(now.links)} links, its profile says {spec.count}",
-                             loc, reported=len(now.links), expected=spec.count))
+                             f"{v.who(i)} reports {len(now.links)} links, its profile says {expected}",
+                             loc, reported=len(now.links), expected=expected))
     for x in now.links[:spec.count]:
         end = far_end(d, i, x.index, x.remote)
         where = {**loc, "link": x.index, "far_end": end}
@@ -199,6 +203,28 @@ def _counters(v: Verdicts, i: int, link: int, before: Any, after: Any, where: di
                          family=after.counter_family if after is not None else "", load_s=v.d.load_s))
 
 
+def _mesh_pairs(v: Verdicts) -> None:
+    """On a mesh (HCCS: one link per peer) a link both ends report down is the pair's: the link
+    between the two cards (the baseboard), not either card."""
+    d = v.d
+    if d.spec.fabric != "mesh":
+        return
+
+    def peer_of(i: int, link: int) -> int | None:
+        others = [k for k in range(d.n) if k != i]
+        return others[link] if link < len(others) else None
+
+    down = {(i, peer_of(i, f.location["link"])): f for i in range(d.n) for f in v.cards[i]
+            if f.code == "link.down" and isinstance(f.location.get("link"), int)}
+    pairs = sorted({(min(i, j), max(i, j)) for (i, j) in down if j is not None and (j, i) in down})
+    for a, b in pairs:
+        for i, j in ((a, b), (b, a)):
+            v.cards[i].remove(down[(i, j)])
+        _pairs_left(v, {(a, b)}, [], "the HCCS link is down at both ends",
+                    links={f"{d.cards[a].slot}": down[(a, b)].location["link"],
+                           f"{d.cards[b].slot}": down[(b, a)].location["link"]})
+
+
 def _fabric_per_card(v: Verdicts) -> None:
     """Registered, but not well, on some cards only: those cards' links or their baseboard position."""
     d = v.d
@@ -212,6 +238,29 @@ def _fabric_per_card(v: Verdicts) -> None:
                                  f"{v.who(i)} is not well registered in the NVSwitch fabric (state {f.state}, status "
                                  f"{f.status}, degraded {f.degraded}) while its peers are", {"slot": d.cards[i].slot},
                                  fabric=f.to_dict()))
+
+
+def _ports(v: Verdicts) -> None:
+    """A card's network port toward other hosts (Ascend's RoCE NIC): the fabric's (optic, cable,
+    the far side, the switch) unless the same port fails with a known-good cable; never the card's
+    on one sighting. Host findings only."""
+    d = v.d
+    for i, r in enumerate(d.after if d.after else d.before):
+        for p in (r.ports if r is not None else ()):
+            who = f"{p.name} of {v.who(i)}"
+            ev = {"port": p.name, "rx_los": p.rx_los, "rx_power_mw": p.rx_power_mw, "tx_power_mw": p.tx_power_mw,
+                  "health": p.health, "serial": d.cards[i].serial}
+            if p.up is False:
+                dark = p.rx_los or (p.rx_power_mw is not None and p.rx_power_mw <= 0.0)
+                v.host.append(_f("roce.link_down", "fail", "reseat",
+                                 f"{who} is down" + (" with no light on receive (LOS / 0 mW): the optical module, "
+                                                     "the cable or the far side" if dark else "")
+                                 + "; reseat or swap the optic and cable before suspecting the NPU",
+                                 {"slot": d.cards[i].slot, "port": p.name}, **ev))
+            elif p.up and p.health and p.health.lower() not in ("success", "init"):
+                v.host.append(_f("roce.net_health", "fail", "fix_host",
+                                 f"{who} is up but its network health check says {p.health}: the IP plan, a "
+                                 f"route or the switch, not the NPU", {"slot": d.cards[i].slot, "port": p.name}, **ev))
 
 
 # -- the data -------------------------------------------------------------------------------------
@@ -376,6 +425,9 @@ def _not_tested(v: Verdicts) -> None:
         if d.trouble:
             whys["the data tests"] = f"stopped on a device error: {d.trouble}"
         if whys:
+            by_why: dict[str, list[str]] = {}
+            for what, why in whys.items():
+                by_why.setdefault(why, []).append(what)
             v.cards[i].append(_f("interconnect.not_tested", "fail", "reset_and_retest" if d.trouble else "fix_host",
-                                 "not tested: " + "; ".join(f"{what} ({why})" for what, why in whys.items()),
+                                 "not tested: " + "; ".join(f"{', '.join(ws)} ({why})" for why, ws in by_why.items()),
                                  {"slot": d.cards[i].slot}, untested=whys))

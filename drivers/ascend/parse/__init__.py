@@ -10,10 +10,12 @@ parser raises ParseError with one line naming the command and the offending line
 - ``views``: typed views of each ``-t`` command (board, health, common, usages, memory, ...)
 - ``listing``: ``npu-smi info -l`` and ``-m``
 - ``info``: the boxed ``npu-smi info`` table and its processes
+- ``links``: ``npu-smi info -t topo`` (the HCCS matrix) and ``hccn_tool`` (the RoCE port)
 """
 
 from drivers.ascend.parse.info import InfoChip, InfoProcess, InfoTable, parse_info  # noqa: F401
 from drivers.ascend.parse.kv import Block, Field, KVView, parse_kv  # noqa: F401
+from drivers.ascend.parse.links import parse_link, parse_net_health, parse_optical, parse_topo  # noqa: F401
 from drivers.ascend.parse.listing import CardList, ChipMapping, ListedCard, parse_list, parse_mapping  # noqa: F401
 from drivers.ascend.parse.text import HEALTH, NA, POWER, TEMPERATURE, ParseError  # noqa: F401
 from drivers.ascend.parse.views import (  # noqa: F401
