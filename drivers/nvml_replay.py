@@ -591,7 +591,7 @@ def nvmlDeviceGetPcieReplayCounter(handle):
 
 def nvmlDeviceGetFieldValues(handle, fieldIds):
     """Field ids, or (field id, scope) pairs (per-link NVLink fields), as the recording asked them."""
-    ids = [f if isinstance(f, int) else (tuple(f) if f[1] else f[0]) for f in fieldIds]
+    ids = [f if isinstance(f, int) else tuple(f) for f in fieldIds]
     return [_struct(v) for v in _st().answer("nvmlDeviceGetFieldValues", handle, ids)]
 
 

@@ -52,7 +52,7 @@ class RunRecords(EventConsumer):
             rec = self.by_key.get(key)
             if rec is None:
                 return
-            if not isinstance(event, RunStarted | RunResumed | RunFinished):
+            if not isinstance(event, RunStarted | RunResumed | RunFinished | HostFinding):
                 rec.apply(event)
             return
         super().handle(key, event)

@@ -17,6 +17,7 @@ from stress.events import (
     CardStarted,
     EventCodecError,
     FindingRaised,
+    HostFinding,
     Identity,
     Outcome,
     Progress,
@@ -52,6 +53,9 @@ EXAMPLES = [
     ("", RunResumed("20261204T000000Z-abc123", "2026-12-04T01:00:00Z", ["local/0"])),
     ("local/0", CardStarted("2026-12-04T00:00:01Z")),
     ("local/0", Verdict("rma", ["rma"], [F], "2026-12-04T00:03:00Z", "")),
+    ("", HostFinding("hgx1", Finding("link.baseboard", "fail", "repair_baseboard", "interconnect",
+                                     "slot 2 link 4 of host hgx1: link.down with two cards", {"slot": 2, "link": 4},
+                                     {"cards": ["A", "B"]}))),
     ("", RunFinished("2026-12-04T00:04:00Z", "interrupted")),
 ]
 
@@ -139,7 +143,8 @@ def test_report_wants_a_document_or_an_events_file(burnin, tmp_path):
 
 
 RUN_WRITES = {"create_run", "add_card", "card_started", "card_identity", "add_test", "add_finding", "add_samples",
-              "card_outcome", "card_verdict", "reset_card", "mark_run", "finish_run"}
+              "card_outcome", "card_verdict", "reset_card", "mark_run", "finish_run", "add_host_finding",
+              "reset_hosts"}
 
 
 def test_only_the_store_writer_writes_a_run():

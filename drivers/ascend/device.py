@@ -105,6 +105,7 @@ class AscendDevice(Device):
         self.smi = npu_smi
         self.hccn = hccn  # hccn_tool for the RoCE port; a string says why it cannot run
         self._links_why: str | None = None
+        self._mapping: list[parse.ChipMapping] | None = None
         self.npu_id = npu_id
         self.chip_id = chip_id
         self.name_hint = name_hint  # the chip name ``info -m`` printed ("Ascend 910B3")
@@ -274,7 +275,9 @@ class AscendDevice(Device):
         npu-smi reports no HCCS error counters: the report claims none."""
         try:
             topo = parse.parse_topo(self.smi.run(["info", "-t", "topo"]), "npu-smi info -t topo")
-            mapping = parse.parse_mapping(self.smi.run(["info", "-m"]), "npu-smi info -m")
+            if self._mapping is None:  # which chip is which logic id does not change while it runs
+                self._mapping = parse.parse_mapping(self.smi.run(["info", "-m"]), "npu-smi info -m")
+            mapping = self._mapping
         except DeviceLost:
             raise
         except DeviceError as e:  # ParseError included: no usable matrix
@@ -283,7 +286,7 @@ class AscendDevice(Device):
         npu_of = {m.logic_id: m.npu_id for m in mapping if not m.is_mcu and m.logic_id is not None}
         me = next((m.logic_id for m in mapping if (m.npu_id, m.chip_id) == (self.npu_id, self.chip_id)), None)
         row = topo.get(me) if me is not None else None
-        if row is None:
+        if row is None or me is None:
             self._links_why = f"NPU {self.npu_id} has no row in 'npu-smi info -t topo'"
             return None
         peers = sorted((npu_of.get(logic, logic), logic) for logic in row if logic != me)

@@ -519,7 +519,7 @@ class NvmlDevice(Device):
             note_handle_failure("cuda", "peer", str(e))
             group = None
         self._handles["peer"] = group
-        return group  # type: ignore[no-any-return]
+        return group
 
     @property
     def fans(self) -> FanControl | None:

@@ -61,7 +61,8 @@ def _fabric(dev: NvmlDevice) -> FabricState | None:
     version = getattr(nv, "nvmlGpuFabricInfo_v2", None)
     if version is not None:
         info.version = version
-    if dev._try("nvmlDeviceGetGpuFabricInfoV", ctypes.byref(info)) is _NA:
+    ref = ctypes.byref(info) if isinstance(info, ctypes.Structure) else info  # the replay's stand-in is no ctypes struct
+    if dev._try("nvmlDeviceGetGpuFabricInfoV", ref) is _NA:
         return None  # Ampere and older: no fabric state (the fabric manager is checked another way)
     state = FABRIC_STATE.get(int(info.state), f"unknown({int(info.state)})")
     status = None
@@ -78,7 +79,7 @@ def read_links(dev: NvmlDevice) -> LinkReport:
     blackwell = isinstance(arch, int) and arch >= ARCH_BLACKWELL
     family, counters = ("link_recovery", RECOVERY_COUNTERS) if blackwell else ("dl", DL_COUNTERS)
     [(count, _)] = _fields(dev, [(FI_LINK_COUNT, 0)])
-    n = int(count) if isinstance(count, int) and count > 0 else MAX_LINKS
+    n = int(count) if isinstance(count, int) else MAX_LINKS  # 0: a card without NVLink
     links: list[LinkState] = []
     for link in range(n):
         state = dev._try("nvmlDeviceGetNvLinkState", link)

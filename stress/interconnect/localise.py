@@ -353,22 +353,20 @@ def _fractions(d: BoardData) -> list[list[float | None]]:
 
 def _bandwidth(v: Verdicts) -> None:
     d, spec = v.d, v.d.spec
-    fr = _fractions(d)
-    measured = {(i, j) for i, j in d.pairs() if fr[i][j] is not None}
-    vals = [fr[i][j] for i, j in measured]
-    if not vals:
+    table = _fractions(d)
+    fr: dict[tuple[int, int], float] = {(i, j): x for i, j in d.pairs() if (x := table[i][j]) is not None}
+    if not fr:
         return
-    med = statistics.median(vals)  # type: ignore[type-var]
+    measured = set(fr)
+    med = statistics.median(fr.values())
     slow = spec.slow_fraction / 100.0
     rel = 1.0 - spec.peer_gap / 100.0
-    low = {(i, j) for i, j in measured
-           if fr[i][j] < slow or (d.n >= 3 and fr[i][j] < med * rel)}  # type: ignore[operator]
+    low = {p for p, x in fr.items() if x < slow or (d.n >= 3 and x < med * rel)}
     if not low:
         return
     owners = _rows_and_columns(d, low, measured)
     for k in owners:
-        mine = [fr[i][j] for i, j in measured if k in (i, j)]
-        worst = min(mine)  # type: ignore[type-var]
+        worst = min(x for p, x in fr.items() if k in p)
         if v.blamed(k):  # a link of its own already says why (down, degraded): evidence only
             for f in v.cards[k]:
                 f.evidence.setdefault("pair_fraction_min", round(worst, 3))
@@ -381,8 +379,7 @@ def _bandwidth(v: Verdicts) -> None:
                              {"slot": d.cards[k].slot}, worst_fraction=round(worst, 3), board_median=round(med, 3)))
     unexplained = {p for p in low if not any(v.blamed(k) for k in p)}
     _pairs_left(v, unexplained, owners, "peer bandwidth low",
-                fractions={f"{d.cards[i].slot}->{d.cards[j].slot}": round(fr[i][j], 3)  # type: ignore[arg-type]
-                           for i, j in sorted(unexplained)})
+                fractions={f"{d.cards[i].slot}->{d.cards[j].slot}": round(fr[(i, j)], 3) for i, j in sorted(unexplained)})
 
 
 def _collective(v: Verdicts) -> None:
