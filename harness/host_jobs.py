@@ -52,9 +52,11 @@ class HostJobs:
     def __init__(self, stages: Stages, cards: list[CardSlot]) -> None:
         self.card_stages, self.host_stages = split_stages(stages)
         self._hosts: dict[str, _Host] = {}
+        self._of: dict[str, _Host] = {}  # card key -> its host's entry
         if self.host_stages:
             for c in cards:
-                self._hosts.setdefault(c.host, _Host([])).cards.append(c)
+                self._of[c.key] = self._hosts.setdefault(c.host, _Host([]))
+                self._of[c.key].cards.append(c)
         self._by_job: dict[str, str] = {}  # job key -> host
 
     def holds(self, key: str) -> bool:
@@ -66,15 +68,11 @@ class HostJobs:
         return key in self._by_job
 
     def _host_of(self, key: str) -> _Host | None:
-        for h in self._hosts.values():
-            if any(c.key == key for c in h.cards):
-                return h
-        return None
+        return self._of.get(key)
 
     def note(self, key: str, event: Event) -> None:
         """Track what a host job reported on a held card."""
-        h = self._host_of(key)
-        if h is not None and isinstance(event, TestDone) and event.index is not None:
+        if isinstance(event, TestDone) and event.index is not None and (h := self._of.get(key)) is not None:
             h.reported.add((key, event.index))
 
     def card_ended(self, key: str, outcome: Outcome) -> tuple[HostJob | None, list[tuple[str, Event]]]:

@@ -270,6 +270,16 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         for rate in (lim * 0.2, lim * 0.6, lim - 1, lim):  # at the limit is not over it
             add(f"replayok{rate:g}", profile, [{"kind": "pcie.replays", "per_minute": round(rate, 1)}],
                 Expect("pass"))
+    # links (profiles with [links] only: the kinds are a config error on a PCIe card); the
+    # interconnect stage runs over every linked card of the rack's one host, a board
+    for profile in PROFILES:
+        lk = load_profile(profile).links
+        if lk is None:
+            continue
+        add("linkdown", profile, [{"kind": "link.down", "link": lk.count - 1}], _e("link.down", {"reseat"}))
+        add("linkdeg", profile, [{"kind": "link.degraded", "link": 1, "errors_per_s": 20}],
+            _e("link.degraded", {"reseat"}))
+        add("p2pcorrupt", profile, [{"kind": "p2p.corrupt"}], _e("p2p.corrupt", {"rma"}))
     # ECC counters and flags (on every profile: the fault says the counter is reported)
     for i, profile in enumerate(PROFILES):
         for per_min in ((50, 5000), (200, 2e5), (20, 1e6))[i]:

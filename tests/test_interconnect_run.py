@@ -19,6 +19,7 @@ from harness.records import stored_document
 from harness.store import Store
 from stress.hoststage import HostCard, HostContext
 from stress.interconnect.stage import InterconnectParams, InterconnectStage
+from stress.model import TestResult
 from tests import fake_cupy, fake_pynvml
 from tests.conftest import mock_card
 
@@ -242,3 +243,32 @@ def test_ascend_hccs_pair_lost_and_a_dark_roce_port(tmp_path) -> None:
     links = res.tests["local/0"].metrics["links"]
     assert links["kind"] == "hccs" and links["extra"]["topology"] == {"NPU 1": "HCCS", "NPU 2": "HCCS"}
     assert links["ports"][0]["up"] is True and res.tests["local/2"].metrics["links"]["ports"][0]["rx_los"] is True
+
+
+# -- when a host's job runs (harness/host_jobs.py) ------------------------------------------------
+
+def test_a_hosts_job_waits_for_its_last_card_and_a_dead_job_still_ends_every_card() -> None:
+    from harness.cards import CardSlot
+    from harness.host_jobs import HostJobs
+    from stress.events import Outcome, TestDone
+
+    cards = [CardSlot(f"h/{i}", "h", i, "mock", "", {"backend": "mock", "slot": i}) for i in range(3)]
+    cards.append(CardSlot("x/0", "x", 0, "mock", "", {"backend": "mock", "slot": 0}))
+    plan = [("health", {}), ("interconnect", {"timeout_s": 60.0}), ("power", {})]
+    jobs = HostJobs(plan, cards)
+    assert jobs.card_stages == [("health", {}), ("power", {})]
+    assert jobs.host_stages == [(2, "interconnect", {"timeout_s": 60.0})]
+    assert jobs.holds("h/0") and jobs.holds("x/0")
+    assert jobs.card_ended("h/0", Outcome("done")) == (None, [])
+    assert jobs.card_ended("h/1", Outcome("lost")) == (None, [])
+    job, now = jobs.card_ended("h/2", Outcome("done"))
+    assert job is not None and not now and [c["key"] for c in job.cards] == ["h/0", "h/2"] and job.others == ["h/1"]
+    assert job.locator == {"host": "h", "backend": "mock"} and jobs.is_job(job.key)
+    jobs.note("h/0", TestDone(TestResult("interconnect", "pass"), 2))
+    out = jobs.job_ended(job.key, Outcome("failed", "interconnect", "worker process exited with code -9"))
+    assert [(k, type(e).__name__) for k, e in out] == [("h/2", "TestDone"), ("h/0", "Outcome"), ("h/1", "Outcome"),
+                                                       ("h/2", "Outcome")]
+    assert out[0][1].result.findings[0].code == "harness.worker_crashed" and not jobs.holds("h/0")
+    # a host whose every card was lost has no job: its outcomes go out at once
+    assert jobs.card_ended("x/0", Outcome("lost")) == (None, [("x/0", Outcome("lost"))])
+    assert not HostJobs([("health", {})], cards).holds("h/0")  # no host stage: nothing held

@@ -106,6 +106,10 @@ def _measurements(data: BoardData, i: int) -> list[Measurement]:
 
 @register_stage
 class InterconnectStage(HostStage):
+    """Once per host: each board's links, peer access, verified copies between every pair (the
+    bandwidth matrix), link counters under load and an all-reduce; says whose each fault is
+    (the card, the link between two cards, the host or its fabric)."""
+
     name = "interconnect"
     Params = InterconnectParams
     # and what the verdict engine's history rules (harness/link_history.py) and the NVLink XIDs of
