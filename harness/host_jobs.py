@@ -64,6 +64,13 @@ class HostJobs:
         h = self._host_of(key)
         return h is not None and not h.done
 
+    def waiting_text(self, key: str) -> str:
+        """What a held card waits for, as progress shows it."""
+        h = self._of[key]
+        left = len(h.cards) - len(h.outcomes)
+        names = ", ".join(dict.fromkeys(n for _, n, _ in self.host_stages))
+        return f"waits for {left} more card(s) of host {h.cards[0].host} before {names}"
+
     def is_job(self, key: str) -> bool:
         return key in self._by_job
 

@@ -35,6 +35,7 @@ from stress.events import (
     FindingRaised,
     HostFinding,
     Outcome,
+    Progress,
     RunFinished,
     RunResumed,
     RunStarted,
@@ -133,6 +134,8 @@ class Run:
                             job, now = hosts.card_ended(ev.key, event)
                             if job is not None:
                                 engine.submit(job)
+                            elif not now:
+                                self.publish(ev.key, Progress(1.0, hosts.waiting_text(ev.key)))
                             for key, held in now:
                                 self.publish(key, held)
                             continue
