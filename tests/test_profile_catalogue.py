@@ -137,7 +137,6 @@ def test_catalogue_covers_every_xid_nvidia_lists() -> None:
     (154, "GPU_RECOVERY_ACTION_CHANGED", "XID_154", "info", "none"),
     (13, "ROBUST_CHANNEL_GR_EXCEPTION / ROBUST_CHANNEL_GR_ERROR_SW_NOTIFY", "RESTART_APP", "warn", "none"),
     (43, "ROBUST_CHANNEL_RESETCHANNEL_VERIF_ERROR", "IGNORE", "info", "none"),
-    (74, "NVLINK_ERROR", "WORKFLOW_NVLINK_ERR", "fail", "reseat"),
 ])
 def test_xid_gets_nvidias_meaning_and_a_bucket_action(code: int, mnemonic: str, bucket: str, severity: str,
                                                       action: str) -> None:
@@ -147,6 +146,17 @@ def test_xid_gets_nvidias_meaning_and_a_bucket_action(code: int, mnemonic: str, 
     (f,) = event_findings([DeviceEvent(1.0, "xid", code, f"XID {code}")])
     assert (f.code, f.severity, f.action) == (f"xid.{code}", severity, action)
     assert mnemonic in f.message and f.evidence["nvidia_bucket"] == bucket
+
+
+@pytest.mark.parametrize("code", [74, 144, 145, 146, 147, 148, 149, 150])
+def test_nvlink_xids_are_link_faults_with_the_links_owners(code: int) -> None:
+    """NVLink/NVSwitch XIDs (../shared/reference/interconnect.md section 6) are a link fault of the
+    card in its slot: reseat first, then the history rules of harness/link_history.py."""
+    rule = xid_rule(code)
+    assert (rule.severity, rule.action, rule.finding) == ("fail", "reseat", "link.nvlink_error")
+    assert rule.entry is not None and rule.entry.mnemonic.startswith("NVLINK")
+    (f,) = event_findings([DeviceEvent(1.0, "xid", code, f"XID {code}")])
+    assert (f.code, f.action) == ("link.nvlink_error", "reseat") and rule.entry.mnemonic in f.message
 
 
 def test_app_buckets_never_fail_a_card_and_unknown_xids_keep_reset_and_retest() -> None:
