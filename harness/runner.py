@@ -20,7 +20,7 @@ from harness.config import RackConfig
 from harness.engine import Engine, RunCancelled
 from harness.engines import make_engine
 from harness.errors import HarnessUnavailable
-from harness.judging import group_of, judge_with_history, peer_findings, waiting_for
+from harness.judging import group_of, judge_with_history, peer_findings, peer_ready
 from harness.plans import Plan
 from harness.records import RunInfo, RunRecords
 from harness.session import CardJob
@@ -60,6 +60,7 @@ class Run:
         self.cards: list[CardSlot] = []
         self.benches: HostBenches | None = None
         self._judged: set[str] = set()  # cards given their verdict in this session
+        self._groups: dict[str, str] = {}  # card key -> its group of identical cards
 
     @property
     def started_at(self) -> str:
@@ -158,26 +159,49 @@ class Run:
                     break
 
     def _judge_ready(self, final: bool = False) -> None:
-        """Judge every card whose verdict is final now (``final``: the run is over, judge all):
-        a group of identical cards gets its peer findings once, when its last card has finished."""
+        """Judge every card that has finished and has no verdict yet, at once; compare each group
+        of identical cards among its finished members once enough have finished (``final``: the
+        run is over, compare what there is); re-judge a card a new peer finding changes."""
         records = self.records.ordered()
         groups: dict[str, list[CardRecord]] = {}
         for rec in records:
-            if rec.key not in self._judged and rec.finished:
-                if final or not waiting_for(rec, records):
-                    groups.setdefault(group_of(rec), []).append(rec)
-        for group, ready in groups.items():
-            peers = [r for r in records if group_of(r) == group]
-            if all(r.finished for r in peers):
-                for key, f in peer_findings(peers):
-                    self.publish(key, FindingRaised(f))
-            for rec in ready:
+            groups.setdefault(self._group_of(rec), []).append(rec)
+        touched: set[str] = set()
+        for members in groups.values():
+            usable = [r for r in members if r.finished] if final else peer_ready(members)
+            for key, f in peer_findings(usable):
+                self.publish(key, FindingRaised(f))
+                touched.add(key)
+        fresh = [r for r in records if r.finished and r.key not in self._judged]
+        for rec in fresh:  # first verdicts first (the card that just finished), then changes
+            self._judge(rec)
+        for rec in records:
+            if rec.key in touched and rec not in fresh and rec.key in self._judged:
                 self._judge(rec)
+
+    def _group_of(self, rec: CardRecord) -> str:
+        """The card's group of identical cards (cached once its profile is known)."""
+        group = self._groups.get(rec.key)
+        if group is None:
+            group = group_of(rec)
+            if not group.startswith("?"):
+                self._groups[rec.key] = group
+        return group
 
     def _judge(self, rec: CardRecord) -> None:
         v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, rec.findings())
+        first = rec.key not in self._judged
         self._judged.add(rec.key)
-        self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow()))
+        if not first and (v.verdict, v.actions) == (rec.verdict, rec.actions):
+            if [f.to_dict() for f in v.findings] != [f.to_dict() for f in rec.judged]:
+                self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow()))
+            return
+        note = ""
+        if not first:
+            new = [f for f in v.findings if f.severity == "fail" and f not in rec.judged]
+            why = "; ".join(f"{f.code}: {f.message}" for f in new) or "peer comparison"
+            note = f"changed from {rec.verdict} to {v.verdict}: {why}"
+        self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow(), note))
 
 
 def _with_abandoned_test(event: Any, rec: CardRecord | None) -> list[Any]:

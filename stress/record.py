@@ -55,6 +55,8 @@ class CardRecord:
     verdict: str | None = None  # set by the verdict engine
     actions: list[str] = field(default_factory=list)
     judged: list[Finding] = field(default_factory=list)  # the verdict engine's de-duplicated findings
+    # a verdict given and later changed (a peer comparison that came after): each change and why
+    verdict_changes: list[dict[str, Any]] = field(default_factory=list)
     started_at: str | None = None
     finished_at: str | None = None
 
@@ -89,6 +91,8 @@ class CardRecord:
         if isinstance(ev, CardStarted):
             self.started_at = ev.at
         elif isinstance(ev, Verdict):
+            if ev.note:
+                self.verdict_changes.append({"from": self.verdict, "to": ev.verdict, "why": ev.note, "at": ev.at})
             self.verdict, self.actions, self.judged = ev.verdict, list(ev.actions), list(ev.findings)
         elif isinstance(ev, Identity):
             self.identity = dict(ev.identity)
@@ -123,7 +127,7 @@ class CardRecord:
         """Forget partial results before the card runs again (resume)."""
         self.state, self.detail, self.stage, self.stage_index, self.fraction = "pending", None, None, 0, 0.0
         self.tests, self.extra_findings, self.samples = [], [], []
-        self.verdict, self.actions, self.judged = None, [], []
+        self.verdict, self.actions, self.judged, self.verdict_changes = None, [], [], []
 
     # -- the contract's card shape --------------------------------------------------------------
     def card_document(self) -> dict[str, Any]:
@@ -142,4 +146,5 @@ class CardRecord:
             "findings": [f.to_dict() for f in self.judged],
             "tests": [t.to_dict() for t in self.tests],
             "state": self.state,
+            **({"verdict_changes": list(self.verdict_changes)} if self.verdict_changes else {}),
         }

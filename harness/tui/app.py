@@ -22,7 +22,6 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from harness.cards import CardSlot
 from harness.errors import HarnessUnavailable, UsageError
-from harness.judging import waiting_for
 from harness.records import RunRecords
 from harness.tui import render
 from harness.tui.bridge import (
@@ -161,14 +160,11 @@ class BenchApp(App[int]):
     def provisional_why(self, key: str) -> str:
         """Why a card's verdict is not given yet ('' once it is), as the run's judge sees it."""
         card = self.bench.cards.get(key)
-        if card is None or card.verdict is not None or self.records is None:
-            return ""
-        rec = self.records.by_key.get(key)
-        if rec is None:
+        if card is None or card.verdict is not None:
             return ""
         if not card.finished:
             return f"running ({min(card.stage_index + 1, card.n_stages)}/{card.n_stages}: {card.stage or 'starting'})"
-        return waiting_for(rec, self.records.ordered()) or "being judged"
+        return "being judged"
 
     def on_run_finished(self, msg: RunFinished) -> None:
         before = self.bench.doc
