@@ -130,10 +130,10 @@ class Run:
             self._judge_ready(final=True)
             self.publish(RUN_KEY, RunFinished(utcnow(), "finished"))
         except RunCancelled:
-            self._ended_early("stopped", "stopped from the bench TUI")
+            self._ended_early("stopped", "the run was stopped from the bench TUI")
             raise
         except BaseException as e:  # Ctrl-C, a signal, a full disk: the run stays resumable
-            self._ended_early("interrupted", None)
+            self._ended_early("interrupted", _why_interrupted(e))
             if isinstance(e, sqlite3.Error):
                 raise HarnessUnavailable(
                     f"{self.store.path}: cannot write results ({str(e) or type(e).__name__}); run {self.run_id} "
@@ -143,13 +143,23 @@ class Run:
             raise
         return self.records.document()
 
-    def _ended_early(self, status: str, why: str | None) -> None:
-        """Tell every subscriber the run ended early; best effort, one subscriber at a time (the
-        disk under the store may be what failed, the events file must still hear of it)."""
+    def _ended_early(self, status: str, why: str) -> None:
+        """The run ends before its cards did: each card cut short is marked ``cancelled`` and gets
+        a verdict from what it had measured, marked incomplete with the stages it did not run (a
+        card with failed memory tests keeps that verdict, not "retest"); then the run's end.
+        Best effort, one subscriber at a time: the disk under the store may be what failed, and
+        the events file must still hear of it."""
         events: list[tuple[str, Event]] = []
-        if why is not None:
-            events += [(r.key, Outcome("cancelled", r.stage, why)) for r in self.records.ordered()
-                       if r.key in {c.key for c in self.cards} and not r.finished]
+        ours = {c.key for c in self.cards}
+        for rec in self.records.ordered():
+            if rec.key not in ours or (rec.finished and rec.key in self._judged):
+                continue
+            if not rec.finished:
+                events.append((rec.key, Outcome("cancelled", rec.stage, why)))
+            try:
+                events.append((rec.key, self._incomplete_verdict(rec, why)))
+            except Exception:  # noqa: BLE001 - the store is unreadable: the card stays unjudged, resumable
+                pass
         events.append((RUN_KEY, RunFinished(utcnow(), status)))
         for sub in self.subscribers:
             for key, event in events:
@@ -157,6 +167,19 @@ class Run:
                     sub.handle(key, event)
                 except Exception:  # noqa: BLE001 - a broken subscriber must not hide the others
                     break
+
+    def _incomplete_verdict(self, rec: CardRecord, why: str) -> Verdict:
+        ran = {t.name for t in rec.tests if t.status != "skipped" or t.metrics.get("skip", {}).get("kind") != "card"}
+        not_run = [s.stage for s in self.plan.stages if s.stage not in ran]
+        found = rec.findings()
+        if not_run:
+            found = [*found, Finding(
+                "harness.incomplete", "fail", "reset_and_retest", "session",
+                f"{why} before this card finished: not run: {', '.join(not_run)}", evidence={"not_run": not_run})]
+        v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, found)
+        self._judged.add(rec.key)
+        return Verdict(v.verdict, v.actions, v.findings, utcnow(),
+                       f"incomplete: {why}; not run: {', '.join(not_run) or 'none'}", not_run)
 
     def _judge_ready(self, final: bool = False) -> None:
         """Judge every card that has finished and has no verdict yet, at once; compare each group
@@ -202,6 +225,15 @@ class Run:
             why = "; ".join(f"{f.code}: {f.message}" for f in new) or "peer comparison"
             note = f"changed from {rec.verdict} to {v.verdict}: {why}"
         self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow(), note))
+
+
+def _why_interrupted(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "the run was interrupted (Ctrl-C)"
+    if isinstance(e, sqlite3.Error):
+        return f"the results database failed ({e})"
+    name = {15: "SIGTERM", 1: "SIGHUP"}.get(int(getattr(e, "signum", 0) or 0))
+    return f"the run was stopped by {name}" if name else f"the run stopped ({type(e).__name__})"
 
 
 def _with_abandoned_test(event: Any, rec: CardRecord | None) -> list[Any]:

@@ -41,10 +41,12 @@ class PeerRate(Stage):
 
 
 class ScriptedEngine(Engine):
-    """Reports, card after card in the given order, an identity, one result and the outcome."""
+    """Reports, card after card in the given order, an identity, one result and the outcome;
+    ``interrupt_after``: Ctrl-C once that card's result is in (before its outcome)."""
 
-    def __init__(self, script: list[tuple[str, str, TestResult]]) -> None:
+    def __init__(self, script: list[tuple[str, str, TestResult]], interrupt_after: str | None = None) -> None:
         self.script = script
+        self.interrupt_after = interrupt_after
 
     def submit(self, job: Any) -> None: ...
 
@@ -53,6 +55,8 @@ class ScriptedEngine(Engine):
             yield EngineEvent(key, Identity({"serial": serial, "model": "H100", "profile": "h100-sxm5-80gb",
                                              "profile_source": "config"}))
             yield EngineEvent(key, TestDone(result, 0))
+            if key == self.interrupt_after:
+                raise KeyboardInterrupt
             yield EngineEvent(key, Outcome("done"))
 
     def cancel(self, key: str) -> None: ...
@@ -73,16 +77,17 @@ def peer_stage(monkeypatch):
     monkeypatch.setitem(stress.base._REGISTRY, PeerRate.name, PeerRate)
 
 
-def _run(write_rack, tmp_path, rates: list[float], own: dict[int, Finding] | None = None) -> tuple[Tape, dict]:
+def _run(write_rack, tmp_path, rates: list[float], own: dict[int, Finding] | None = None,
+         interrupt_after: str | None = None) -> tuple[Tape, dict]:
     cfg = load_rack(str(write_rack([mock_card(f"EV-{i}", i) for i in range(len(rates))])))
-    (tmp_path / "p.toml").write_text('[[stages]]\nstage = "health"\n')
+    (tmp_path / "p.toml").write_text(f'[[stages]]\nstage = "{PeerRate.name}"\n[[stages]]\nstage = "health"\n')
     cards = discover_cards(cfg)
     script = [(c.key, f"EV-{i}", TestResult(PeerRate.name, "fail" if own and i in own else "pass",
                                            metrics={"rate": rates[i]}, findings=[own[i]] if own and i in own else []))
               for i, c in enumerate(cards)]
     tape = Tape()
     run = Run(cfg, load_plan(str(tmp_path / "p.toml")), Store(tmp_path / "r.db"), listeners=[tape],
-              engine=ScriptedEngine(script))
+              engine=ScriptedEngine(script, interrupt_after))
     run.start(cards)
     return tape, run.execute()
 
@@ -122,3 +127,22 @@ def test_a_small_group_is_compared_once_all_of_it_has_finished(peer_stage, write
     tape, doc = _run(write_rack, tmp_path, [100, 70, 100])
     v1 = [e for k, e in tape.seen if k == "local/1" and isinstance(e, Verdict)]
     assert [v.verdict for v in v1] == ["pass", "rma"] and "compute.slow" in v1[1].note
+
+
+def test_a_card_cut_short_keeps_the_verdict_of_what_it_measured(peer_stage, write_rack, tmp_path):
+    """Ctrl-C while card 1 runs: it had failed its memory test, so it is rma (not "retest, no
+    actions"), marked incomplete with the stage it did not run; card 2 never started: retest."""
+    bad = Finding("memory.stuck_bit", "fail", "rma", PeerRate.name, "bit stuck", {"address": 1, "bit": 0})
+    with pytest.raises(KeyboardInterrupt):
+        _run(write_rack, tmp_path, [100, 100, 100], own={1: bad}, interrupt_after="local/1")
+    store = Store(tmp_path / "r.db", readonly=True)
+    run_id = store.latest_run_id()
+    assert (store.run(run_id) or {})["status"] == "interrupted"
+    rows = {r["key"]: r for r in store.run_cards(run_id)}
+    assert rows["local/0"]["verdict"] == "pass" and rows["local/0"]["state"] == "done"
+    assert rows["local/1"]["state"] == "cancelled" and rows["local/1"]["verdict"] == "rma"
+    assert {f["code"] for f in rows["local/1"]["findings"]} == {"memory.stuck_bit", "harness.incomplete"}
+    assert rows["local/2"]["verdict"] == "retest" and rows["local/2"]["state"] == "cancelled"
+    rec = next(r for r in store.records(run_id) if r.key == "local/1")
+    assert rec.verdict == "rma"
+    store.close()

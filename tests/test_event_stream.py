@@ -52,6 +52,8 @@ EXAMPLES = [
     ("", RunResumed("20261204T000000Z-abc123", "2026-12-04T01:00:00Z", ["local/0"])),
     ("local/0", CardStarted("2026-12-04T00:00:01Z")),
     ("local/0", Verdict("rma", ["rma"], [F], "2026-12-04T00:03:00Z", "")),
+    ("local/1", Verdict("retest", ["reset_and_retest"], [], "2026-12-04T00:03:00Z", "incomplete: Ctrl-C",
+                        ["memory", "burn"])),
     ("", RunFinished("2026-12-04T00:04:00Z", "interrupted")),
 ]
 
