@@ -285,6 +285,7 @@ def judge_with_history(store: Store, run_id: str, serial: str | None, host: str,
     (only older ones: a resumed run is judged as it would have been), its repairs, and whether
     its slot is known good. The runner and the TUI's early verdicts both judge through this."""
     from harness.repairs import repairs_before
+    from harness.triage.history import field_report_findings
 
     history: list[dict[str, Any]] = []
     repairs: list[dict[str, Any]] = []
@@ -293,6 +294,7 @@ def judge_with_history(store: Store, run_id: str, serial: str | None, host: str,
         history = [h for h in store.card_history(serial) if h["run_seq"] < seq and h.get("findings") is not None]
         started = (store.run(run_id) or {}).get("started_at") or utcnow()
         repairs = repairs_before(store, serial, run_id, started)
+        findings = findings + field_report_findings(store, serial, run_id)  # what the field reported (triage --db)
     good = store.slot_known_good(host, slot, serial, run_id)
     return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs)
 

@@ -17,7 +17,15 @@ from typing import Any
 from drivers.api import DeviceEvent
 from drivers.ascend import parse
 from drivers.ascend.parse.text import _lines
-from drivers.evidence import CardEvidence, FieldEvent, Quote, Reader, Symptom, normalize_bus_id, register_reader
+from drivers.evidence import (
+    CardEvidence,
+    FieldEvent,
+    Quote,
+    Reader,
+    Symptom,
+    normalize_bus_id,
+    register_reader,
+)
 
 KIND = "npu-smi"
 

@@ -78,11 +78,11 @@ def group(parts: list[tuple[int, CardEvidence]]) -> list[FieldCard]:
         if len(roots) == 1:
             parent[find(i)] = next(iter(roots))
         else:
-            k = (c.vendor or "", c.index)
-            if k in loose:
-                parent[find(i)] = find(loose[k])
+            at = (c.vendor or "", c.index)
+            if at in loose:
+                parent[find(i)] = find(loose[at])
             else:
-                loose[k] = i
+                loose[at] = i
     groups: dict[int, list[tuple[int, CardEvidence]]] = {}
     for i, p in enumerate(parts):
         groups.setdefault(find(i), []).append(p)

@@ -263,12 +263,13 @@ def judge(card: FieldCard) -> TriagedCard:
     notes: list[str] = []
     stage_found = _stage_findings(ev, profile, source, card.id, notes)
     events_of = _event_codes(ev, stage_found)
-    found = soften([_host_setting(f) for f in stage_found], profile.assumed)
-    if ev.lost:
+    found = []
+    if ev.lost:  # first: of two bus.lost findings (the XID's and this) the first one's words are kept
         found.append(_f("bus.lost", "fail", "reseat",
                         f"the card could not be reached ({ev.lost}): reseat it (clean the edge connector, another "
                         "slot or riser), check its power cables, then run the health stage",
                         [], stage="health"))
+    found += soften([_host_setting(f) for f in stage_found], profile.assumed)
     found += _fan_findings(ev, profile, found)
     found = _confirm_on_bench(found)
     found += _symptom_findings(ev)

@@ -76,8 +76,7 @@ def triage(paths: list[str], texts: dict[str, str] | None = None) -> Triage:
     files: list[FileReport] = []
     parts: list[tuple[int, CardEvidence]] = []
     for n, p in enumerate(paths):
-        rep, cards = read_file(p, (texts or {}).get(p))
+        rep, found = read_file(p, (texts or {}).get(p))
         files.append(rep)
-        parts += [(n, c) for c in cards]
-    cards = [rules.judge(fc) for fc in merge.group(parts)]
-    return Triage(files=files, cards=cards)
+        parts += [(n, c) for c in found]
+    return Triage(files=files, cards=[rules.judge(fc) for fc in merge.group(parts)])
