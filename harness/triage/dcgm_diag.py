@@ -45,7 +45,7 @@ class _Result:
     gpu: int | None  # None: every GPU
     status: str  # pass | fail | warn | skip
     quote: Quote
-    messages: list[Quote] = field(default_factory=list)
+    messages: list[list[Quote]] = field(default_factory=list)  # each warning: its lines
 
 
 def detect_text(text: str) -> bool:
@@ -88,14 +88,14 @@ def read_text(text: str, source: str) -> list[CardEvidence]:
         if low in ("warning", "info"):
             said = low
             if low == "warning" and last is not None:
-                last.messages.append(quote)
+                last.messages.append([quote])
             continue
         if not name:
             sm = _STATUS.match(value) or _V4_GPU.match(value)
             if sm and test is not None:
                 last, said = _add(results, test, sm, quote), None
-            elif last is not None and said == "warning":
-                last.messages.append(quote)
+            elif last is not None and said == "warning" and last.messages:
+                last.messages[-1].append(quote)
             continue
         test, said = name, None
         sm = _STATUS.match(value)
@@ -146,7 +146,7 @@ def read_json(text: str, source: str) -> list[CardEvidence]:
             for g in ids:
                 if g is not None:
                     gpus.add(g)
-                results.append(_Result(name, g, status, q, [m for m in msgs if m]))
+                results.append(_Result(name, g, status, q, [[m] for m in msgs if m]))
     return _cards(results, gpus, source, KIND_JSON)
 
 
@@ -193,9 +193,8 @@ def _cards(results: list[_Result], gpus: set[int], source: str, kind: str) -> li
             key = _norm(r.test)
             host = key in HOST_TESTS
             stage = None if host else TEST_STAGES.get(key, "burn")
-            mine = [q for q in r.messages if not _names_other_gpu(q.text, g)]
-            said = [q.text.strip().strip("|").strip() for q in mine]
-            detail = " ".join(s.split("|")[-1].strip() for s in said)[:300]
+            mine = [q for msg in r.messages if not _names_other_gpu(" ".join(x.text for x in msg), g) for q in msg]
+            detail = " ".join(q.text.strip().strip("|").split("|")[-1].strip() for q in mine)[:300]
             card.symptoms.append(Symptom(
                 code=f"field.dcgm_{re.sub(r'[^a-z0-9]+', '_', key).strip('_')}", stage=stage,
                 failed=r.status == "fail", host_only=host,

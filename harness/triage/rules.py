@@ -122,7 +122,10 @@ def resolve(ev: CardEvidence) -> tuple[Profile, str]:
     facts = dict(ev.facts)
     facts.setdefault("model", ev.model or "unknown device")
     facts.setdefault("vendor", ev.vendor or "nvidia")
-    return derive_profile(facts), "derived"
+    try:
+        return derive_profile(facts), "derived"
+    except ValueError:  # a figure no card has (a x60 link): judge by the name alone, every figure assumed
+        return derive_profile({"model": facts["model"], "vendor": facts["vendor"]}), "derived"
 
 
 def _stage_findings(ev: CardEvidence, profile: Profile, source: str, name: str, notes: list[str]) -> list[Finding]:

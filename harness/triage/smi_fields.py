@@ -51,9 +51,11 @@ THROTTLE_FACTS = {
 }
 
 
+_ERROR = re.compile(r"^\s*\[?\s*(?:" + "|".join(re.escape(w) for w in ERROR_WORDS) + ")", re.IGNORECASE)
+
+
 def is_error(raw: str) -> bool:
-    low = raw.strip().strip("[]").lower()
-    return any(low.startswith(w) for w in ERROR_WORDS)
+    return _ERROR.match(raw) is not None
 
 
 def number(raw: str | None) -> float | None:

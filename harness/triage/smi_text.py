@@ -96,19 +96,42 @@ class Node:
     text: str
     indent: int
     children: list[Node] = field(default_factory=list)
+    first: int = 0  # preorder number of this node
+    last: int = 0  # preorder number of its last descendant
 
-    def find(self, path: tuple[str, ...]) -> Node | None:
-        """The first node matching ``path``, each step searched below the last (breadth first)."""
-        if not path:
-            return self
-        queue = list(self.children)
-        while queue:
-            n = queue.pop(0)
-            if n.label == path[0]:
-                hit = n.find(path[1:])
+
+class Tree:
+    """The report's nodes indexed by label, so a label path is found without walking the tree."""
+
+    def __init__(self, root: Node) -> None:
+        self.root = root
+        self.by_label: dict[str, list[Node]] = {}
+        self.nodes: list[Node] = []
+        self._number(root)
+
+    def _number(self, node: Node) -> None:
+        stack: list[tuple[Node, bool]] = [(node, False)]
+        while stack:
+            n, done = stack.pop()
+            if done:
+                n.last = len(self.nodes) - 1
+                continue
+            n.first = len(self.nodes)
+            self.nodes.append(n)
+            self.by_label.setdefault(n.label, []).append(n)
+            stack.append((n, True))
+            stack.extend((c, False) for c in reversed(n.children))
+
+    def find(self, path: tuple[str, ...], under: Node | None = None) -> Node | None:
+        """The first node (in the report's order) matching ``path``, each step below the last."""
+        scope = under or self.root
+        for n in self.by_label.get(path[0], []):
+            if scope.first < n.first <= scope.last:
+                if len(path) == 1:
+                    return n
+                hit = self.find(path[1:], n)
                 if hit is not None:
                     return hit
-            queue.extend(n.children)
         return None
 
 
@@ -196,9 +219,10 @@ def read(text: str, source: str) -> list[CardEvidence]:
 
 
 def _card(block: list[tuple[int, str]], source: str, bus_raw: str | None, index: int | None) -> CardEvidence | None:
-    tree = _tree(block)
-    if not tree.children:
+    root = _tree(block)
+    if not root.children:
         return None
+    tree = Tree(root)
     card = CardEvidence(source=source, kind=KIND, vendor="nvidia", index=index, pci_bus_id=normalize_bus_id(bus_raw))
 
     def lookup(fact: str) -> tuple[str, Quote] | None:
@@ -213,7 +237,7 @@ def _card(block: list[tuple[int, str]], source: str, bus_raw: str | None, index:
         hit = lookup("bus_id")
         card.pci_bus_id = normalize_bus_id(hit[0]) if hit else None
     smi_fields.extra_states(card, lookup)
-    values = [n for n in _walk(tree) if n.value]
+    values = [n for n in tree.nodes if n.value]
     errors = [n for n in values if smi_fields.is_error(n.value or "")]
     lost_words = [n for n in errors if "gpu is lost" in (n.value or "").lower()]
     if lost_words or (len(values) >= 8 and len(errors) * 2 > len(values)):
@@ -221,11 +245,3 @@ def _card(block: list[tuple[int, str]], source: str, bus_raw: str | None, index:
         card.lost = f"nvidia-smi printed {first.value!r} for {len(errors)} of the card's {len(values)} fields"
         card.quote("lost", Quote(source, first.line, first.text))
     return card
-
-
-def _walk(node: Node) -> list[Node]:
-    out = []
-    for c in node.children:
-        out.append(c)
-        out.extend(_walk(c))
-    return out
