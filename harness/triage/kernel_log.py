@@ -132,5 +132,5 @@ def read(text: str, source: str) -> list[CardEvidence]:
 
 def _lost(c: CardEvidence, quote: Quote) -> None:
     if c.lost is None:
-        c.lost = f"the driver logged that the GPU fell off the bus ({quote.text.strip()[-80:]})"
+        c.lost = "the driver logged that it fell off the bus"
     c.quote("lost", quote)

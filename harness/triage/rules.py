@@ -269,7 +269,7 @@ def judge(card: FieldCard) -> TriagedCard:
     found = []
     if ev.lost:  # first: of two bus.lost findings (the XID's and this) the first one's words are kept
         found.append(_f("bus.lost", "fail", "reseat",
-                        f"the card could not be reached ({ev.lost}): reseat it (clean the edge connector, another "
+                        f"the card could not be reached ({ev.lost}): reseat it (clean the edge connector; another "
                         "slot or riser), check its power cables, then run the health stage",
                         [], stage="health"))
     found += soften([_host_setting(f) for f in stage_found], profile.assumed)

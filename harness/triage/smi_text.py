@@ -188,7 +188,7 @@ def read(text: str, source: str) -> list[CardEvidence]:
         if lost:
             bid = normalize_bus_id(lost.group(1))
             cards.append(CardEvidence(source=source, kind=KIND, vendor="nvidia", pci_bus_id=bid,
-                                      lost=f"nvidia-smi: {stripped}",
+                                      lost=f"nvidia-smi could not reach it: {lost.group(2).strip()}",
                                       quotes={"lost": [Quote(source, no, raw)]}))
             continue
         m = _GPU_HEADER.match(stripped)
