@@ -88,12 +88,12 @@ def group(parts: list[tuple[int, CardEvidence]]) -> list[FieldCard]:
         groups.setdefault(find(i), []).append(p)
     cards = [_combine(members) for _, members in sorted(groups.items())]
     seen: dict[str, int] = {}
-    for c in cards:
-        seen[c.id] = seen.get(c.id, 0) + 1
-    for c in cards:  # two cards called alike (an Ascend and an NVIDIA card at one bus id): add the vendor
-        if seen[c.id] > 1:
-            c.id = f"{c.id} {c.evidence.vendor or 'unknown'}"
-    return sorted(cards, key=lambda c: (c.evidence.vendor or "", c.id))
+    for fc in cards:
+        seen[fc.id] = seen.get(fc.id, 0) + 1
+    for fc in cards:  # two cards called alike (an Ascend and an NVIDIA card at one bus id): add the vendor
+        if seen[fc.id] > 1:
+            fc.id = f"{fc.id} {fc.evidence.vendor or 'unknown'}"
+    return sorted(cards, key=lambda fc: (fc.evidence.vendor or "", fc.id))
 
 
 def _combine(members: list[tuple[int, CardEvidence]]) -> FieldCard:
