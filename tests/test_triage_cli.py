@@ -57,6 +57,15 @@ def test_the_json_document(burnin, tmp_path: Path) -> None:
     assert (ok["serial"], ok["verdict"], ok["findings"]) == ("1654724127926", "pass", [])
 
 
+def test_a_folder_stands_for_the_files_in_it(burnin, tmp_path: Path) -> None:
+    (tmp_path / "customer").mkdir()
+    for src in LOST:
+        shutil.copy(src, tmp_path / "customer" / Path(src).name)
+    (tmp_path / "customer" / ".DS_Store").write_bytes(b"\x00\x01")
+    code, out, err = burnin("triage", "customer")
+    assert code == 1 and err == "" and "REPAIR" in out and "1 card(s): 1 repair" in out
+
+
 def test_bad_json_path_is_exit_2_before_reading(burnin) -> None:
     code, _, err = burnin("triage", HEALTHY, "--json", "no/such/folder/t.json")
     assert code == 2 and err.startswith("burnin: no/such/folder/t.json: the folder") and err.count("\n") == 1
@@ -112,3 +121,16 @@ def test_history_reads_a_database_made_before_field_reports(tmp_path: Path) -> N
     store = Store(db, readonly=True)
     assert store.field_reports("X") == []
     store.close()
+
+
+def test_the_tui_history_shows_a_field_report() -> None:
+    from rich.console import Console
+
+    from harness.tui.story import history_view
+
+    entry = {"kind": "field", "at": "2026-01-02T10:00:00Z", "started_at": "2026-01-02T10:00:00Z",
+             "verdict": "retest", "summary": "retest (reset_and_retest): ecc.dbe; from dmesg.log"}
+    console = Console(width=80, record=True)
+    console.print(history_view("S-1", [entry]))
+    shown = " ".join(console.export_text().split())
+    assert "2026-01-02 10:00 field report retest (reset_and_retest): ecc.dbe; from dmesg.log" in shown

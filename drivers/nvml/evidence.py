@@ -74,11 +74,19 @@ def read(text: str, source: str) -> list[CardEvidence]:
         raise ValueError(f"not valid JSON (line {e.lineno}: {e.msg})") from None
     if not isinstance(snap, dict) or snap.get("schema") != SCHEMA or not isinstance(snap.get("devices"), list):
         raise ValueError(f"not an NVML recording (schema {SCHEMA} with a device list)")
+    before = nvml_replay._STATE  # noqa: SLF001 - the replay is one module-wide host: give it back after
     try:
-        nv = nvml_replay.load(snap, strict=False)
+        nvml_replay.load(snap, strict=False)
     except (ValueError, KeyError, TypeError) as e:
+        nvml_replay._STATE = before  # noqa: SLF001
         raise ValueError(f"NVML recording it cannot replay: {e}") from None
-    del nv
+    try:
+        return _cards(snap, text, source)
+    finally:
+        nvml_replay._STATE = before  # noqa: SLF001
+
+
+def _cards(snap: dict[str, Any], text: str, source: str) -> list[CardEvidence]:
     lines = text.splitlines()
     starts = _regions(lines) + [len(lines)]
     cards: list[CardEvidence] = []

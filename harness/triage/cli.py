@@ -30,6 +30,19 @@ def _writable(path: str, what: str) -> str | None:
     return None
 
 
+def expand(args: tuple[str, ...]) -> list[str]:
+    """The files to read: a folder (what a customer sent) stands for the files directly in it."""
+    out: list[str] = []
+    for a in args:
+        p = Path(a)
+        if p.is_dir():
+            inside = sorted(str(c) for c in p.iterdir() if c.is_file() and not c.name.startswith("."))
+            out += inside or [a]  # an empty folder is said to be unreadable, like any non-file
+        else:
+            out.append(a)
+    return out
+
+
 @click.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False),
@@ -38,8 +51,9 @@ def _writable(path: str, what: str) -> str | None:
               help="Store each card's triage in its history (by serial) in this results database.")
 def triage(files: tuple[str, ...], json_path: str | None, db: str | None) -> None:
     """Triage the files a card arrived with (nvidia-smi -q text or XML, dmesg / journalctl -k /
-    syslog, dcgmi diag / health / dmon, npu-smi info, NVML recordings), recognised by content:
-    each card's verdict, actions, the stage to run first, and the lines each finding rests on."""
+    syslog, dcgmi diag / health / dmon, npu-smi info, NVML recordings; a folder: the files in it),
+    recognised by content: each card's verdict, actions, the stage to run first, and the lines
+    each finding rests on."""
     from harness.triage.report import document, print_triage
     from harness.triage.triage import triage as run_triage
 
@@ -48,7 +62,7 @@ def triage(files: tuple[str, ...], json_path: str | None, db: str | None) -> Non
         if problem:
             click.echo(f"burnin: {problem}", err=True)
             sys.exit(EXIT_USAGE)
-    result = run_triage(list(files))
+    result = run_triage(expand(files))
     doc = document(result)
     for f in result.unreadable:
         click.echo(f"burnin: {f.path}: cannot read: {f.error}", err=True)
