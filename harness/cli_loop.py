@@ -12,6 +12,7 @@ from typing import Any
 import click
 
 from harness.errors import UsageError
+from harness.triage.cli import triage
 
 REAL_TIME_KEYS = ("observe_s", "duration_s", "soak_s", "cooldown_s", "hold_s", "fade_wait_s", "bandwidth_s",
                   "cool_duration_s")
@@ -216,4 +217,4 @@ def rack_toml(cfg: Any, cards: list[Any], described: list[dict[str, Any]]) -> st
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = (repair, evidence, plans, stages)
+COMMANDS = (repair, evidence, plans, stages, triage)

@@ -29,6 +29,7 @@ from drivers.profiles import Profile, ProfileError
 from harness.clock import utcnow
 from harness.repairs import repairs_before
 from harness.store import Store
+from harness.triage.history import field_report_findings
 from harness.verdict import CardVerdict, judge_card
 from stress.base import Stage, get_stage
 from stress.model import Finding, TestResult, soften
@@ -50,6 +51,7 @@ def judge_with_history(store: Store, run_id: str, serial: str | None, host: str,
         history = [h for h in store.card_history(serial) if h["run_seq"] < seq and h.get("findings") is not None]
         started = (store.run(run_id) or {}).get("started_at") or utcnow()
         repairs = repairs_before(store, serial, run_id, started)
+        findings = findings + field_report_findings(store, serial, run_id)  # what the field reported (triage --db)
     good = store.slot_known_good(host, slot, serial, run_id)
     return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs)
 

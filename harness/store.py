@@ -68,6 +68,11 @@ CREATE INDEX IF NOT EXISTS repairs_serial ON repairs(serial);
 CREATE INDEX IF NOT EXISTS tests_run_key ON tests(run_id, key);
 CREATE INDEX IF NOT EXISTS findings_run_key ON findings(run_id, key);
 CREATE INDEX IF NOT EXISTS samples_run_key ON samples(run_id, key);
+CREATE TABLE IF NOT EXISTS field_reports (
+    id INTEGER PRIMARY KEY AUTOINCREMENT, serial TEXT, card_id TEXT, at TEXT, files TEXT,
+    verdict TEXT, actions TEXT, report TEXT
+);
+CREATE INDEX IF NOT EXISTS field_reports_serial ON field_reports(serial);
 """
 
 # (table, column definition) added after the first schema; ``findings.test_id`` links a finding to
@@ -381,6 +386,25 @@ class Store:
         """Every repair of one card, oldest first."""
         rows = self.db.execute("SELECT * FROM repairs WHERE serial=? ORDER BY at, id", (serial,)).fetchall()
         return [dict(r) for r in rows]
+
+    # what the field reported about a card before it reached the bench (``burnin triage --db``) ---
+    def add_field_report(self, serial: str | None, card_id: str, at: str, files: list[str], verdict: str,
+                         actions: list[str], report: dict[str, Any]) -> int:
+        """Store one card's triage (``report``: its card object of the triage document)."""
+        with self._tx() as db:
+            cur = db.execute(
+                "INSERT INTO field_reports (serial, card_id, at, files, verdict, actions, report) VALUES (?,?,?,?,?,?,?)",
+                (serial, card_id, at, _j(files), verdict, _j(actions), _j(report)),
+            )
+        return int(cur.lastrowid or 0)
+
+    def field_reports(self, serial: str) -> list[dict[str, Any]]:
+        """Every field report of one card, oldest first ([] in a database older than the table)."""
+        try:
+            rows = self.db.execute("SELECT * FROM field_reports WHERE serial=? ORDER BY at, id", (serial,)).fetchall()
+        except sqlite3.OperationalError:  # opened read-only before any triage was stored in it
+            return []
+        return [{**dict(r), **{k: json.loads(r[k] or "null") for k in ("files", "actions", "report")}} for r in rows]
 
 
 class StoreWriter(EventConsumer):

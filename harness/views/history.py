@@ -10,6 +10,7 @@ from rich.text import Text
 
 from harness.repairs import FIXED, NOT_FIXED, timeline
 from harness.store import Store
+from harness.triage.history import field_entries, interleave
 from harness.views.table import VERDICT_STYLE, profile_label, report_console
 
 OUTCOME_STYLE = {FIXED: "bold green", NOT_FIXED: "bold red"}
@@ -26,9 +27,10 @@ def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
 
 
 def history_timeline(store: Store, serial: str) -> list[dict[str, Any]]:
-    """Runs (card shape, ``kind: run``) and repairs (``kind: repair``, with what each targeted
-    and whether the next run shows it fixed), interleaved in time order."""
-    return timeline(history_entries(store, serial), store.repairs(serial))
+    """Runs (card shape, ``kind: run``), repairs (``kind: repair``, with what each targeted and
+    whether the next run shows it fixed) and field reports (``kind: field``, ``burnin triage
+    --db``), interleaved in time order."""
+    return interleave(timeline(history_entries(store, serial), store.repairs(serial)), field_entries(store, serial))
 
 
 def _fail_codes(e: dict[str, Any]) -> str:
@@ -62,6 +64,12 @@ def print_history(serial: str, entries: list[dict[str, Any]], console: Console |
     for e in entries:
         if e.get("kind") == "repair":
             table.add_row(str(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", "", repair_text(e))
+            continue
+        if e.get("kind") == "field":
+            v = str(e.get("verdict"))
+            table.add_row(str(e["at"]), Text("field report", style="bold blue"), "", "", "", "",
+                          Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(e["actions"]) or "-",
+                          _fail_codes(e) + f" (from {', '.join(str(f).rsplit('/', 1)[-1] for f in e['files'])})")
             continue
         v = run_verdict(e)
         table.add_row(str(e["started_at"]), f"run {e['run_id']}", str(e["rack"]), str(e["plan"]),
