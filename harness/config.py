@@ -8,10 +8,12 @@ strict pydantic model), so a new backend brings its config with it.
 from __future__ import annotations
 
 import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
+import psutil
 from pydantic import (
     AfterValidator,
     BaseModel,
@@ -219,6 +221,22 @@ class RackConfig:
     def resolve(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def ray_node_ip(self) -> str | None:
+        """The address of ``[rack] ray_interface`` on this machine (IPv4 first), for the Ray node
+        of the controller; None when unset. A missing interface is a one-line UsageError."""
+        name = self.rack.ray_interface
+        if name is None:
+            return None
+        addrs = psutil.net_if_addrs()
+        if name not in addrs:
+            raise UsageError(f"{self.path}: rack.ray_interface: no network interface {name!r} on this machine "
+                             f"(have: {', '.join(sorted(addrs)) or 'none'})")
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for a in addrs[name]:
+                if a.family == family:
+                    return str(a.address).split("%", 1)[0]  # an IPv6 link-local's %zone is not an address
+        raise UsageError(f"{self.path}: rack.ray_interface: interface {name!r} has no IP address")
 
     def instruments_for(self, host: str, slot: int) -> list[InstrumentConfig]:
         for h in self.hosts:

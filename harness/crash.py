@@ -18,7 +18,7 @@ import time
 import traceback
 from pathlib import Path
 
-from drivers.text import bounded
+from drivers.text import bounded, visible
 
 EXIT_CRASH = 70  # sysexits.h EX_SOFTWARE
 MESSAGE_MAX = 300
@@ -48,6 +48,7 @@ def save_traceback(exc: BaseException) -> Path | None:
     text = (f"burnin {' '.join(sys.argv[1:])}\npython {sys.version.split()[0]}, pid {os.getpid()}, "
             f"{time.strftime('%Y-%m-%dT%H:%M:%S%z')}\n\n"
             + "".join(traceback.format_exception(type(exc), exc, exc.__traceback__)))
+    text = visible(text, keep="\n\t")  # safe to cat on a terminal too
     for folder in (crash_dir(), None):
         with contextlib.suppress(OSError):
             return _write(folder, text)

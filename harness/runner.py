@@ -83,7 +83,7 @@ def _discover_on_ray(cfg: RackConfig) -> list[tuple[DeviceEntry, list[dict[str, 
     from harness.engines.fleet import discover_fleet
     from harness.engines.ray_engine import Placer, connect
 
-    ray, _ = connect(cfg.rack.ray_address)  # the engine joins the same cluster afterwards
+    ray, _ = connect(cfg.rack.ray_address, cfg.ray_node_ip())  # the engine joins the same cluster afterwards
     placer = Placer(ray, {h.name: h.address for h in cfg.hosts if h.address})
     return discover_fleet(cfg, placer, ray)
 
@@ -144,7 +144,7 @@ def make_engine(cfg: RackConfig, cards: list[CardSlot], should_stop: Callable[[]
         return RayEngine(address=cfg.rack.ray_address, parallel=cfg.rack.parallel,
                          cpus_per_card=1.0, reuse_workers=mock,
                          host_addresses={h.name: h.address for h in cfg.hosts if h.address},
-                         should_stop=should_stop)
+                         should_stop=should_stop, node_ip=cfg.ray_node_ip())
     parallel = cfg.rack.parallel
     if parallel is None and mock:
         parallel = min(len(cards), MOCK_CARDS_PER_CPU * (os.cpu_count() or 2)) or 1
