@@ -147,6 +147,27 @@ def _describe(cls: Any) -> str:
     return " ".join(doc.split("\n\n")[0].split())
 
 
+def _range(metadata: list[Any]) -> dict[str, Any]:
+    """A parameter's bounds as the plan must respect them: ``min``/``max`` (inclusive) or
+    ``above``/``below`` (exclusive), from its pydantic constraints."""
+    out: dict[str, Any] = {}
+    for m in metadata:
+        for attr, key in (("ge", "min"), ("gt", "above"), ("le", "max"), ("lt", "below")):
+            if getattr(m, attr, None) is not None:
+                out[key] = getattr(m, attr)
+    return out
+
+
+def _num(v: Any) -> str:
+    return str(int(v)) if isinstance(v, int) or float(v).is_integer() else f"{v:g}"
+
+
+def _range_text(p: dict[str, Any]) -> str:
+    lo = f"≥ {_num(p['min'])}" if "min" in p else (f"> {_num(p['above'])}" if "above" in p else "")
+    hi = f"≤ {_num(p['max'])}" if "max" in p else (f"< {_num(p['below'])}" if "below" in p else "")
+    return ", ".join(x for x in (lo, hi) if x) or "-"
+
+
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the stages and parameters as JSON.")
 def stages(as_json: bool) -> None:
@@ -157,7 +178,7 @@ def stages(as_json: bool) -> None:
     for name, cls in sorted(all_stages().items()):
         params = [{"name": k, "type": getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", ""),
                    "default": None if f.is_required() else f.get_default(call_default_factory=True),
-                   "required": f.is_required(), "description": f.description}
+                   "required": f.is_required(), "description": f.description, **_range(f.metadata)}
                   for k, f in cls.Params.model_fields.items()]
         doc.append({"stage": name, "description": _describe(cls),
                     "requires": sorted(cls.requires), "params": params})
@@ -172,11 +193,12 @@ def stages(as_json: bool) -> None:
     console = report_console()
     for st in doc:
         table = Table(title=cell(f"{st['stage']}: {st['description']}"), title_justify="left", show_edge=False)
-        for col in ("parameter", "type", "default"):
+        for col in ("parameter", "type", "default", "range"):
             table.add_column(col)
         for p in st["params"]:
             table.add_row(*cells(p["name"], p["type"],
-                                 "(required)" if p["required"] else json.dumps(p["default"], default=str)))
+                                 "(required)" if p["required"] else json.dumps(p["default"], default=str),
+                                 _range_text(p)))
         console.print(table)
         console.print()
 

@@ -7,6 +7,7 @@ subclass that redeclares ``timeout_s = 120.0`` and so drops the base's bounds) c
 
 from __future__ import annotations
 
+import json
 import types
 import typing
 from typing import Any, Literal, Union, get_args, get_origin
@@ -115,3 +116,12 @@ def test_zero_is_accepted_only_where_the_stage_defines_it():
                          ("preflight", "timeout_s"), ("memory", "timeout_s")):
         with pytest.raises(ValidationError):
             stages()[stage].Params.model_validate({field: 0})
+
+
+def test_stages_listing_shows_each_range():
+    res = CliRunner().invoke(main, ["stages", "--json"])
+    health = next(s for s in json.loads(res.stdout) if s["stage"] == "health")
+    obs = next(p for p in health["params"] if p["name"] == "observe_s")
+    assert (obs["min"], obs["max"]) == (0, 86400.0)
+    out = CliRunner().invoke(main, ["stages"]).stdout
+    assert "≥ 0, ≤ 86400" in out
