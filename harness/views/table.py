@@ -50,10 +50,14 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     table = Table(title=cell(f"burnin {doc.get('plan')} on {doc.get('rack')}  (run {doc.get('run_id')})"),
                   title_justify="left", show_lines=False, expand=False)
     table.add_column("host/slot", no_wrap=True)
-    table.add_column("serial", no_wrap=True)
+    # on a terminal a long serial wraps rather than squeeze the verdict out; a log keeps it on one line
+    if console.is_terminal:
+        table.add_column("serial", overflow="fold", min_width=13, max_width=40)
+    else:
+        table.add_column("serial", no_wrap=True)
     table.add_column("model", no_wrap=True)
     table.add_column("profile", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+    table.add_column("verdict", no_wrap=True, min_width=7)
     table.add_column("actions")
     table.add_column("mem cov", no_wrap=True)
     table.add_column("why", overflow="fold", min_width=30, max_width=100)
