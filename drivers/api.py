@@ -15,6 +15,8 @@ from typing import Any
 
 import numpy as np
 
+from drivers.text import bounded
+
 
 class DeviceError(Exception):
     """A device call failed in a way that is the device's fault, not the harness's."""
@@ -69,6 +71,20 @@ THERMAL_THROTTLES = frozenset({THROTTLE_HW_THERMAL, THROTTLE_SW_THERMAL})
 POWER_THROTTLES = frozenset({THROTTLE_SW_POWER_CAP, THROTTLE_HW_POWER_BRAKE})
 
 
+PROCESS_NAME_MAX = 256  # a driver reports an executable's path: a 100 kB one is cut here
+IDENTITY_TEXT_MAX = 256  # model, serial, UUID, bus id, firmware versions as a card reports them
+
+
+def _reported(obj: Any, name: str, limit: int) -> None:
+    """Clean a string field of a frozen dataclass in place: what a device reports is bounded and
+    its control characters made visible where it enters (drivers.text), for every backend."""
+    value = getattr(obj, name)
+    if isinstance(value, str):
+        cleaned = bounded(value, limit)
+        if cleaned is not value:
+            object.__setattr__(obj, name, cleaned)
+
+
 @dataclass(frozen=True)
 class Identity:
     vendor: str  # "nvidia", "huawei", "mock"
@@ -81,6 +97,14 @@ class Identity:
     memory_total_mib: int | None = None
     profile_source: str | None = None  # "matched" (by name), "derived" (from facts), "config" (mock)
     facts: dict[str, Any] = field(default_factory=dict)  # what a derived profile is built from
+
+    def __post_init__(self) -> None:
+        for name in ("vendor", "model", "serial", "uuid", "pci_bus_id", "profile"):
+            _reported(self, name, IDENTITY_TEXT_MAX)
+        fw = {bounded(k, 64): bounded(v, IDENTITY_TEXT_MAX) if isinstance(v, str) else v
+              for k, v in self.firmware.items()}
+        if fw != self.firmware:
+            object.__setattr__(self, "firmware", fw)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +190,9 @@ class DeviceProcess:
     name: str | None = None  # None where the tool cannot name it (another container)
     used_mib: int | None = None  # None where the driver cannot tell
     kind: str = "compute"  # "compute" | "graphics"
+
+    def __post_init__(self) -> None:
+        _reported(self, "name", PROCESS_NAME_MAX)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

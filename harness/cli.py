@@ -1,7 +1,9 @@
 """The ``burnin`` command line (docs/contract.md section 1) and its exit codes.
 
 0 every card passes; 1 the run finished and some card did not; 2 bad usage or input (one line
-naming file and field); 3 the harness could not run at all. No traceback reaches the user.
+naming file and field); 3 the harness could not run at all; 70 burnin itself crashed (a bug, not a
+card verdict: sysexits' EX_SOFTWARE; the traceback is saved to a file, see harness/crash.py);
+130/143/129 the run was stopped by Ctrl-C/SIGTERM/SIGHUP. No traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ from typing import Any, TypeVar
 
 import click
 
+from harness.crash import EXIT_CRASH, crash_line, save_traceback
 from harness.errors import HarnessUnavailable, UsageError
+from harness.views.safe import line
 
 T = TypeVar("T")
 EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -65,7 +69,7 @@ def _stop_on_signals() -> Iterator[None]:
 
 def _fail(exc: Exception) -> None:
     code = getattr(exc, "exit_code", EXIT_UNAVAILABLE)
-    click.echo(f"burnin: {exc}", err=True)
+    click.echo(f"burnin: {line(exc)}", err=True)
     sys.exit(code)
 
 
@@ -101,10 +105,27 @@ def _check_outputs(*paths: str | None) -> None:
             raise UsageError(f"{p}: cannot write the report here (permission denied)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Burnin(click.Group):
+    """The command group; an exception no command handled is a crash (exit 70), not a failed card."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place every unexpected error ends
+            click.echo(crash_line(e, save_traceback(e)), err=True)
+            sys.exit(EXIT_CRASH)
+
+
+@click.group(cls=_Burnin, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="burnin", prog_name="burnin")
 def main() -> None:
-    """burnin: diagnose accelerators on a bench or a rack, and say what to repair."""
+    """burnin: diagnose accelerators on a bench or a rack, and say what to repair.
+
+    Exit codes: 0 every card passed; 1 some card did not; 2 bad usage or input; 3 the harness
+    could not run; 70 burnin crashed (a bug: the traceback is saved to a file); 130/143/129
+    stopped by Ctrl-C/SIGTERM/SIGHUP."""
 
 
 @main.command()
@@ -151,13 +172,13 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
         _fail(HarnessUnavailable(f"results database: {e}"))
         return
     except Interrupted as e:
-        click.echo(f"burnin: {e}", err=True)
+        click.echo(f"burnin: {line(e)}", err=True)
         sys.exit(e.exit_code)
     _write_outputs(doc, json_path, junit_path, html_path)
     from harness.views.table import print_verdicts
 
     print_verdicts(doc)
-    click.echo(f"burnin: run {doc['run_id']}: results are in {db_path}", err=True)
+    click.echo(line(f"burnin: run {doc['run_id']}: results are in {db_path}"), err=True)
     sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
 
 
@@ -223,11 +244,14 @@ def _serve_metrics(addr: str | None, cards: list[Any], pl: Any) -> Iterator[Any]
     if addr is None:
         yield None
         return
-    from harness.views.metrics import MetricsServer, RunMetrics
+    from harness.views.metrics import MetricsServer, RunMetrics, exposure_warning
 
     state = RunMetrics(cards, len(pl.stages))
     server = MetricsServer(state, addr)
-    click.echo(f"burnin: metrics on http://{server.host}:{server.port}/metrics", err=True)
+    click.echo(f"burnin: metrics on {server.url}", err=True)
+    warning = exposure_warning(server.host, server.port)
+    if warning:
+        click.echo(f"burnin: warning: {warning}", err=True)
     try:
         yield state
     finally:
@@ -242,7 +266,7 @@ def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str |
     try:
         write_reports(doc, json_path=json_path, junit_path=junit_path, html_path=html_path)
     except OSError as e:
-        click.echo(f"burnin: cannot write report: {e.filename}: {e.strerror} ({saved})", err=True)
+        click.echo(line(f"burnin: cannot write report: {e.filename}: {e.strerror} ({saved})"), err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -292,9 +316,10 @@ def validate(config: str, plan: str | None) -> None:
         _fail(e)
         return
     backends = sorted({d.config.backend for d in cfg.devices})
-    click.echo(f"{cfg.path}: ok: rack {cfg.name!r}, {len(cfg.hosts)} host(s), {len(cfg.devices)} device entr"
-               f"{'y' if len(cfg.devices) == 1 else 'ies'} ({', '.join(backends)})")
-    click.echo(f"{pl.path}: ok: plan {pl.name!r}, {len(pl.stages)} stages: {', '.join(s.stage for s in pl.stages)}")
+    click.echo(line(f"{cfg.path}: ok: rack {cfg.name!r}, {len(cfg.hosts)} host(s), {len(cfg.devices)} device entr"
+                    f"{'y' if len(cfg.devices) == 1 else 'ies'} ({', '.join(backends)})"))
+    click.echo(line(f"{pl.path}: ok: plan {pl.name!r}, {len(pl.stages)} stages: "
+                    f"{', '.join(s.stage for s in pl.stages)}"))
 
 
 @main.command()
@@ -438,8 +463,8 @@ def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool, even
         _fail(UsageError(f"{path}: no run {run_id!r}"))
         return
     if run_row["status"] == "finished":
-        click.echo(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
-                   f"are unchanged (burnin history SERIAL --db {path})", err=True)
+        click.echo(line(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
+                        f"are unchanged (burnin history SERIAL --db {path})"), err=True)
         sys.exit(EXIT_PASS)
     _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None,
                     events=events)

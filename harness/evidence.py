@@ -19,6 +19,7 @@ from harness.errors import UsageError
 from harness.records import stored_document
 from harness.store import Store
 from harness.views.history import history_timeline
+from harness.views.safe import markdown
 
 
 def _dump(path: Path, obj: Any) -> None:
@@ -123,13 +124,15 @@ def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None) 
     files.append(("history.json", "every run of the card and every repair recorded, in time order, with "
                                   "whether each repair fixed what it targeted"))
     vendor = _vendor_record(row, out)
-    lines = [f"# burnin evidence pack: {serial}", "",
-             f"Run {rid} ({row.get('plan')} on {row.get('rack')}), card at {row['host']}/{row['slot']}, "
-             f"verdict **{card.get('verdict')}** ({', '.join(card.get('actions') or []) or 'no actions'}).", "",
+    md = markdown  # every string from the card, the config or the store is literal in the README
+    lines = [f"# burnin evidence pack: {md(serial)}", "",
+             f"Run {md(rid)} ({md(row.get('plan'))} on {md(row.get('rack'))}), card at "
+             f"{md(row['host'])}/{md(row['slot'])}, verdict **{md(card.get('verdict'))}** "
+             f"({md(', '.join(map(str, card.get('actions') or [])) or 'no actions')}).", "",
              "| file | what it is |", "|---|---|"]
-    lines += [f"| `{f}` | {what} |" for f, what in files]
-    lines += [f"| `{v.split(':', 1)[0]}` | {v.split(':', 1)[1].strip()} |" if not v.startswith("(") else f"| - | {v} |"
-              for v in vendor]
+    lines += [f"| `{f}` | {what} |" for f, what in files]  # our own words
+    lines += [f"| {md(v.split(':', 1)[0])} | {md(v.split(':', 1)[1].strip())} |" if not v.startswith("(")
+              else f"| - | {md(v)} |" for v in vendor]
     lines += ["", "System causes ruled out: the findings' `action` is `fix_host` when the host (driver, "
               "configuration, power cap) is to blame; a card whose findings all call for a card repair or "
               "`rma` was judged on its own measurements.", ""]

@@ -11,9 +11,12 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from drivers.xid import xid_rule
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import PHASE_MAX_S, WATCHDOG_MAX_S
 from stress.model import Finding, TestResult, test_status
 
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap
@@ -23,9 +26,10 @@ FAN_SHOULD_TURN_PCT = 20.0  # at or above this duty a healthy fan turns (below i
 
 
 class HealthParams(StageParams):
-    observe_s: float = 60.0  # idle window over which replay and SBE rates are measured
+    # idle window over which replay and SBE rates are measured; 0: one reading, no watch (final, devices)
+    observe_s: float = Field(default=60.0, ge=0, le=PHASE_MAX_S)
     final: bool = False  # judge the whole session against the baseline taken by the first run
-    timeout_s: float = 600.0
+    timeout_s: float = Field(default=600.0, gt=0, le=WATCHDOG_MAX_S)
 
 
 def _f(code: str, severity: str, action: str, message: str, **kw: Any) -> Finding:

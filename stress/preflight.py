@@ -18,8 +18,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from drivers.api import Conditions, DeviceProcess, Identity
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import WATCHDOG_MAX_S
 from stress.model import Finding, TestResult, test_status
 from stress.readiness import cannot_run
 
@@ -29,7 +32,7 @@ CLOCK_TOLERANCE_MHZ = 1.0
 
 class PreflightParams(StageParams):
     force: bool = False  # run the stress stages on a card that is not ready, and say so in every finding
-    timeout_s: float = 120.0
+    timeout_s: float = Field(default=120.0, gt=0, le=WATCHDOG_MAX_S)
 
 
 def _f(code: str, message: str, **evidence: Any) -> Finding:

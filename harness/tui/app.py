@@ -35,6 +35,7 @@ from harness.tui.bridge import (
 )
 from harness.tui.screens import CardScreen, QuitScreen, RepairScreen
 from harness.tui.state import BenchState, CardState
+from harness.views.safe import line
 
 REDRAW_S = 0.1
 SPARK_MAX = 34  # cells, until the pane has been laid out: one bar per sample up to its width
@@ -453,7 +454,7 @@ def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
         cards = discover_cards(cfg)
         locks = lock_cards(cards)
     except (UsageError, HarnessUnavailable) as e:
-        print(f"burnin: {e}", file=sys.stderr)
+        print(f"burnin: {line(e)}", file=sys.stderr)
         return int(getattr(e, "exit_code", 3))
     try:
         app = BenchApp(cfg, plan, db_path, cards)
@@ -473,7 +474,7 @@ def _after(app: BenchApp, db_path: Path) -> None:
 
         print_verdicts(app.bench.doc)
     elif app.phase in ("stopped", "stopping", "running") and rid:
-        print(f"burnin: run {rid} stopped; results so far are in {db_path}; "
-              f"continue it with: burnin resume {rid} --db {db_path}", file=sys.stderr)
+        print(line(f"burnin: run {rid} stopped; results so far are in {db_path}; "
+                   f"continue it with: burnin resume {rid} --db {db_path}"), file=sys.stderr)
     elif app.phase == "failed":
-        print(f"burnin: {app.error}", file=sys.stderr)
+        print(f"burnin: {line(app.error)}", file=sys.stderr)

@@ -112,7 +112,7 @@ def _kv(d: dict[str, Any] | None) -> str:
         else:
             size = f"{len(v)} items" if isinstance(v, list | dict) else f"{len(s)} chars"
             folded.append(f'<details><summary class="mono">{_e(k)} ({size})</summary>'
-                          f'<pre class="mono">{_e(json.dumps(v, indent=1, default=str))}</pre></details>')
+                          f'<pre class="mono">{_e(json.dumps(v, indent=1, default=str), multiline=True)}</pre></details>')
     parts += folded
     return " ".join(parts)
 
@@ -124,7 +124,7 @@ def _evidence(ev: dict[str, Any] | None) -> str:
     if len(flat) <= EVIDENCE_INLINE_MAX:
         return f'<span class="mono">{_e(flat)}</span>'
     return (f'<details><summary class="mono">{_e(flat[:90])}…</summary>'
-            f'<pre class="mono">{_e(json.dumps(ev, indent=1, default=str))}</pre></details>')
+            f'<pre class="mono">{_e(json.dumps(ev, indent=1, default=str), multiline=True)}</pre></details>')
 
 
 def _findings_table(findings: list[dict[str, Any]]) -> str:
@@ -160,7 +160,7 @@ def _tests_table(tests: list[dict[str, Any]]) -> str:
             extra += f'<div class="warnnote">{_e(t["error"])}</div>'
         tb = raw.get("traceback")
         if tb:
-            extra += f'<details><summary>traceback</summary><pre class="mono">{_e(tb)}</pre></details>'
+            extra += f'<details><summary>traceback</summary><pre class="mono">{_e(tb, multiline=True)}</pre></details>'
         rows.append(
             f'<tr><td class="nw">{_e(t.get("name"))}</td><td class="nw"><span class="st {_e(st)}">{_e(st)}</span></td>'
             f'<td class="num">{float(t.get("duration_s") or 0):.1f} s</td><td class="wrap">{extra}{_kv(metrics)}</td></tr>'
