@@ -305,10 +305,9 @@ class AscendDevice(Device):
         if self.dmi is None:
             return None
         if self._diagnostics is None:
-            simulated = self.runtime is not None and self.runtime.clock is self.clock
             self._diagnostics = AscendDiagnostics(
                 self.dmi, self.logic_id if self.logic_id is not None else self.npu_id, f"NPU {self.npu_id}",
-                still_there=self._still_there, tool_time=self.clock.sleep if simulated else None)
+                still_there=self._still_there, tool_time=self.runtime.stressed if self.runtime is not None else None)
         return self._diagnostics
 
     def _still_there(self) -> bool:

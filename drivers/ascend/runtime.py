@@ -33,6 +33,10 @@ class NpuRuntime(ABC):
     def handle(self, kind: str) -> Any:
         """The ``kind`` handle ("memory", "compute", "transfer"); built on first use."""
 
+    def stressed(self, seconds: float) -> None:  # noqa: B027 - optional hook
+        """A vendor tool held the chip under stress for ``seconds``: a runtime on simulated time
+        moves its clock on; on hardware the tool took that long and there is nothing to do."""
+
     def release(self) -> None:  # noqa: B027 - optional hook
         """Free what the handles hold (the memory scan takes nearly all of the HBM)."""
 
