@@ -20,6 +20,7 @@ stream); one that returns late is KernelTimeout.
 from __future__ import annotations
 
 import contextlib
+import importlib.util
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -46,6 +47,7 @@ RESERVE_BYTES = 1 << 30  # left free for the runtime's own workspace
 CHUNK = 1 << 26  # scan and copy chunk (64 MiB)
 FP16_EXACT = 2048  # largest integer with every smaller one exact in fp16
 LOAD_SIZE = 4096
+CPU_LOAD_SIZE = 128  # the tests' CPU device: fp16 products are emulated there and slow
 _MEMORY_TEXT = ("multi-bit", "multi bit", "uce", "ecc", "hbm error")
 _LOST_TEXT = ("device lost", "heartbeat", "not exist", "device is unavailable", "link down")
 _DTYPES = {"fp16": "float16", "fp32": "float32"}
@@ -70,6 +72,10 @@ def npu_errors(what: str, offset: int | None = None, nbytes: int | None = None) 
 
 class TorchRuntime(NpuRuntime):
     def __init__(self, where: dict[str, Any], device_type: str = "npu", memory_mib: int | None = None) -> None:
+        # asked first, so a host with torch but no torch_npu does not pay torch's import to learn it
+        if device_type == "npu" and importlib.util.find_spec("torch_npu") is None:
+            what = "torch_npu is" if importlib.util.find_spec("torch") is not None else "torch and torch_npu are"
+            raise BackendUnavailable(f"{what} not installed: {INSTALL_HINT}")
         try:
             import torch
         except ImportError:
@@ -253,9 +259,10 @@ class TorchCompute(ComputeHandle):
 
     def load(self, seconds: float, intensity: float = 1.0) -> LoadReport:
         torch = self.rt.torch
+        n = LOAD_SIZE if self.rt.device.type != "cpu" else CPU_LOAD_SIZE
         if self._load is None:
             with npu_errors(f"{self.rt.label}: preparing the load"):
-                x = torch.rand((LOAD_SIZE, LOAD_SIZE), device=self.rt.device).to(torch.float16)
+                x = torch.rand((n, n), device=self.rt.device).to(torch.float16 if n == LOAD_SIZE else torch.float32)
                 self._load = (x, x.clone())
         a, b = self._load
         flops = 0.0
@@ -264,7 +271,7 @@ class TorchCompute(ComputeHandle):
             while (busy := time.monotonic() - t0) < seconds:
                 torch.matmul(a, b)
                 self.rt.sync()
-                flops += 2.0 * LOAD_SIZE ** 3
+                flops += 2.0 * n ** 3
                 if intensity < 1.0:  # idle for the rest of each step
                     time.sleep(min(seconds - busy, (time.monotonic() - t0 - busy) * (1 - intensity) / intensity))
         return LoadReport(seconds=time.monotonic() - t0, flops=flops)
