@@ -103,10 +103,11 @@ class DiagnoseStage(Stage):
         steps = 1 + len(prm.bandwidth) + len(self._dtypes(prm, ctx.profile, diag)) + (1 if prm.power_s > 0 else 0)
         done = 0
 
-        def step(message: str) -> None:
+        def step(message: str, sample: bool = False) -> None:
             nonlocal done
             done += 1
-            ctx.sample(TEST)
+            if sample:  # after the stresses: what they left the card at, in the telemetry plot
+                ctx.sample(TEST)
             ctx.progress(done / steps, message)
 
         ctx.progress(0.0, f"{diag.tool}: diagnosing {', '.join(prm.items)}")
@@ -117,7 +118,7 @@ class DiagnoseStage(Stage):
             metrics["diagnosis"] = [i.to_dict() for i in result.items]
             metrics["stressed"] = result.stressed
             findings += [f for f in (word_finding(i, ctx.profile, diag.tool) for i in result.items) if f]
-        step("diagnosis done")
+        step("diagnosis done", sample=prm.stress)
         for dtype in self._dtypes(prm, ctx.profile, diag):
             self._flops(ctx, diag, dtype, prm, findings, measured, metrics)
             step(f"FLOPS {dtype} done")
@@ -126,7 +127,7 @@ class DiagnoseStage(Stage):
             step(f"bandwidth {kind} done")
         if prm.power_s > 0:
             self._power(ctx, diag, prm, findings, measured, metrics)
-            step("power stress done")
+            step("power stress done", sample=True)
         return TestResult(TEST, test_status(findings), duration_s=dev.clock.now() - t0, metrics=metrics,
                           findings=findings, measurements=measured)
 
