@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -472,6 +473,106 @@ class TransferHandle(ABC):
         """Copy ``nbytes`` from the device to pinned host memory; returns seconds taken."""
 
 
+# A vendor diagnostic's word per item (ascend-dmi's; DCGM's pass/warn/fail map onto the same
+# ladder): rerun, reset the chip, replace the part. Stages map them to verdicts and actions.
+DIAG_PASS = "PASS"
+DIAG_GENERAL_WARN = "GENERAL_WARN"  # rerun
+DIAG_IMPORTANT_WARN = "IMPORTANT_WARN"  # reset the chip, then rerun
+DIAG_EMERGENCY_WARN = "EMERGENCY_WARN"  # replace the part
+DIAG_WORDS = (DIAG_PASS, DIAG_GENERAL_WARN, DIAG_IMPORTANT_WARN, DIAG_EMERGENCY_WARN)
+
+
+@dataclass(frozen=True)
+class DiagnosisItem:
+    """One item of a vendor diagnosis: its name as the tool prints it ("HBM", "AI Core"), a
+    canonical ``kind`` ("hbm", "aicore", ... or the name lower-cased), the word, and its details."""
+
+    name: str
+    kind: str
+    result: str  # one of DIAG_WORDS
+    details: str = ""
+    codes: tuple[str, ...] = ()  # vendor fault codes the item cites, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    items: tuple[DiagnosisItem, ...]
+    stressed: bool  # run with stress (load), not a quick read of the chip's state
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class BandwidthReading:
+    """One vendor bandwidth test: ``kind`` is h2d, d2h, d2d (on-card memory) or p2p (to a peer)."""
+
+    kind: str
+    gbps: float
+    size_bytes: int | None = None
+    peer: str | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class FlopsReading:
+    """One vendor FLOPS test of a datatype, with the power the card drew while it ran."""
+
+    dtype: str
+    tflops: float
+    power_w: float | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class PowerStressReading:
+    """A vendor power stress of ``seconds``: what the card drew and how hot and fast it ran."""
+
+    seconds: float
+    mean_power_w: float | None
+    max_power_w: float | None
+    max_temperature_c: float | None = None
+    min_clock_mhz: float | None = None
+    command: str = ""
+
+
+class DiagnosticsHandle(ABC):
+    """The vendor's own diagnostic with stress (ascend-dmi on Ascend; DCGM's diag could serve
+    NVIDIA): per-item diagnosis words, bandwidth per kind, FLOPS per datatype, a power stress.
+
+    Every call may raise DeviceLost (the card dropped during the stress), DeviceError (the tool
+    failed or printed something unreadable: one line) or Unsupported (the tool lacks the test).
+    """
+
+    tool: str = "vendor diagnostic"
+
+    @property
+    @abstractmethod
+    def items(self) -> tuple[str, ...]:
+        """Diagnosis items the tool offers ("hbm", "aicore", ...)."""
+
+    @property
+    @abstractmethod
+    def bandwidth_kinds(self) -> tuple[str, ...]: ...
+
+    @property
+    @abstractmethod
+    def flops_dtypes(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def diagnose(self, items: Sequence[str], stress: bool, timeout_s: float) -> Diagnosis: ...
+
+    @abstractmethod
+    def bandwidth(self, kind: str, timeout_s: float) -> BandwidthReading: ...
+
+    @abstractmethod
+    def flops(self, dtype: str, timeout_s: float) -> FlopsReading: ...
+
+    @abstractmethod
+    def power_stress(self, seconds: float, timeout_s: float) -> PowerStressReading: ...
+
+
 class Device(ABC):
     """One accelerator. Every call may raise DeviceLost once the card has left the bus."""
 
@@ -507,13 +608,17 @@ class Device(ABC):
     def transfer(self) -> TransferHandle | None:
         return None
 
+    @property
+    def diagnostics(self) -> DiagnosticsHandle | None:
+        return None
+
     def conditions(self) -> Conditions:
         """What preflight reads (processes, MIG, display, clocks, power, pending settings).
         Default: nothing known."""
         return Conditions()
 
     def unavailable(self, handle: str) -> str | None:
-        """Why the ``handle`` ("memory", "compute", "transfer", "fans") is missing and what would
+        """Why the ``handle`` ("memory", "compute", "transfer", "fans", "diagnostics") is missing and what would
         provide it; None when it is there (or cannot be known without building it). Cheap: it
         must not allocate what the handle would (a memory handle takes nearly all the memory)."""
         if getattr(self, handle, None) is not None:
