@@ -38,6 +38,7 @@ from drivers.api import (
 )
 from drivers.profiles import Profile
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import PHASE_MAX_S, WATCHDOG_MAX_S
 from stress.model import Finding, Measurement, TestResult, test_status
 
 TEST = "diagnose"
@@ -54,11 +55,11 @@ class DiagnoseParams(StageParams):
     stress: bool = True  # diagnose under stress (ascend-dmi -s), not a quick look
     flops: list[str] | None = None  # datatypes; default: the profile's that the tool offers
     bandwidth: list[str] = ["h2d", "d2h", "d2d"]  # add "p2p" on a server whose cards talk to each other
-    power_s: float = Field(60.0, ge=0)  # power stress length (0: none)
-    tool_timeout_s: float = Field(900.0, gt=0)  # per tool call, past the stress it runs
+    power_s: float = Field(60.0, ge=0, le=PHASE_MAX_S)  # power stress length (0: none)
+    tool_timeout_s: float = Field(900.0, gt=0, le=PHASE_MAX_S)  # per tool call, past the stress it runs
     pcie_fraction_min: float = Field(0.8, gt=0, le=1)  # of the profile's h2d_bandwidth
     memory_fraction_min: float = Field(0.6, gt=0, le=1)  # of the profile's memory bandwidth (a peak figure)
-    timeout_s: float = 3600.0
+    timeout_s: float = Field(3600.0, gt=0, le=WATCHDOG_MAX_S)
 
 
 def word_finding(item: DiagnosisItem, profile: Profile, tool: str) -> Finding | None:
