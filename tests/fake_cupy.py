@@ -287,7 +287,7 @@ class FakeCuda:
                 acc.reads.append((stream, op.seq))
 
     def ordered(self, other: Stream, seq: int, stream: Stream) -> bool:
-        if other is stream or all(o.seq != seq for o in other.queue):
+        if other is stream or not any(o.seq == seq for o in other.queue):  # (``all`` is CuPy's here)
             return True  # the same stream, or that work has completed
         return stream.waited.get(id(other), 0) >= seq
 
