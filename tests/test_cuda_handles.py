@@ -279,7 +279,7 @@ def test_an_nvml_card_gets_the_cuda_device_with_its_bus_id(monkeypatch: pytest.M
     dev.close()
 
 
-def _run_memory_stage(mem: Any, algorithms: list[str]) -> Any:
+def _run_memory_stage(mem: Any, algorithms: list[str], **params: Any) -> Any:
     from drivers.api import Device, WallClock
     from drivers.profiles import load_profile
     from stress.base import StageContext, get_stage
@@ -304,9 +304,8 @@ def _run_memory_stage(mem: Any, algorithms: list[str]) -> Any:
             return []
 
     stage = get_stage("memory")
-    params = stage.Params(algorithms=algorithms, powerup_check=False, backgrounds=["55"])
-    return stage().run(StageContext(device=Gpu(), profile=load_profile("h100-sxm5-80gb"), params=params,
-                                    serial="gpu"))
+    p = stage.Params(**{"algorithms": algorithms, "powerup_check": False, "backgrounds": ["55"], **params})
+    return stage().run(StageContext(device=Gpu(), profile=load_profile("h100-sxm5-80gb"), params=p, serial="gpu"))
 
 
 def test_fake_arrays_refuse_implicit_numpy_conversion(gpus: fake_cupy.FakeCuda) -> None:
