@@ -1236,7 +1236,7 @@ def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -
     for pkg in ("cupy_backends", "cupy_backends.cuda", "cupy_backends.cuda.api"):
         if pkg not in sys.modules:
             p = _module(pkg)
-            p.__path__ = []  # type: ignore[attr-defined]
+            p.__path__ = []
             mods[pkg] = p
 
     def libs_attr(name: str) -> Any:  # the real package loads libcublas(Lt) when cublas is imported
@@ -1247,7 +1247,7 @@ def install(monkeypatch: Any, gpus: int | list[Gpu] = 2, total: int = 1 << 30) -
         raise AttributeError(name)
 
     libs = _module("cupy_backends.cuda.libs", __getattr__=libs_attr)
-    libs.__path__ = []  # type: ignore[attr-defined]
+    libs.__path__ = []
     mods["cupy_backends.cuda.libs"] = libs
     if "cupy_backends.cuda.api.runtime" not in sys.modules:
         mods["cupy_backends.cuda.api.runtime"] = runtime

@@ -49,10 +49,9 @@ def test_every_status_constant_is_named_for_what_cuda_calls_it() -> None:
 
 def test_the_stand_in_raises_cupys_own_classes() -> None:
     cupy = _real_cupy()
-    from cupy_backends.cuda.api.runtime import CUDARuntimeError
-
     from cupy.cuda.compiler import CompileException
     from cupy_backends.cuda.api.driver import CUDADriverError
+    from cupy_backends.cuda.api.runtime import CUDARuntimeError
 
     assert fake_cupy.REAL_CLASSES
     assert fake_cupy.CUDARuntimeError is CUDARuntimeError
@@ -66,12 +65,11 @@ def test_every_name_of_the_stand_in_exists_in_cupy(monkeypatch: pytest.MonkeyPat
     cupy = _real_cupy()
     import cupyx
 
-    import cupy.cuda.compiler
-    import cupy.cuda.nvrtc
-
+    compiler = importlib.import_module("cupy.cuda.compiler")
+    nvrtc = importlib.import_module("cupy.cuda.nvrtc")
     real = {"cupy": cupy, "cupy.cuda": cupy.cuda, "cupy.cuda.runtime": cupy.cuda.runtime,
             "cupy.cuda.memory": cupy.cuda.memory, "cupy.cuda.device": cupy.cuda.device, "cupyx": cupyx,
-            "cupy.cuda.compiler": cupy.cuda.compiler, "cupy.cuda.nvrtc": cupy.cuda.nvrtc}
+            "cupy.cuda.compiler": compiler, "cupy.cuda.nvrtc": nvrtc}
     try:
         real["cupy_backends.cuda.libs.cublas"] = importlib.import_module("cupy_backends.cuda.libs.cublas")
     except ImportError:  # no cuBLAS wheel here: its names cannot be read
