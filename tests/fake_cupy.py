@@ -854,6 +854,7 @@ class Stream:
         s = st()
         self.device = s.current if null else s.touch()
         self.non_blocking = non_blocking
+        self.priority = max(-5, min(0, priority or 0))  # CUDA clamps to the range, (0, -5) on an H100
         self.ptr = 0 if null else next(s._next)
         self.queue: list[_Op] = []
         self.waited: dict[int, int] = {}  # id(other stream) -> the latest sequence this stream waits for

@@ -9,9 +9,9 @@ fp64 as they are) and checks every one with the ``abft`` kernels of the registry
 is wrong are the wrong elements counted and the first few recorded, on the device.
 
 Built for throughput (bench/burn.py: verified >= 0.95 of the bare product): products queue on
-one stream and checks on another, so a check (one read of the result, memory-bound) overlaps
-the next product (compute-bound); a ring of ``RING`` result buffers, ordered by events, keeps a
-result until its check has read it. The host never looks at a single product: each batch of
+one stream and checks on another of lower priority, so a check (one read of the result,
+memory-bound) runs beside the next product (compute-bound) in the SMs it leaves idle; a ring of
+``RING`` result buffers, ordered by events, keeps a result until its check has read it. The host never looks at a single product: each batch of
 ``BATCH`` products ends in one small report copied to pinned memory, and the host waits for a
 batch only when ``AHEAD`` batches are queued, so the GPU never waits for Python. A wait is a
 deadline (``drivers.cuda.errors.wait``): a product that never completes is KernelTimeout, a
@@ -52,6 +52,7 @@ REC = 5  # abft.cu: per record: product in batch, row, column, bits got, bits wa
 CHECK_THREADS = 256
 CHECK_BLOCKS_PER_SM = 8
 SETUP_TIMEOUT_S = 120.0
+HIGH_PRIORITY = -5  # the products' stream (CUDA clamps it to the device's greatest priority)
 REPORT_WORDS = BATCH * FLAGS + 1 + MAX_EXAMPLES * REC
 _SUFFIX = {"fp16": "f16", "bf16": "bf16", "fp32": "f32", "fp64": "f64"}
 
@@ -153,8 +154,10 @@ class CudaGemmEngine:
             self.size = size or self._fit_size(dtype)
             self._kernels = kernels.load(cp, "abft", device_id)
             self._sms = int(self._dev.attributes["MultiProcessorCount"])
-            self._gemm_stream = cp.cuda.Stream(non_blocking=True)
-            self._check_stream = cp.cuda.Stream(non_blocking=True)
+            # products first: a check's blocks fill the SMs a product leaves idle (its waves' tails)
+            # and never delay it; the ring makes the products wait only if checks fall RING behind
+            self._gemm_stream = cp.cuda.Stream(non_blocking=True, priority=HIGH_PRIORITY)
+            self._check_stream = cp.cuda.Stream(non_blocking=True, priority=0)
             self._gemm = _Gemm(cp, self._gemm_stream, dtype)
             agree: list[Any] = []
             n = self.size
