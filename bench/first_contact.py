@@ -53,26 +53,32 @@ def _gpus() -> list[dict[str, Any]]:
     return out
 
 
-def _cuda_device(gpu: dict[str, Any]) -> int:
-    from drivers.cuda.errors import find_device, import_cupy
+# Every CUDA measurement runs in a process of its own: this one never holds a CUDA context, which
+# NVML would list on the card, and quick's preflight would rightly call another process on it.
+def _json_lines(cmd: list[str], timeout: int) -> list[dict[str, Any]]:
+    p = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
+    lines = [json.loads(ln) for ln in p.stdout.splitlines() if ln.startswith("{")]
+    if p.returncode not in (0, 1) or not lines:
+        raise RuntimeError(f"{' '.join(cmd[1:])} exited {p.returncode}: {(p.stderr or p.stdout).strip()[-500:]}")
+    return lines
 
-    return find_device(import_cupy(), {"index": gpu["nvml_index"], "uuid": gpu["uuid"], "pci_bus_id": gpu["pci_bus_id"]})
+
+def _cuda_device(gpu: dict[str, Any]) -> int:
+    where = {"index": gpu["nvml_index"], "uuid": gpu["uuid"], "pci_bus_id": gpu["pci_bus_id"]}
+    code = ("import json; from drivers.cuda.errors import find_device, import_cupy; "
+            f"print(json.dumps({{'cuda_device': find_device(import_cupy(), {where!r})}}))")
+    return int(_json_lines([sys.executable, "-c", code], 60)[-1]["cuda_device"])
 
 
 def _memscan(device: int, mib: int = 2048) -> dict[str, Any]:
-    from bench.memscan import gpu
-
-    scan, march, copy = gpu(mib << 20, 5, device)
-    return {"mib": mib, "scan_gbps": round(scan / 1e9, 2), "march_gbps": round(march / 1e9, 2),
-            "copy_gbps": round(copy / 1e9, 2), "ratio": round(scan / copy, 4), "march_ratio": round(march / copy, 4),
-            "goal": SCAN_GOAL, "ok": scan / copy >= SCAN_GOAL}
+    return _json_lines([sys.executable, "-m", "bench.memscan", "--gpu", "--device", str(device), "--mib", str(mib),
+                        "--json"], 120)[-1]
 
 
 def _burn(device: int, dtype: str) -> dict[str, Any]:
     """Verified products against bare ones on the same engine (operands, buffers, stream)."""
-    from bench.burn import cuda
-
-    return cuda(device, dtype)
+    return _json_lines([sys.executable, "-m", "bench.burn", "--backend", "cuda", "--device", str(device),
+                        "--dtype", dtype], 180)[-1]
 
 
 def _step(report: dict[str, Any], name: str, fn: Any, *args: Any) -> Any:

@@ -15,6 +15,7 @@ Goal: ratio >= 0.5 on the host, >= 0.8 on a GPU.
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import time
 from collections.abc import Callable
@@ -90,13 +91,21 @@ def gpu(nbytes: int, repeats: int, device: int) -> tuple[float, float, float]:
     return 2 * nbytes / scan, 2 * nbytes / march, copy
 
 
-def main() -> None:
+def figures(scan: float, march: float, copy: float, mib: int, goal: float) -> dict[str, object]:
+    """The measurement as first contact keeps it (GB/s read + written, ratios to the copy)."""
+    return {"mib": mib, "scan_gbps": round(scan / 1e9, 2), "march_gbps": round(march / 1e9, 2),
+            "copy_gbps": round(copy / 1e9, 2), "ratio": round(scan / copy, 4), "march_ratio": round(march / copy, 4),
+            "goal": goal, "ok": scan / copy >= goal}
+
+
+def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--mib", type=int, default=None, help="buffer size in MiB (default 256 on the host, 2048 on a GPU)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gpu", action="store_true", help="measure the CUDA kernels instead of the host")
-    ap.add_argument("--device", type=int, default=0)
-    a = ap.parse_args()
+    ap.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
+    ap.add_argument("--json", action="store_true", help="one JSON line instead of the text")
+    a = ap.parse_args(argv)
     a.mib = a.mib or (2048 if a.gpu else 256)
     nbytes = a.mib * MIB
     if a.gpu:
@@ -106,6 +115,9 @@ def main() -> None:
         scan, march, copy = host(nbytes, a.repeats)
         where, goal = "host", 0.5
     ratio = scan / copy
+    if a.json:
+        print(json.dumps(figures(scan, march, copy, a.mib, goal)))
+        return
     print(f"memscan on {where}, buffer {a.mib} MiB, best of {a.repeats}")
     print(f"  scan (write + verify one pattern): {scan / 1e9:8.2f} GB/s read + written")
     print(f"  plain copy:                        {copy / 1e9:8.2f} GB/s read + written")
