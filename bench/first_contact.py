@@ -70,7 +70,7 @@ def _cuda_device(gpu: dict[str, Any]) -> int:
     return int(_json_lines([sys.executable, "-c", code], 60)[-1]["cuda_device"])
 
 
-def _memscan(device: int, mib: int = 2048) -> dict[str, Any]:
+def _memscan(device: int, mib: int = 4096) -> dict[str, Any]:
     return _json_lines([sys.executable, "-m", "bench.memscan", "--gpu", "--device", str(device), "--mib", str(mib),
                         "--json"], 120)[-1]
 

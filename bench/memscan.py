@@ -100,13 +100,13 @@ def figures(scan: float, march: float, copy: float, mib: int, goal: float) -> di
 
 def main(argv: list[str] | None = None) -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--mib", type=int, default=None, help="buffer size in MiB (default 256 on the host, 2048 on a GPU)")
+    ap.add_argument("--mib", type=int, default=None, help="buffer size in MiB (default 256 on the host, 4096 on a GPU)")
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--gpu", action="store_true", help="measure the CUDA kernels instead of the host")
     ap.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
     ap.add_argument("--json", action="store_true", help="one JSON line instead of the text")
     a = ap.parse_args(argv)
-    a.mib = a.mib or (2048 if a.gpu else 256)
+    a.mib = a.mib or (4096 if a.gpu else 256)
     nbytes = a.mib * MIB
     if a.gpu:
         scan, march, copy = gpu(nbytes, a.repeats, a.device)

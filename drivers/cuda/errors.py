@@ -253,7 +253,8 @@ def cuda_errors(what: str, device: int, fault_range: tuple[int, int] | None = No
 
 
 # --- waiting on the GPU ------------------------------------------------------------------------------
-POLL_MIN_S = 20e-6
+SPIN_S = 0.002  # ask without sleeping this long first: a pass or a batch often ends within it
+POLL_MIN_S = 50e-6
 POLL_MAX_S = 1e-3
 
 
@@ -270,15 +271,20 @@ def done(cp: Any, event: Any) -> bool:
 
 def wait(cp: Any, event: Any, deadline_s: float, what: str, device: int) -> None:
     """Wait for ``event`` without blocking in the driver (a hung kernel would block the worker
-    for good): KernelTimeout past ``deadline_s``, the CUDA error of failed work at once."""
-    end = time.monotonic() + deadline_s
+    for good): KernelTimeout past ``deadline_s``, the CUDA error of failed work at once. It asks
+    without sleeping for ``SPIN_S`` (the end of a short pass is seen within microseconds), then
+    sleeps between questions, longer and longer up to ``POLL_MAX_S``."""
+    start = time.monotonic()
+    end = start + deadline_s
     pause = POLL_MIN_S
     while not done(cp, event):
-        if time.monotonic() > end:
+        now = time.monotonic()
+        if now > end:
             mark_poisoned(device, f"{what} hung")
             raise KernelTimeout(f"{what} did not finish within {deadline_s:g} s")
-        time.sleep(pause)
-        pause = min(POLL_MAX_S, pause * 2)
+        if now - start > SPIN_S:
+            time.sleep(pause)
+            pause = min(POLL_MAX_S, pause * 2)
 
 
 # --- which CUDA device is this card ---------------------------------------------------------------
