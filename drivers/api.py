@@ -45,6 +45,12 @@ class MemoryFault(DeviceError):
         self.nbytes = nbytes
 
 
+class KernelFault(DeviceError):
+    """A kernel faulted on the device (illegal address, launch failure, illegal instruction, ...):
+    the card is still on the bus but its context in this process is unusable until a reset. The
+    session reports ``compute.fault`` (reset and retest); the health stage's XIDs say more."""
+
+
 class Unsupported(DeviceError):
     """The device does not offer this control at all (e.g. fan control on a passive card)."""
 
@@ -54,9 +60,18 @@ class BackendUnavailable(Exception):
 
 
 class HostUnfit(Exception):
-    """The host cannot drive a card that is there (CUDA libraries missing, a driver older than
-    the CUDA runtime, the card hidden from CUDA by ``CUDA_VISIBLE_DEVICES``): fix the host, not
-    the card. Raised while building a handle; the session reports it as a finding on the card."""
+    """The host (or the harness itself) cannot drive a card that is there: CUDA libraries missing,
+    a driver too old to load the harness's kernels, the card hidden from CUDA by
+    ``CUDA_VISIBLE_DEVICES``, a harness kernel that does not compile. Fix the host, not the card:
+    the session reports it as a ``fix_host`` finding on the card, with ``code`` (a ``harness.*``
+    or ``host.*`` finding code) saying whose failure it is."""
+
+    def __init__(self, message: str, code: str = "harness.handle_unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> Any:  # keeps the code across a process boundary
+        return (type(self), (str(self), self.code))
 
 
 # Throttle reasons, vendor-neutral (NVML's clocks-event reasons map onto these).
