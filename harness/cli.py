@@ -10,7 +10,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,6 +18,7 @@ from typing import Any, TypeVar
 
 import click
 
+from harness.db.sql import DB_ERRORS
 from harness.errors import HarnessUnavailable, UsageError
 
 T = TypeVar("T")
@@ -144,7 +144,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         _fail(HarnessUnavailable(f"results database: {e}"))
         return
     except Interrupted as e:
@@ -159,7 +159,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
-             only: tuple[str, ...] = (), metrics: str | None = None) -> tuple[dict[str, Any], Path]:
+             only: tuple[str, ...] = (), metrics: str | None = None) -> tuple[dict[str, Any], Any]:
     """Open and check the database, lock the cards, run; a signal stops it like Ctrl-C."""
     from harness.locks import lock_cards
     from harness.pick import pick_cards
@@ -175,7 +175,7 @@ def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | No
             runner_cards = [c for c in cards if c.key not in done]
         else:
             runner_cards = cards
-        locks = lock_cards(runner_cards)
+        locks = lock_cards(runner_cards, store.path)
         exporter = _serve_metrics(metrics, runner_cards, pl)
         with _stop_on_signals(), LiveProgress(runner_cards, pl, enabled=not quiet) as progress, \
                 exporter as metric_state:
@@ -351,7 +351,7 @@ def profiles(as_json: bool) -> None:
         print_profiles(doc)
 
 
-def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Path, T]:
+def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Any, T]:
     """Open the results database read-only, read from it, close it; a database SQLite cannot use
     is a one-line UsageError naming it."""
     from harness.store import Store
@@ -363,7 +363,7 @@ def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) ->
             return path, read(store)
         finally:
             store.close()
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         raise UsageError(f"{path}: not a usable burnin results database: {e}") from None
 
 
@@ -415,14 +415,16 @@ def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool) -> N
         click.echo(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
                    f"are unchanged (burnin history SERIAL --db {path})", err=True)
         sys.exit(EXIT_PASS)
-    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], getattr(path, "url", str(path)), quiet, run_id,
+                    json_path, None, None)
 
 
 def _add_loop_verbs() -> None:
     """The bench loop's verbs (repair, evidence, plans, stages) live in cli_loop.py."""
     from harness.cli_loop import COMMANDS
+    from harness.cli_room import COMMANDS as ROOM_COMMANDS
 
-    for cmd in COMMANDS:
+    for cmd in (*COMMANDS, *ROOM_COMMANDS):
         main.add_command(cmd)
 
 

@@ -83,8 +83,9 @@ def _vendor_record(row: dict[str, Any], out: Path) -> list[str]:
     return [f"vendor/{name}: {what}" for name, what in written]
 
 
-def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None) -> list[str]:
-    """Write the pack for ``serial`` (its latest finished run unless ``run_id``); returns the files."""
+def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None, vendor: bool = True) -> list[str]:
+    """Write the pack for ``serial`` (its latest finished run unless ``run_id``); returns the files.
+    ``vendor=False`` leaves out the live vendor record (the room server is not the card's host)."""
     row = _pick_run(store, serial, run_id)
     rid, key = row["run_id"], row["key"]
     out.mkdir(parents=True, exist_ok=True)
@@ -122,16 +123,17 @@ def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None) 
     _dump(out / "history.json", history_timeline(store, serial))
     files.append(("history.json", "every run of the card and every repair recorded, in time order, with "
                                   "whether each repair fixed what it targeted"))
-    vendor = _vendor_record(row, out)
+    vendor_lines = _vendor_record(row, out) if vendor else ["(no vendor record: the pack was made by the room server, "
+                                                      "not on the card's host; `burnin evidence` there adds it)"]
     lines = [f"# burnin evidence pack: {serial}", "",
              f"Run {rid} ({row.get('plan')} on {row.get('rack')}), card at {row['host']}/{row['slot']}, "
              f"verdict **{card.get('verdict')}** ({', '.join(card.get('actions') or []) or 'no actions'}).", "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {what} |" for f, what in files]
     lines += [f"| `{v.split(':', 1)[0]}` | {v.split(':', 1)[1].strip()} |" if not v.startswith("(") else f"| - | {v} |"
-              for v in vendor]
+              for v in vendor_lines]
     lines += ["", "System causes ruled out: the findings' `action` is `fix_host` when the host (driver, "
               "configuration, power cap) is to blame; a card whose findings all call for a card repair or "
               "`rma` was judged on its own measurements.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
-    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor if not v.startswith("(")]
+    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor_lines if not v.startswith("(")]

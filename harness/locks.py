@@ -5,6 +5,10 @@ are invalid. Each card's lock is a ``flock`` on a small file under the lock fold
 (``$BURNIN_LOCK_DIR``, else ``<tmp>/burnin-locks``): the kernel drops it when the holder exits,
 however it exits, so a crashed harness never leaves a stale lock behind. The file says who holds
 it, so the second harness can tell the user.
+
+With a room store (PostgreSQL) the cards are also locked there (``harness.db.postgres.StoreLocks``:
+an advisory lock per card, by serial and by host/slot), so two controllers on two machines that
+share the store cannot run the same card either.
 """
 
 from __future__ import annotations
@@ -57,6 +61,7 @@ class CardLocks:
 
     def __init__(self) -> None:
         self._fds: list[int] = []
+        self._room: Any = None  # StoreLocks of a room store
 
     def acquire(self, names: Iterable[tuple[str, str]], what: dict[str, Any] | None = None) -> None:
         """Lock every (label, lock name); HarnessUnavailable naming the holder if one is taken."""
@@ -99,6 +104,9 @@ class CardLocks:
             self._fds.append(fd)
 
     def release(self) -> None:
+        if self._room is not None:
+            self._room.release()
+            self._room = None
         while self._fds:
             with contextlib.suppress(OSError):
                 os.close(self._fds.pop())
@@ -117,9 +125,39 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "?"
 
 
-def lock_cards(cards: Iterable[Any]) -> CardLocks:
-    """Lock a run's cards (CardSlot-like: host, slot, backend, locator, key)."""
+def _label(c: Any) -> str:
+    return f"card {c.key} ({c.locator.get('serial') or c.backend})"
+
+
+def room_lock_names(c: Any) -> list[str]:
+    """A card's names in the room store: its serial (a card is its serial wherever it sits) and,
+    for a real card, its slot on this machine ("local" is a different machine on each bench)."""
+    here = socket.gethostname()
+    host = here if c.host in ("local", "localhost") else c.host
+    names = [f"serial:{c.locator['serial']}"] if c.locator.get("serial") else []
+    if c.backend != "mock":
+        names.append(f"slot:{host}/{c.slot}")
+    return names or [f"slot:{host}/{c.backend}/{c.key}"]
+
+
+def lock_cards(cards: Iterable[Any], db: Any = None) -> CardLocks:
+    """Lock a run's cards (CardSlot-like: host, slot, backend, locator, key) on this machine and,
+    when ``db`` is a room store's URL, in the store too."""
+    cards = list(cards)
     locks = CardLocks()
-    locks.acquire((f"card {c.key} ({c.locator.get('serial') or c.backend})",
-                   lock_name(c.host, c.slot, c.backend, c.locator.get("serial"))) for c in cards)
+    locks.acquire((_label(c), lock_name(c.host, c.slot, c.backend, c.locator.get("serial"))) for c in cards)
+    if db is not None and hasattr(db, "url"):
+        from harness.db.postgres import StoreLocks
+
+        try:
+            room = StoreLocks(db)
+            info = {"pid": os.getpid(), "user": _user(), "host": socket.gethostname(),
+                    "command": " ".join(["burnin", *sys.argv[1:]])[:300]}
+            holder = (f"pid {info['pid']} ({info['user']}@{info['host']}: {info['command']})")
+            room.acquire([(_label(c), n) for c in cards for n in room_lock_names(c)], holder,
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        except BaseException:
+            locks.release()
+            raise
+        locks._room = room
     return locks

@@ -12,11 +12,9 @@ from __future__ import annotations
 import os
 import secrets
 import socket
-import sqlite3
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable
@@ -25,8 +23,10 @@ from drivers.profiles import Profile, ProfileError
 from drivers.registry import get_backend
 from harness.benches import HostBenches
 from harness.config import DeviceEntry, RackConfig
+from harness.db.sql import DB_ERRORS
+from harness.db.target import DbTarget, as_target
 from harness.engine import Engine, LocalEngine
-from harness.errors import HarnessUnavailable
+from harness.errors import HarnessUnavailable, UsageError
 from harness.plans import Plan
 from harness.session import CardJob
 from harness.store import Store, StoreWriter, default_db_path
@@ -192,7 +192,7 @@ class Run:
         self.cards = cards
         self._open_benches()  # a miswired bench is bad input: said before the run is recorded
         self.store.create_run(self.run_id, self.cfg.name, self.plan.name, str(self.cfg.path.resolve()),
-                              str(self.plan.path.resolve()), self.started_at)
+                              str(self.plan.path.resolve()), self.started_at, [s.stage for s in self.plan.stages])
         for c in cards:
             self.store.add_card(self.run_id, c.key, c.host, c.slot, c.backend, c.locator)
             self.records.add(CardRecord(c.key, c.host, c.slot, c.backend, dict(c.locator)))
@@ -256,7 +256,7 @@ class Run:
             self.store.finish_run(self.run_id, finished_at)
         except BaseException as e:  # Ctrl-C, a signal, a full disk: the run stays resumable
             self._interrupted()
-            if isinstance(e, sqlite3.Error):
+            if isinstance(e, DB_ERRORS):
                 raise HarnessUnavailable(
                     f"{self.store.path}: cannot write results ({str(e) or type(e).__name__}); run {self.run_id} "
                     f"stopped, cards finished so far are kept; free space, then `burnin resume {self.run_id} "
@@ -269,7 +269,7 @@ class Run:
         """Mark the run resumable; best effort (the disk may be what failed)."""
         try:
             self.store.mark_run(self.run_id, "interrupted")
-        except sqlite3.Error:
+        except DB_ERRORS:
             pass
 
     def _verdicts(self, records: list[CardRecord]) -> None:
@@ -384,14 +384,17 @@ def stored_document(store: Store, run_id: str) -> dict[str, Any]:
                            run.get("finished_at"), store.records(run_id))
 
 
-def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> Path:
-    """The results database every verb agrees on: ``--db`` (relative to the working directory),
-    else the config's ``db`` (relative to the config's folder), else the default (``$BURNIN_DB``,
-    else ``./burnin.db``)."""
+def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> DbTarget:
+    """The results database every verb agrees on: ``--db`` (a path relative to the working
+    directory, or a ``postgresql://`` URL), else the config's ``db`` (a path relative to the
+    config's folder, or a URL), else the default (``$BURNIN_DB``, else ``./burnin.db``)."""
     if cli_db:
-        return Path(cli_db).expanduser()
+        return as_target(cli_db)
     if cfg is not None and cfg.rack.db:
-        return cfg.resolve(cfg.rack.db)
+        try:
+            return as_target(cfg.rack.db, base=cfg.base_dir)
+        except UsageError as e:
+            raise UsageError(f"{cfg.path}: rack.db: {e}") from None
     return default_db_path()
 
 

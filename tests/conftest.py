@@ -86,3 +86,27 @@ def wait_for(pred: Any, limit_s: float = 60.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url(tmp_path_factory: pytest.TempPathFactory):
+    """One real PostgreSQL server for the whole session (tests/pg_server.py); skipped, saying
+    why, where neither pgserver nor the distribution's PostgreSQL is installed."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install '.[postgres]'")
+    from tests.pg_server import postgres_server
+
+    try:
+        server = postgres_server(tmp_path_factory.mktemp("pg"))
+        url = server.__enter__()
+    except LookupError as e:
+        pytest.skip(str(e))
+    yield url
+    server.__exit__(None, None, None)
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_admin_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server for one test module."""
+    from tests.pg_server import new_database
+
+    return new_database(pg_admin_url, request.module.__name__.rsplit(".", 1)[-1])

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -49,7 +48,7 @@ class LiveProgress(EventConsumer):
         if self.enabled:
             self.progress.stop()
 
-    def set_run(self, run_id: str, db: Path) -> None:
+    def set_run(self, run_id: str, db: object) -> None:
         if self.enabled:
             self.console.print(f"run {run_id}  (results: {db})", style="dim")
 
