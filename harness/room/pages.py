@@ -93,6 +93,10 @@ def _cell(c: RoomCard) -> str:
             f"<span>{_e(what)}</span>{bar}</a>")
 
 
+def _actions(actions: list[str]) -> str:
+    return "".join(f'<span class="chip action">{_e(a)}</span>' for a in actions) or "-"
+
+
 def _pick_list(room: Room) -> str:
     picks = room.pick_list()
     if not picks:
@@ -100,7 +104,7 @@ def _pick_list(room: Room) -> str:
     rows = "".join(
         f'<tr class="pick"><td>{badge(c.verdict)}</td><td class="nw">{_e(c.host)}</td><td class="num">{c.slot}</td>'
         f'<td class="nw"><a href="{_e(card_url(c))}"><code>{_e(c.serial or "(no serial)")}</code></a></td>'
-        f'<td>{_e(c.model)}</td><td>{"".join(f"<span class=\"chip action\">{_e(a)}</span> " for a in c.actions) or "-"}</td>'
+        f'<td>{_e(c.model)}</td><td>{_actions(c.actions)}</td>'
         f'<td class="wrap">{_e(", ".join(c.fail_codes)) or "-"}</td><td class="nw">{_e(c.rack)}</td></tr>'
         for c in picks)
     return (f"<h2>Pick list: {len(picks)} card{'s' if len(picks) != 1 else ''} to pull</h2>"
