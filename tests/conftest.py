@@ -89,19 +89,16 @@ def wait_for(pred: Any, limit_s: float = 60.0) -> None:
 
 
 @pytest.fixture(scope="session")
-def pg_admin_url(tmp_path_factory: pytest.TempPathFactory):
+def pg_admin_url():
     """One real PostgreSQL server for the whole session (tests/pg_server.py); skipped, saying
     why, where neither pgserver nor the distribution's PostgreSQL is installed."""
     pytest.importorskip("psycopg", reason="psycopg is not installed: pip install '.[postgres]'")
     from tests.pg_server import postgres_server
 
-    try:
-        server = postgres_server(tmp_path_factory.mktemp("pg"))
-        url = server.__enter__()
-    except LookupError as e:
-        pytest.skip(str(e))
-    yield url
-    server.__exit__(None, None, None)
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip("no PostgreSQL here: pip install pgserver (or apt-get install postgresql)")
+        yield url
 
 
 @pytest.fixture(scope="module")

@@ -1,18 +1,20 @@
-"""A real PostgreSQL server for the tests, started by the tests themselves (no root, no service).
-
-pgserver (PostgreSQL binaries from pip) first; else the distribution's binaries (Debian's
-postgresql package: initdb in a temporary folder, a unix socket, no TCP). ``.ci/run`` installs
-pgserver, so CI always runs these tests; they skip, saying why, only where neither exists.
+"""A real PostgreSQL server for the tests, started by the tests themselves (no service, no root
+needed): initdb in a temporary folder, a unix socket, no TCP. The binaries come from pgserver
+(PostgreSQL from pip) first, else from the distribution (Debian's postgresql package).
+``.ci/run`` installs pgserver, so CI always runs these tests; they skip, saying why, only where
+neither exists.
 """
 
 from __future__ import annotations
 
 import contextlib
 import glob
+import importlib.util
 import os
 import pwd
 import shutil
 import subprocess
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,19 +30,8 @@ def _debian_bin() -> Path | None:
 
 
 @contextlib.contextmanager
-def _pgserver(folder: Path) -> Iterator[str]:
-    import pgserver  # type: ignore[import-not-found, unused-ignore]
-
-    srv = pgserver.get_server(folder / "pgdata", cleanup_mode="delete")
-    try:
-        yield str(srv.get_uri())
-    finally:
-        srv.cleanup()
-
-
-@contextlib.contextmanager
-def _distribution(folder: Path, bindir: Path) -> Iterator[str]:
-    """initdb + pg_ctl from the distribution; as root, the server runs as an unprivileged user."""
+def _server(folder: Path, bindir: Path) -> Iterator[str]:
+    """initdb + pg_ctl; as root, the server runs as an unprivileged user."""
     data, sock = folder / "data", folder / "sock"
     sock.mkdir()
     run_as: list[str] = []
@@ -68,20 +59,34 @@ def _distribution(folder: Path, bindir: Path) -> Iterator[str]:
                        capture_output=True)
 
 
+def _binaries() -> Path | None:
+    """pgserver's PostgreSQL (pip; found without importing it: its import starts lock files), else
+    the distribution's."""
+    spec = importlib.util.find_spec("pgserver")
+    if spec is not None and spec.submodule_search_locations:
+        bindir = Path(list(spec.submodule_search_locations)[0]) / "pginstall" / "bin"
+        if (bindir / "initdb").is_file():
+            return bindir
+    return _debian_bin()
+
+
 @contextlib.contextmanager
-def postgres_server(folder: Path) -> Iterator[str]:
-    """A running server's admin URL; raises LookupError when no PostgreSQL can be started here."""
-    try:
-        import pgserver  # type: ignore[import-not-found, unused-ignore]  # noqa: F401
-    except ImportError:
-        bindir = _debian_bin()
-        if bindir is None:
-            raise LookupError("no PostgreSQL here: pip install pgserver (or apt-get install postgresql)") from None
-        with _distribution(folder, bindir) as url:
-            yield url
+def postgres_server() -> Iterator[str | None]:
+    """A running server's admin URL (None when no PostgreSQL can be started here). Its folder is
+    a fresh one under the system's temporary folder, which the server's own user can reach when
+    the tests run as root (pytest's own folders are private to their user); no fsync, stopped
+    at once at the end: the data is thrown away."""
+    bindir = _binaries()
+    if bindir is None:
+        yield None
         return
-    with _pgserver(folder) as url:
-        yield url
+    folder = Path(tempfile.mkdtemp(prefix="burnin-pg-"))
+    folder.chmod(0o755)
+    try:
+        with _server(folder, bindir) as url:
+            yield url
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
 
 
 def new_database(admin_url: str, prefix: str) -> str:

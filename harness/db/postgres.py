@@ -23,6 +23,10 @@ from harness.errors import HarnessUnavailable, UsageError
 SCHEMA_LOCK = 0x6275726E696E  # "burnin": one bench at a time creates or migrates the schema
 CONNECT_TIMEOUT_S = 10
 
+class NoResultsYet(UsageError):
+    """A room store no bench has written to yet (read-only: nothing to read, and no schema made)."""
+
+
 def _psycopg() -> Any:
     try:
         import psycopg
@@ -84,7 +88,7 @@ class PostgresSql:
                              f"of its own (CREATE DATABASE burnin)")
         if readonly:
             if "runs" not in tables:
-                raise UsageError(f"{self.target}: no burnin results in this database yet")
+                raise NoResultsYet(f"{self.target}: no burnin results in this database yet")
             self.raw.execute("SET default_transaction_read_only = on")
             return
         with self.raw.transaction():

@@ -9,7 +9,7 @@ from harness.errors import UsageError
 
 URL_SCHEMES = ("postgresql://", "postgres://")
 EXTRA = "burnin[postgres]"  # the optional dependency a postgresql:// URL needs (psycopg 3)
-_PASSWORD_IN_URL = re.compile(r"(postgres(?:ql)?://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
+_PASSWORD_IN_URL = re.compile(r"([a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s]*@", re.IGNORECASE)
 _PASSWORD_KEYWORD = re.compile(r"(password\s*=\s*)('[^']*'|\S+)", re.IGNORECASE)
 
 

@@ -257,7 +257,11 @@ def start(target: DbTarget, listen: str, token: str | None) -> RoomServer:
         raise UsageError(f"--listen {listen}: {host} is reachable from other machines; give a token "
                          f"(--token or $BURNIN_TOKEN), or listen on 127.0.0.1")
     reader = StoreReader(target)
-    reader.open()  # a missing file, a wrong URL or a missing driver is said now, not on the first request
+    try:
+        reader.open()  # a missing file, a wrong URL or a missing driver is said now, not on the first request
+    except UsageError as e:
+        if type(e).__name__ != "NoResultsYet":  # an empty room store: served, empty, until a bench writes
+            raise
     try:
         return RoomServer((host, port), reader, token or None)
     except OSError as e:
