@@ -113,11 +113,11 @@ def exposition(room: Room) -> str:
     for name, (key, help_text) in COUNTERS.items():
         fams.append(_each(cards, _Family(name, "gauge", help_text), _getter("counters", key)))
     last_xid = _Family("DCGM_FI_DEV_XID_ERRORS", "gauge", "Value of the last XID error encountered (0: none).")
-    xids = _Family("burnin_xid", "counter", "XID errors seen on the card in its latest run, by XID.")
+    xids = _Family("burnin_xid_total", "counter", "XID errors seen on the card in its latest run, by XID.")
     for c in cards:
         last_xid.add(card_labels(c), max(c.xids) if c.xids else 0)
         for xid, n in sorted(c.xids.items()):
-            xids.add({**card_labels(c), "xid": str(xid)}, n, sample="burnin_xid_total")
+            xids.add({**card_labels(c), "xid": str(xid)}, n)
     fams += [last_xid, xids]
     verdict = _Family("burnin_verdict", "gauge", "1 for the card's verdict (pass, repair, rma, retest), "
                       "from the moment it is stored.")

@@ -141,6 +141,11 @@ class RoomHandler(BaseHTTPRequestHandler):
         self._respond(head=False)
 
     def _refuse(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if 0 < length <= 1 << 16:
+            self.rfile.read(length)  # keep the connection usable for the next request
+        elif length:
+            self.close_connection = True
         self._send(HTTPStatus.METHOD_NOT_ALLOWED, "text/plain; charset=utf-8",
                    b"burnin serve is read-only\n", extra={"Allow": "GET, HEAD"})
 
