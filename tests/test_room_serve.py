@@ -238,6 +238,22 @@ def test_the_page_and_metrics_follow_a_run_and_survive_its_end(write_rack, burni
         assert _picks(page) == ["LIVE-2"] and '<span class="chip action">rma</span>' in page
 
 
+def test_a_room_server_waits_for_the_first_bench(pg_admin_url: str) -> None:
+    """Started on an empty room store, the server says so, then shows what the first bench writes."""
+    from tests.pg_server import new_database
+
+    url = new_database(pg_admin_url, "empty_room")
+    with _serve(url) as srv:
+        first = srv.get("/")
+        assert first[0] == 200 and "no bench has written to this store yet" in first[2].decode()
+        bench = Store(url)
+        bench.create_run("E-1", "rack-e", "quick", "/c", "/p", "2026-01-01T00:00:00Z", ["health"])
+        bench.add_card("E-1", "h/0", "h", 0, "mock", {"serial": "E-1"})
+        bench.card_verdict("E-1", "h/0", "rma", ["rma"], [])
+        bench.close()
+        assert _picks(srv.get("/")[2].decode()) == ["E-1"]
+
+
 def test_the_room_reads_the_same_from_postgresql(pg_url: str, room_db: Path) -> None:
     """The room query (latest card per slot, moved cards, live figures) on the room store."""
     small = Store(pg_url)

@@ -13,6 +13,7 @@ from __future__ import annotations
 import hmac
 import io
 import ipaddress
+import socket
 import tempfile
 import threading
 import zipfile
@@ -30,7 +31,7 @@ from harness.db.target import DbTarget, mask
 from harness.errors import HarnessUnavailable, UsageError
 from harness.room.exposition import CONTENT_TYPE, exposition
 from harness.room.pages import card_main, page, room_main
-from harness.room.state import read_room
+from harness.room.state import EMPTY, Room, read_room
 from harness.store import Store
 
 DEFAULT_LISTEN = "127.0.0.1:8470"
@@ -64,10 +65,18 @@ class StoreReader:
             self._store = Store(self.target, readonly=True, threads=True)
         return self._store
 
-    def read(self, fn: Callable[[Store], Any]) -> Any:
+    def read(self, fn: Callable[[Store], Any], if_empty: Callable[[], Any] | None = None) -> Any:
+        """``fn(store)``; ``if_empty()`` instead while the store is a room store no bench has written
+        to yet (it is opened again on the next request)."""
         with self._lock:
             try:
-                return fn(self._get())
+                store = self._get()
+            except UsageError as e:
+                if if_empty is not None and type(e).__name__ == "NoResultsYet":
+                    return if_empty()
+                raise
+            try:
+                return fn(store)
             except DB_ERRORS:
                 self._drop()
                 raise
@@ -206,10 +215,12 @@ class RoomHandler(BaseHTTPRequestHandler):
     def _route(self, path: str, query: dict[str, list[str]], part: bool) -> tuple[HTTPStatus, str, bytes, dict[str, str]]:
         reader = self.server.reader
         if path == "/":
-            main = reader.read(lambda s: room_main(read_room(s), str(reader.target), _now()))
+            main = reader.read(lambda s: room_main(read_room(s), str(reader.target), _now()),
+                               lambda: room_main(Room([], note=EMPTY), str(reader.target), _now()))
             return HTTPStatus.OK, HTML, self._html("burnin room", main, part), {}
         if path == "/metrics":
-            return HTTPStatus.OK, CONTENT_TYPE, reader.read(lambda s: exposition(read_room(s))).encode(), {}
+            text = reader.read(lambda s: exposition(read_room(s)), lambda: exposition(Room([])))
+            return HTTPStatus.OK, CONTENT_TYPE, text.encode(), {}
         if path == "/healthz":
             reader.read(lambda s: s.latest_run_id())
             return HTTPStatus.OK, "text/plain; charset=utf-8", b"ok\n", {}
@@ -249,6 +260,7 @@ class RoomServer(ThreadingHTTPServer):
 
     def __init__(self, addr: tuple[str, int], reader: StoreReader, token: str | None) -> None:
         self.reader, self.token = reader, token
+        self.address_family = socket.AF_INET6 if ":" in addr[0] else socket.AF_INET
         super().__init__(addr, RoomHandler)
 
 

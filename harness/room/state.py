@@ -17,6 +17,7 @@ from harness.store import Store
 
 VERDICT_RANK = {"rma": 0, "repair": 1, "retest": 2, "pass": 5}  # failures first
 PULL_VERDICTS = ("rma", "repair", "retest")
+EMPTY = "no bench has written to this store yet"
 ENDED_BADLY = ("failed", "timed_out", "lost", "hung", "cancelled")
 COUNTER_KEYS = ("sbe_volatile", "dbe_volatile", "sbe_aggregate", "dbe_aggregate", "pcie_replays",
                 "remapped_rows_correctable", "remapped_rows_uncorrectable", "row_remap_pending",
@@ -141,7 +142,7 @@ def read_room(store: Store) -> Room:
             "FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id WHERE rc.serial IS NOT NULL) s WHERE n = 1")}
     except DatabaseError as e:
         if e.sqlstate == "42P01":  # undefined table: a room store no bench has written yet
-            return Room([], note="no bench has written to this store yet")
+            return Room([], note=EMPTY)
         raise
     cards = [_card(r) for r in rows]
     for c in cards:
