@@ -113,7 +113,7 @@ def main() -> None:
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the result document (JSON) here.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
-@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database: a SQLite file or a postgresql:// URL (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
 @click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
               help="Run only this card (repeatable): retest one card of the rack.")
