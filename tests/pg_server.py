@@ -44,8 +44,8 @@ def _server(folder: Path, bindir: Path) -> Iterator[str]:
         data.mkdir(mode=0o700)
         for p in (folder, data, sock):
             os.chown(p, pw.pw_uid, pw.pw_gid)
-        for parent in folder.parents:  # let the server's user reach its folder
-            with contextlib.suppress(OSError):
+        for parent in (*folder.parents, *bindir.parents):  # let the server's user reach its folder and
+            with contextlib.suppress(OSError):                # binaries (traverse only, as pgserver does)
                 parent.chmod(parent.stat().st_mode | 0o011)
         run_as = ["runuser", "-u", user, "--"]
     subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
