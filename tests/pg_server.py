@@ -44,10 +44,13 @@ def _server(folder: Path, bindir: Path) -> Iterator[str]:
         data.mkdir(mode=0o700)
         for p in (folder, data, sock):
             os.chown(p, pw.pw_uid, pw.pw_gid)
-        for parent in (*folder.parents, *bindir.parents):  # let the server's user reach its folder and
-            with contextlib.suppress(OSError):                # binaries (traverse only, as pgserver does)
-                parent.chmod(parent.stat().st_mode | 0o011)
         run_as = ["runuser", "-u", user, "--"]
+        reachable = subprocess.run([*run_as, "test", "-x", str(bindir / "initdb"), "-a", "-w", str(data)],
+                                   capture_output=True).returncode == 0
+        if not reachable:  # let the server's user reach its folder and binaries (traverse only, as pgserver does)
+            for parent in (*folder.parents, *bindir.parents):
+                with contextlib.suppress(OSError):
+                    parent.chmod(parent.stat().st_mode | 0o011)
     subprocess.run([*run_as, str(bindir / "initdb"), "-D", str(data), "-U", "postgres", "--auth=trust",
                     "--no-sync", "-E", "UTF8"], check=True, capture_output=True)
     subprocess.run([*run_as, str(bindir / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w",
