@@ -77,7 +77,7 @@ class CardLocks:
             raise HarnessUnavailable(f"{folder}: cannot create the card lock folder: {e.strerror}") from None
         info = {"pid": os.getpid(), "user": _user(), "host": socket.gethostname(),
                 "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                "command": " ".join(["burnin", *sys.argv[1:]])[:300], **(what or {})}
+                "command": _command(), **(what or {})}
         taken: set[str] = set()
         for label, name in names:
             if name in taken:
@@ -118,6 +118,13 @@ class CardLocks:
         self.release()
 
 
+def _command() -> str:
+    """This harness's command line, as the next one is told it (a database password masked)."""
+    from harness.db.target import mask
+
+    return mask(" ".join(["burnin", *sys.argv[1:]]))[:300]
+
+
 def _user() -> str:
     try:
         return getpass.getuser()
@@ -152,7 +159,7 @@ def lock_cards(cards: Iterable[Any], db: Any = None) -> CardLocks:
         try:
             room = StoreLocks(db)
             info = {"pid": os.getpid(), "user": _user(), "host": socket.gethostname(),
-                    "command": " ".join(["burnin", *sys.argv[1:]])[:300]}
+                    "command": _command()}
             holder = (f"pid {info['pid']} ({info['user']}@{info['host']}: {info['command']})")
             room.acquire([(_label(c), n) for c in cards for n in room_lock_names(c)], holder,
                          time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))

@@ -129,7 +129,8 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
         {"kind": "pcie.downtrained", "gen": 3, "width": 8}]), mock_card("TWO-A3", 2, "rtx4090-blower-48gb")], gate)
     b = _bench(tmp_path, "bench-b", "host-b", [mock_card("TWO-B1", 0), mock_card("TWO-B2", 1, faults=[
         {"kind": "ecc.row_remap_failure"}])], None)
-    procs = {"a": _burnin(a, "run", "rack.toml", "--db", pg_url, "-q", "--json", "a.json", machine="a"),
+    with_password = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")  # trust: ignored
+    procs = {"a": _burnin(a, "run", "rack.toml", "--db", with_password, "-q", "--json", "a.json", machine="a"),
              "b": _burnin(b, "run", "rack.toml", "--db", pg_url, "-q", "--json", "b.json", machine="b")}
     reader = Store(pg_url, readonly=True)
     try:
@@ -144,11 +145,15 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
         code, _, err = burnin("run", str(a / "rack.toml"), "--db", pg_url, "-q")
         assert code == 3 and _one_line(err), err
         assert "TWO-A1" in err and "is being tested by pid" in err and "room store" in err, err
+        holders = [r["holder"] for r in reader.sql.rows("SELECT holder FROM card_locks")]
+        assert len(holders) == 3 and all(f"pid {procs['a'].pid} " in h for h in holders), holders  # A's cards
+        assert all("s3cret" not in h and "postgres:***@" in h for h in holders), holders
     finally:
         gate.unlink()
         outs = {k: p.communicate(timeout=180) for k, p in procs.items()}
     try:
         assert procs["a"].returncode == 1 and procs["b"].returncode == 1, outs  # each has a card to repair
+        assert "s3cret" not in "".join(outs["a"]) and "postgres:***@" in outs["a"][1], outs["a"]
         for name, folder in (("a", a), ("b", b)):
             doc = json.loads((folder / f"{name}.json").read_text(encoding="utf-8"))
             stored = stored_document(reader, doc["run_id"])
