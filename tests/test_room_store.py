@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from harness.db.target import DbUrl, mask
-from harness.errors import HarnessUnavailable
+from harness.errors import HarnessUnavailable, UsageError
 from harness.store import Store
 from stress.model import Finding, TestResult
 from tests.conftest import mock_card, rack_toml, wait_for
@@ -132,14 +132,20 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
     with_password = pg_url.replace("postgresql://postgres@", "postgresql://postgres:s3cret@")  # trust: ignored
     procs = {"a": _burnin(a, "run", "rack.toml", "--db", with_password, "-q", "--json", "a.json", machine="a"),
              "b": _burnin(b, "run", "rack.toml", "--db", pg_url, "-q", "--json", "b.json", machine="b")}
-    reader = Store(pg_url, readonly=True)
+    opened: list[Store] = []  # the two benches make the schema of the empty store (at once: one waits)
     try:
         def a_blocked() -> bool:
-            rows = reader.sql.rows("SELECT stage FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
+            if not opened:
+                try:
+                    opened.append(Store(pg_url, readonly=True))
+                except UsageError:
+                    return False
+            rows = opened[0].sql.rows("SELECT stage FROM run_cards rc JOIN runs r ON r.run_id = rc.run_id "
                                    "WHERE r.rack = 'bench-a'")
             return len(rows) == 3 and all(r["stage"] == BLOCK for r in rows)
 
         wait_for(a_blocked, 120)
+        reader = opened[0]
         # bench A's cards are under test: a harness on another machine (its own lock folder) may not run them
         monkeypatch.setenv("BURNIN_LOCK_DIR", str(tmp_path / "locks-c"))
         code, _, err = burnin("run", str(a / "rack.toml"), "--db", pg_url, "-q")
@@ -151,6 +157,9 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
     finally:
         gate.unlink()
         outs = {k: p.communicate(timeout=180) for k, p in procs.items()}
+        if not opened:
+            opened.append(Store(pg_url, readonly=True))
+        reader = opened[0]
     try:
         assert procs["a"].returncode == 1 and procs["b"].returncode == 1, outs  # each has a card to repair
         assert "s3cret" not in "".join(outs["a"]) and "postgres:***@" in outs["a"][1], outs["a"]
@@ -286,8 +295,6 @@ def test_a_foreign_postgresql_database_is_refused(pg_admin_url: str) -> None:
     url = new_database(pg_admin_url, "foreign")
     with psycopg.connect(url, autocommit=True) as c:
         c.execute("CREATE TABLE photos (id INTEGER)")
-    from harness.errors import UsageError
-
     with pytest.raises(UsageError, match="other tables \\(photos\\)"):
         Store(url)
     with psycopg.connect(url) as c:  # and it was not touched
