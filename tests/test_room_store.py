@@ -152,8 +152,9 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
         assert code == 3 and _one_line(err), err
         assert "TWO-A1" in err and "is being tested by pid" in err and "room store" in err, err
         holders = [r["holder"] for r in reader.sql.rows("SELECT holder FROM card_locks")]
-        assert len(holders) == 3 and all(f"pid {procs['a'].pid} " in h for h in holders), holders  # A's cards
-        assert all("s3cret" not in h and "postgres:***@" in h for h in holders), holders
+        by_a = [h for h in holders if f"pid {procs['a'].pid} " in h]  # (bench B may still hold its own)
+        assert len(by_a) == 3 and all("postgres:***@" in h for h in by_a), holders  # A's three cards
+        assert not any("s3cret" in h for h in holders), holders
     finally:
         gate.unlink()
         outs = {k: p.communicate(timeout=180) for k, p in procs.items()}
