@@ -12,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -22,6 +21,7 @@ from typing import Any, TypeVar
 import click
 
 from harness.crash import EXIT_CRASH, crash_line, save_traceback
+from harness.db.sql import DB_ERRORS
 from harness.errors import HarnessUnavailable, UsageError
 from harness.views.safe import line
 
@@ -134,7 +134,7 @@ def main() -> None:
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the result document (JSON) here.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
-@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database: a SQLite file or a postgresql:// URL (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
 @click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
               help="Run only this card (repeatable): retest one card of the rack.")
@@ -168,7 +168,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         _fail(HarnessUnavailable(f"results database: {e}"))
         return
     except Interrupted as e:
@@ -184,7 +184,7 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
              only: tuple[str, ...] = (), metrics: str | None = None,
-             events: str | None = None) -> tuple[dict[str, Any], Path]:
+             events: str | None = None) -> tuple[dict[str, Any], Any]:
     """Open and check the database, pick and lock the cards, run; a signal stops it like Ctrl-C."""
     from harness.launch import RunRequest, open_store, select_cards, start_run
     from harness.stream import EventLog
@@ -400,7 +400,7 @@ def profiles(as_json: bool) -> None:
         print_profiles(doc)
 
 
-def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Path, T]:
+def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Any, T]:
     """Open the results database read-only, read from it, close it; a database SQLite cannot use
     is a one-line UsageError naming it."""
     from harness.store import Store
@@ -412,7 +412,7 @@ def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) ->
             return path, read(store)
         finally:
             store.close()
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         raise UsageError(f"{path}: not a usable burnin results database: {e}") from None
 
 
@@ -466,15 +466,16 @@ def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool, even
         click.echo(line(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
                         f"are unchanged (burnin history SERIAL --db {path})"), err=True)
         sys.exit(EXIT_PASS)
-    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None,
-                    events=events)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], getattr(path, "url", str(path)), quiet, run_id,
+                    json_path, None, None, events=events)
 
 
 def _add_loop_verbs() -> None:
     """The bench loop's verbs (repair, evidence, plans, stages) live in cli_loop.py."""
     from harness.cli_loop import COMMANDS
+    from harness.cli_room import COMMANDS as ROOM_COMMANDS
 
-    for cmd in COMMANDS:
+    for cmd in (*COMMANDS, *ROOM_COMMANDS):
         main.add_command(cmd)
 
 

@@ -26,12 +26,17 @@ def _fail(exc: Exception) -> None:
 
 
 def _open_db(db: str | None) -> Any:
-    """The database ``history`` and ``resume`` read (``--db``, else ``$BURNIN_DB``, else ./burnin.db)."""
+    """The database ``repair`` and ``evidence`` use (``--db``, else ``$BURNIN_DB``, else ./burnin.db)."""
+    from harness.db.target import DbUrl, as_target
     from harness.errors import HarnessUnavailable
     from harness.store import Store, default_db_path
 
-    path = Path(db) if db else default_db_path()
-    if not path.is_file():
+    try:
+        path = as_target(db) if db else default_db_path()
+    except UsageError as e:
+        _fail(e)
+        return None
+    if not isinstance(path, DbUrl) and not path.is_file():
         _fail(UsageError(f"{path}: no such results database (--db)"))
     try:
         return Store(path)

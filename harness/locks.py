@@ -40,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from drivers.registry import is_simulated
+from harness.db.target import mask
 from harness.errors import HarnessUnavailable
 from harness.views.safe import line
 
@@ -133,6 +134,7 @@ class CardLocks:
 
     def __init__(self) -> None:
         self._held: list[tuple[int, str, bool]] = []  # (fd, name, whether this process created the file)
+        self._room: Any = None  # the room store's locks (harness.db.postgres.StoreLocks), if any
         self._dir_fd: int | None = None
         self.folder: Path | None = None
 
@@ -146,7 +148,7 @@ class CardLocks:
             self.folder = folder
         info = json.dumps({"pid": os.getpid(), "user": _user(), "host": socket.gethostname(),
                            "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-                           "command": " ".join(["burnin", *sys.argv[1:]])[:300], **(what or {})}).encode()
+                           "command": _command(), **(what or {})}).encode()
         taken: set[str] = set()
         for label, name in names:
             if name in taken:
@@ -225,6 +227,9 @@ class CardLocks:
     def release(self) -> None:
         """Drop every lock; remove each lock's name first (while still holding it), so no one is
         left holding a file no name points at."""
+        if self._room is not None:
+            self._room.release()
+            self._room = None
         while self._held:
             fd, name, ours = self._held.pop()
             with contextlib.suppress(OSError):
@@ -258,9 +263,43 @@ def _user() -> str:
         return str(os.getuid()) if hasattr(os, "getuid") else "?"
 
 
-def lock_cards(cards: Iterable[Any]) -> CardLocks:
-    """Lock a run's cards (CardSlot-like: host, slot, backend, locator, key)."""
+def _command() -> str:
+    """This harness's command line, as the next one is told it (a database password masked)."""
+    return mask(" ".join(["burnin", *sys.argv[1:]]))[:300]
+
+
+def _label(c: Any) -> str:
+    return f"card {c.key} ({c.locator.get('serial') or c.backend})"
+
+
+def room_lock_names(c: Any) -> list[str]:
+    """A card's names in the room store: its serial (a card is its serial wherever it sits) and,
+    for a real card, its slot on this machine ("local" is a different machine on each bench)."""
+    here = socket.gethostname()
+    host = here if c.host in ("local", "localhost") else c.host
+    names = [f"serial:{c.locator['serial']}"] if c.locator.get("serial") else []
+    if not is_simulated(c.backend):
+        names.append(f"slot:{host}/{c.slot}")
+    return names or [f"slot:{host}/{c.backend}/{c.key}"]
+
+
+def lock_cards(cards: Iterable[Any], db: Any = None) -> CardLocks:
+    """Lock a run's cards (CardSlot-like: host, slot, backend, locator, key) on this machine and,
+    when ``db`` is a room store's URL, in the store too (an advisory lock per card there, so two
+    controllers on two machines that share the store cannot run the same card either)."""
+    cards = list(cards)
     locks = CardLocks()
-    locks.acquire((f"card {c.key} ({c.locator.get('serial') or c.backend})",
-                   lock_name(c.host, c.slot, c.backend, c.locator.get("serial"))) for c in cards)
+    locks.acquire((_label(c), lock_name(c.host, c.slot, c.backend, c.locator.get("serial"))) for c in cards)
+    if db is not None and hasattr(db, "url"):
+        from harness.db.postgres import StoreLocks
+
+        try:
+            room = StoreLocks(db)
+            holder = f"pid {os.getpid()} ({_user()}@{socket.gethostname()}: {_command()})"
+            room.acquire([(_label(c), n) for c in cards for n in room_lock_names(c)], holder,
+                         time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
+        except BaseException:
+            locks.release()
+            raise
+        locks._room = room
     return locks

@@ -10,13 +10,13 @@ here talks to a device or writes the store itself.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from harness.benches import HostBenches
 from harness.cards import CardSlot
 from harness.clock import new_run_id, utcnow
 from harness.config import RackConfig
+from harness.db.sql import DB_ERRORS
 from harness.engine import Engine, RunCancelled
 from harness.engines import make_engine
 from harness.errors import HarnessUnavailable
@@ -77,7 +77,7 @@ class Run:
         self._open_benches()  # a miswired bench is bad input: said before the run is recorded
         self.publish(RUN_KEY, RunStarted(
             self.run_id, self.cfg.name, self.plan.name, utcnow(), [c.to_json() for c in cards],
-            str(self.cfg.path.resolve()), str(self.plan.path.resolve())))
+            str(self.cfg.path.resolve()), str(self.plan.path.resolve()), [s.stage for s in self.plan.stages]))
         return self.run_id
 
     def resume(self, run_id: str, cards: list[CardSlot]) -> None:
@@ -134,7 +134,7 @@ class Run:
             raise
         except BaseException as e:  # Ctrl-C, a signal, a full disk: the run stays resumable
             self._ended_early("interrupted", _why_interrupted(e))
-            if isinstance(e, sqlite3.Error):
+            if isinstance(e, DB_ERRORS):
                 raise HarnessUnavailable(
                     f"{self.store.path}: cannot write results ({str(e) or type(e).__name__}); run {self.run_id} "
                     f"stopped, cards finished so far are kept; free space, then `burnin resume {self.run_id} "
@@ -230,7 +230,7 @@ class Run:
 def _why_interrupted(e: BaseException) -> str:
     if isinstance(e, KeyboardInterrupt):
         return "the run was interrupted (Ctrl-C)"
-    if isinstance(e, sqlite3.Error):
+    if isinstance(e, DB_ERRORS):
         return f"the results database failed ({e})"
     name = {15: "SIGTERM", 1: "SIGHUP"}.get(int(getattr(e, "signum", 0) or 0))
     return f"the run was stopped by {name}" if name else f"the run stopped ({type(e).__name__})"

@@ -107,6 +107,7 @@ class RunStarted:
     cards: list[dict[str, Any]]
     config_path: str = ""
     plan_path: str = ""
+    stages: list[str] = field(default_factory=list)  # the plan's stage names, in order
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,8 @@ POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's T
 COUNTER_STEP = 1  # a counter read twice is uncertain by one count: rates allow for it
 IDLE_UTILIZATION_PCT = 5.0  # below this the card may be in a link power-saving state
 FAN_SHOULD_TURN_PCT = 20.0  # at or above this duty a healthy fan turns (below it some fans stop)
+COUNTERS_KEPT = ("sbe_aggregate", "dbe_aggregate", "remapped_rows_correctable", "remapped_rows_uncorrectable",
+                 "row_remap_pending", "row_remap_failure", "retired_pages_sbe", "retired_pages_dbe")
 
 
 class HealthParams(StageParams):
@@ -250,6 +252,8 @@ class HealthStage(Stage):
             "sbe_volatile": counters.sbe_volatile,
             "dbe_volatile": counters.dbe_volatile,
             "pcie_replays": counters.pcie_replays,
+            # the rest of the counters as read (dcgm-exporter's ECC, row-remap and retired-page series)
+            **{k: getattr(counters, k) for k in COUNTERS_KEPT if getattr(counters, k) is not None},
             "window_min": round(minutes, 3) if math.isfinite(minutes) else None,
             "final": p.final,  # the end-of-session check (its JUnit case is "health (final)")
         }

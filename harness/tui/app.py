@@ -97,9 +97,9 @@ class BenchApp(App[int]):
         Binding("p", "repair", "Record repair"),
     ]
 
-    def __init__(self, cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot]) -> None:
+    def __init__(self, cfg: Any, plan: Any, db_path: Any, cards: list[CardSlot]) -> None:
         super().__init__()
-        self.cfg, self.plan, self.db_path, self.slots = cfg, plan, Path(db_path), cards
+        self.cfg, self.plan, self.db_path, self.slots = cfg, plan, db_path, cards
         self.bench = BenchState(cards, len(plan.stages))
         self.stop_flag = threading.Event()
         self.engine = prepare_engine(self.stop_flag, cfg, cards)
@@ -313,7 +313,7 @@ class BenchApp(App[int]):
         from harness.views.history import history_timeline
 
         serial = self.bench.cards[key].serial
-        if not serial or not self.db_path.is_file():
+        if not serial or isinstance(self.db_path, Path) and not self.db_path.is_file():
             return history_view(serial, [])
         store = Store(self.db_path)
         try:
@@ -452,7 +452,7 @@ def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
         db_path = store.path
         store.close()
         cards = discover_cards(cfg)
-        locks = lock_cards(cards)
+        locks = lock_cards(cards, db_path)
     except (UsageError, HarnessUnavailable) as e:
         print(f"burnin: {line(e)}", file=sys.stderr)
         return int(getattr(e, "exit_code", 3))
@@ -466,7 +466,7 @@ def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
     return int(code)
 
 
-def _after(app: BenchApp, db_path: Path) -> None:
+def _after(app: BenchApp, db_path: Any) -> None:
     """Leave the verdicts in the terminal's scrollback once the screen is gone."""
     rid = app.bench.run_id
     if app.phase == "finished" and app.bench.doc is not None:

@@ -45,7 +45,7 @@ DCGM_FIELDS = {
 }
 
 
-def parse_addr(addr: str) -> tuple[str, int]:
+def parse_addr(addr: str, option: str = "--metrics") -> tuple[str, int]:
     """``PORT``, ``HOST:PORT`` or ``[V6]:PORT``; a bare port listens on loopback only."""
     host, sep, port = addr.rpartition(":")
     host = host.strip("[]") if sep else DEFAULT_HOST
@@ -54,12 +54,12 @@ def parse_addr(addr: str) -> tuple[str, int]:
         if not 0 <= number <= 65535:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--metrics {addr!r}: expected PORT or HOST:PORT (e.g. 9400 or 0.0.0.0:9400)") from None
+        raise UsageError(f"{option} {addr!r}: expected PORT or HOST:PORT (e.g. 9400 or 0.0.0.0:9400)") from None
     if host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise UsageError(f"--metrics {addr!r}: {host!r} is not an IP address") from None
+            raise UsageError(f"{option} {addr!r}: {host!r} is not an IP address") from None
     return host or DEFAULT_HOST, number
 
 

@@ -6,7 +6,6 @@ every string goes through ``harness.views.safe``."""
 from __future__ import annotations
 
 import sys
-from pathlib import Path
 from types import TracebackType
 from typing import Any
 
@@ -54,7 +53,7 @@ class LiveProgress(EventConsumer):
         if self.enabled:
             self.progress.stop()
 
-    def set_run(self, run_id: str, db: Path) -> None:
+    def set_run(self, run_id: str, db: object) -> None:
         if self.enabled:
             self.console.print(cell(f"run {run_id}  (results: {db})", style="dim"))
 
