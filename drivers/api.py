@@ -10,10 +10,13 @@ from __future__ import annotations
 
 import time
 from abc import ABC, abstractmethod
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+
+from drivers.text import bounded
 
 
 class DeviceError(Exception):
@@ -42,6 +45,12 @@ class MemoryFault(DeviceError):
         self.nbytes = nbytes
 
 
+class KernelFault(DeviceError):
+    """A kernel faulted on the device (illegal address, launch failure, illegal instruction, ...):
+    the card is still on the bus but its context in this process is unusable until a reset. The
+    session reports ``compute.fault`` (reset and retest); the health stage's XIDs say more."""
+
+
 class Unsupported(DeviceError):
     """The device does not offer this control at all (e.g. fan control on a passive card)."""
 
@@ -51,9 +60,18 @@ class BackendUnavailable(Exception):
 
 
 class HostUnfit(Exception):
-    """The host cannot drive a card that is there (CUDA libraries missing, a driver older than
-    the CUDA runtime, the card hidden from CUDA by ``CUDA_VISIBLE_DEVICES``): fix the host, not
-    the card. Raised while building a handle; the session reports it as a finding on the card."""
+    """The host (or the harness itself) cannot drive a card that is there: CUDA libraries missing,
+    a driver too old to load the harness's kernels, the card hidden from CUDA by
+    ``CUDA_VISIBLE_DEVICES``, a harness kernel that does not compile. Fix the host, not the card:
+    the session reports it as a ``fix_host`` finding on the card, with ``code`` (a ``harness.*``
+    or ``host.*`` finding code) saying whose failure it is."""
+
+    def __init__(self, message: str, code: str = "harness.handle_unavailable") -> None:
+        super().__init__(message)
+        self.code = code
+
+    def __reduce__(self) -> Any:  # keeps the code across a process boundary
+        return (type(self), (str(self), self.code))
 
 
 # Throttle reasons, vendor-neutral (NVML's clocks-event reasons map onto these).
@@ -69,6 +87,20 @@ THERMAL_THROTTLES = frozenset({THROTTLE_HW_THERMAL, THROTTLE_SW_THERMAL})
 POWER_THROTTLES = frozenset({THROTTLE_SW_POWER_CAP, THROTTLE_HW_POWER_BRAKE})
 
 
+PROCESS_NAME_MAX = 256  # a driver reports an executable's path: a 100 kB one is cut here
+IDENTITY_TEXT_MAX = 256  # model, serial, UUID, bus id, firmware versions as a card reports them
+
+
+def _reported(obj: Any, name: str, limit: int) -> None:
+    """Clean a string field of a frozen dataclass in place: what a device reports is bounded and
+    its control characters made visible where it enters (drivers.text), for every backend."""
+    value = getattr(obj, name)
+    if isinstance(value, str):
+        cleaned = bounded(value, limit)
+        if cleaned is not value:
+            object.__setattr__(obj, name, cleaned)
+
+
 @dataclass(frozen=True)
 class Identity:
     vendor: str  # "nvidia", "huawei", "mock"
@@ -81,6 +113,14 @@ class Identity:
     memory_total_mib: int | None = None
     profile_source: str | None = None  # "matched" (by name), "derived" (from facts), "config" (mock)
     facts: dict[str, Any] = field(default_factory=dict)  # what a derived profile is built from
+
+    def __post_init__(self) -> None:
+        for name in ("vendor", "model", "serial", "uuid", "pci_bus_id", "profile"):
+            _reported(self, name, IDENTITY_TEXT_MAX)
+        fw = {bounded(k, 64): bounded(v, IDENTITY_TEXT_MAX) if isinstance(v, str) else v
+              for k, v in self.firmware.items()}
+        if fw != self.firmware:
+            object.__setattr__(self, "firmware", fw)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -166,6 +206,9 @@ class DeviceProcess:
     name: str | None = None  # None where the tool cannot name it (another container)
     used_mib: int | None = None  # None where the driver cannot tell
     kind: str = "compute"  # "compute" | "graphics"
+
+    def __post_init__(self) -> None:
+        _reported(self, "name", PROCESS_NAME_MAX)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -445,6 +488,106 @@ class TransferHandle(ABC):
         """Copy ``nbytes`` from the device to pinned host memory; returns seconds taken."""
 
 
+# A vendor diagnostic's word per item (ascend-dmi's; DCGM's pass/warn/fail map onto the same
+# ladder): rerun, reset the chip, replace the part. Stages map them to verdicts and actions.
+DIAG_PASS = "PASS"
+DIAG_GENERAL_WARN = "GENERAL_WARN"  # rerun
+DIAG_IMPORTANT_WARN = "IMPORTANT_WARN"  # reset the chip, then rerun
+DIAG_EMERGENCY_WARN = "EMERGENCY_WARN"  # replace the part
+DIAG_WORDS = (DIAG_PASS, DIAG_GENERAL_WARN, DIAG_IMPORTANT_WARN, DIAG_EMERGENCY_WARN)
+
+
+@dataclass(frozen=True)
+class DiagnosisItem:
+    """One item of a vendor diagnosis: its name as the tool prints it ("HBM", "AI Core"), a
+    canonical ``kind`` ("hbm", "aicore", ... or the name lower-cased), the word, and its details."""
+
+    name: str
+    kind: str
+    result: str  # one of DIAG_WORDS
+    details: str = ""
+    codes: tuple[str, ...] = ()  # vendor fault codes the item cites, if any
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Diagnosis:
+    items: tuple[DiagnosisItem, ...]
+    stressed: bool  # run with stress (load), not a quick read of the chip's state
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class BandwidthReading:
+    """One vendor bandwidth test: ``kind`` is h2d, d2h, d2d (on-card memory) or p2p (to a peer)."""
+
+    kind: str
+    gbps: float
+    size_bytes: int | None = None
+    peer: str | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class FlopsReading:
+    """One vendor FLOPS test of a datatype, with the power the card drew while it ran."""
+
+    dtype: str
+    tflops: float
+    power_w: float | None = None
+    command: str = ""
+
+
+@dataclass(frozen=True)
+class PowerStressReading:
+    """A vendor power stress of ``seconds``: what the card drew and how hot and fast it ran."""
+
+    seconds: float
+    mean_power_w: float | None
+    max_power_w: float | None
+    max_temperature_c: float | None = None
+    min_clock_mhz: float | None = None
+    command: str = ""
+
+
+class DiagnosticsHandle(ABC):
+    """The vendor's own diagnostic with stress (ascend-dmi on Ascend; DCGM's diag could serve
+    NVIDIA): per-item diagnosis words, bandwidth per kind, FLOPS per datatype, a power stress.
+
+    Every call may raise DeviceLost (the card dropped during the stress), DeviceError (the tool
+    failed or printed something unreadable: one line) or Unsupported (the tool lacks the test).
+    """
+
+    tool: str = "vendor diagnostic"
+
+    @property
+    @abstractmethod
+    def items(self) -> tuple[str, ...]:
+        """Diagnosis items the tool offers ("hbm", "aicore", ...)."""
+
+    @property
+    @abstractmethod
+    def bandwidth_kinds(self) -> tuple[str, ...]: ...
+
+    @property
+    @abstractmethod
+    def flops_dtypes(self) -> tuple[str, ...]: ...
+
+    @abstractmethod
+    def diagnose(self, items: Sequence[str], stress: bool, timeout_s: float) -> Diagnosis: ...
+
+    @abstractmethod
+    def bandwidth(self, kind: str, timeout_s: float) -> BandwidthReading: ...
+
+    @abstractmethod
+    def flops(self, dtype: str, timeout_s: float) -> FlopsReading: ...
+
+    @abstractmethod
+    def power_stress(self, seconds: float, timeout_s: float) -> PowerStressReading: ...
+
+
 # -- interconnect: the links between the chips of one host (NVLink, HCCS) --------------------------
 
 @dataclass(frozen=True)
@@ -624,13 +767,17 @@ class Device(ABC):
     def transfer(self) -> TransferHandle | None:
         return None
 
+    @property
+    def diagnostics(self) -> DiagnosticsHandle | None:
+        return None
+
     def conditions(self) -> Conditions:
         """What preflight reads (processes, MIG, display, clocks, power, pending settings).
         Default: nothing known."""
         return Conditions()
 
     def unavailable(self, handle: str) -> str | None:
-        """Why the ``handle`` ("memory", "compute", "transfer", "fans", "peer") is missing and what would
+        """Why the ``handle`` ("memory", "compute", "transfer", "fans", "diagnostics") is missing and what would
         provide it; None when it is there (or cannot be known without building it). Cheap: it
         must not allocate what the handle would (a memory handle takes nearly all the memory)."""
         if handle != "peer" and getattr(self, handle, None) is not None:

@@ -6,7 +6,10 @@ The recorder does not keep its own list of calls: it runs the backend itself (id
 counters, preflight conditions, fan duty reads, XID registration) over a pynvml wrapper that notes each device and system
 answer, so a snapshot holds exactly what the backend asks and cannot drift from it. Errors are kept
 as their NVML names (``{"error": "NVML_ERROR_NOT_SUPPORTED"}``). It only reads: no fan is commanded
-and no event is drained. ``tests/fake_pynvml.py`` replays such a file.
+and no event is drained. ``tests/fake_pynvml.py`` replays such a file. The snapshot notes the
+recorder's own pid (``recorder_pid``): where the recording process holds a CUDA context (run from
+a Python that used the GPU, as on the H200), NVML lists it, and the replay must not take burnin's
+own process for another workload on the card (the live backend leaves its own pid out too).
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import ctypes
 import datetime as dt
 import importlib.metadata
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Any
@@ -176,6 +180,7 @@ def record(nv: Any, note: str = "") -> dict[str, Any]:
         "note": note,
         "recorded_at": dt.datetime.now(dt.UTC).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "nvidia_ml_py": version,
+        "recorder_pid": os.getpid(),  # its own entry in a process list is burnin's, not a foreign workload
         "system": proxy.system,
         "devices": devices,
     }

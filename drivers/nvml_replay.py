@@ -292,6 +292,9 @@ class FakeNvml:
         self.snapshot = copy.deepcopy(snapshot)
         self.system: dict[str, Any] = self.snapshot.get("system", {})
         self.devices: list[dict[str, Any]] = self.snapshot["devices"]
+        # the recording process itself (burnin's recorder, leaving its own pid out live as the backend
+        # does): replayed, it is no one, not another process holding the card
+        self.recorder_pid: int | None = snapshot.get("recorder_pid")
         self.refcount = 0
         self.init_error: str | None = None
         self.lost: dict[int, str] = {}  # device index -> error name every call now raises
@@ -667,12 +670,18 @@ def nvmlDeviceGetRetiredPagesPendingStatus(device):
 
 
 def nvmlDeviceGetComputeRunningProcesses(handle):
-    """A list of process objects (``pid``, ``usedGpuMemory`` in bytes or None), as recorded."""
-    return [_Struct(**p) for p in _st().answer("nvmlDeviceGetComputeRunningProcesses", handle)]
+    """A list of process objects (``pid``, ``usedGpuMemory`` in bytes or None), as recorded, less
+    the recording process itself."""
+    return _processes("nvmlDeviceGetComputeRunningProcesses", handle)
 
 
 def nvmlDeviceGetGraphicsRunningProcesses(handle):
-    return [_Struct(**p) for p in _st().answer("nvmlDeviceGetGraphicsRunningProcesses", handle)]
+    return _processes("nvmlDeviceGetGraphicsRunningProcesses", handle)
+
+
+def _processes(fn: str, handle: Any) -> list[_Struct]:
+    st = _st()
+    return [_Struct(**p) for p in st.answer(fn, handle) if st.recorder_pid is None or p.get("pid") != st.recorder_pid]
 
 
 def nvmlDeviceGetMigMode(device):

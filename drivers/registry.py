@@ -34,6 +34,23 @@ class ConfigFieldError(ValueError):
         self.field = field
 
 
+SERIAL_MAX = 128
+
+
+def check_serial(v: str) -> str:
+    """A serial is what is printed on the card: ``"A1 "`` is ``"A1"``, ``""`` is no serial at all,
+    and it is printable text of at most SERIAL_MAX characters (ValueError otherwise). Every serial
+    a config gives or a backend makes up goes through here."""
+    v = v.strip()
+    if not v:
+        raise ValueError("must not be empty (leave the key out to have none)")
+    if len(v) > SERIAL_MAX:
+        raise ValueError(f"longer than {SERIAL_MAX} characters")
+    if any(not c.isprintable() for c in v):
+        raise ValueError("contains control characters")
+    return v
+
+
 class BackendConfig(BaseModel):
     """Keys every ``[[hosts.devices]]`` entry may have; backends subclass it with their own."""
 
@@ -46,17 +63,7 @@ class BackendConfig(BaseModel):
     @field_validator("serial")
     @classmethod
     def _serial(cls, v: str | None) -> str | None:
-        """A serial is what is printed on the card: ``"A1 "`` is ``"A1"``, and ``""`` is no serial at all."""
-        if v is None:
-            return None
-        v = v.strip()
-        if not v:
-            raise ValueError("must not be empty (leave the key out to have none)")
-        if len(v) > 128:
-            raise ValueError("longer than 128 characters")
-        if any(not c.isprintable() for c in v):
-            raise ValueError("contains control characters")
-        return v
+        return None if v is None else check_serial(v)
 
     def check(self) -> None:
         """Checks beyond the keys' types, run when the config loads (e.g. the mock backend's

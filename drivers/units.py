@@ -13,6 +13,7 @@ from typing import Annotated, Any
 from pydantic import BeforeValidator
 
 MIB = 1 << 20  # bytes in a MiB: profiles give memory in MiB, the device API counts bytes
+GIB = 1 << 30
 
 # unit -> (canonical unit, factor to canonical)
 _UNITS: dict[str, tuple[str, float]] = {

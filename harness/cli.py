@@ -1,7 +1,9 @@
 """The ``burnin`` command line (docs/contract.md section 1) and its exit codes.
 
 0 every card passes; 1 the run finished and some card did not; 2 bad usage or input (one line
-naming file and field); 3 the harness could not run at all. No traceback reaches the user.
+naming file and field); 3 the harness could not run at all; 70 burnin itself crashed (a bug, not a
+card verdict: sysexits' EX_SOFTWARE; the traceback is saved to a file, see harness/crash.py);
+130/143/129 the run was stopped by Ctrl-C/SIGTERM/SIGHUP. No traceback reaches the user.
 """
 
 from __future__ import annotations
@@ -10,7 +12,6 @@ import contextlib
 import json
 import os
 import signal
-import sqlite3
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -19,7 +20,10 @@ from typing import Any, TypeVar
 
 import click
 
+from harness.crash import EXIT_CRASH, crash_line, save_traceback
+from harness.db.sql import DB_ERRORS
 from harness.errors import HarnessUnavailable, UsageError
+from harness.views.safe import line
 
 T = TypeVar("T")
 EXIT_PASS, EXIT_NOT_PASS, EXIT_USAGE, EXIT_UNAVAILABLE = 0, 1, 2, 3
@@ -65,7 +69,7 @@ def _stop_on_signals() -> Iterator[None]:
 
 def _fail(exc: Exception) -> None:
     code = getattr(exc, "exit_code", EXIT_UNAVAILABLE)
-    click.echo(f"burnin: {exc}", err=True)
+    click.echo(f"burnin: {line(exc)}", err=True)
     sys.exit(code)
 
 
@@ -101,10 +105,27 @@ def _check_outputs(*paths: str | None) -> None:
             raise UsageError(f"{p}: cannot write the report here (permission denied)")
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Burnin(click.Group):
+    """The command group; an exception no command handled is a crash (exit 70), not a failed card."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except (click.exceptions.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+            raise
+        except Exception as e:  # noqa: BLE001 - the one place every unexpected error ends
+            click.echo(crash_line(e, save_traceback(e)), err=True)
+            sys.exit(EXIT_CRASH)
+
+
+@click.group(cls=_Burnin, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="burnin", prog_name="burnin")
 def main() -> None:
-    """burnin: diagnose accelerators on a bench or a rack, and say what to repair."""
+    """burnin: diagnose accelerators on a bench or a rack, and say what to repair.
+
+    Exit codes: 0 every card passed; 1 some card did not; 2 bad usage or input; 3 the harness
+    could not run; 70 burnin crashed (a bug: the traceback is saved to a file); 130/143/129
+    stopped by Ctrl-C/SIGTERM/SIGHUP."""
 
 
 @main.command()
@@ -113,7 +134,7 @@ def main() -> None:
 @click.option("--json", "json_path", default=None, type=click.Path(dir_okay=False), help="Write the result document (JSON) here.")
 @click.option("--junit", "junit_path", default=None, type=click.Path(dir_okay=False), help="Write a JUnit XML report here.")
 @click.option("--html", "html_path", default=None, type=click.Path(dir_okay=False), help="Write an HTML report here.")
-@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
+@click.option("--db", "db", default=None, type=click.Path(dir_okay=False), help="Results database: a SQLite file or a postgresql:// URL (default: the config's db, relative to the config; else $BURNIN_DB, else ./burnin.db).")
 @click.option("--quiet", "-q", is_flag=True, help="No live progress on stderr.")
 @click.option("--only", "only", multiple=True, metavar="SERIAL|HOST/SLOT",
               help="Run only this card (repeatable): retest one card of the rack.")
@@ -147,23 +168,23 @@ def _run_and_report(config: str, plan: str | None, db: str | None, quiet: bool, 
     except (UsageError, HarnessUnavailable) as e:
         _fail(e)
         return
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         _fail(HarnessUnavailable(f"results database: {e}"))
         return
     except Interrupted as e:
-        click.echo(f"burnin: {e}", err=True)
+        click.echo(f"burnin: {line(e)}", err=True)
         sys.exit(e.exit_code)
     _write_outputs(doc, json_path, junit_path, html_path)
     from harness.views.table import print_verdicts
 
     print_verdicts(doc)
-    click.echo(f"burnin: run {doc['run_id']}: results are in {db_path}", err=True)
+    click.echo(line(f"burnin: run {doc['run_id']}: results are in {db_path}"), err=True)
     sys.exit(EXIT_PASS if all(c["verdict"] == "pass" for c in doc["cards"]) else EXIT_NOT_PASS)
 
 
 def _execute(cfg: Any, pl: Any, db: str | None, quiet: bool, resume_id: str | None = None,
              only: tuple[str, ...] = (), metrics: str | None = None,
-             events: str | None = None) -> tuple[dict[str, Any], Path]:
+             events: str | None = None) -> tuple[dict[str, Any], Any]:
     """Open and check the database, pick and lock the cards, run; a signal stops it like Ctrl-C."""
     from harness.launch import RunRequest, open_store, select_cards, start_run
     from harness.stream import EventLog
@@ -223,11 +244,14 @@ def _serve_metrics(addr: str | None, cards: list[Any], pl: Any) -> Iterator[Any]
     if addr is None:
         yield None
         return
-    from harness.views.metrics import MetricsServer, RunMetrics
+    from harness.views.metrics import MetricsServer, RunMetrics, exposure_warning
 
     state = RunMetrics(cards, len(pl.stages))
     server = MetricsServer(state, addr)
-    click.echo(f"burnin: metrics on http://{server.host}:{server.port}/metrics", err=True)
+    click.echo(f"burnin: metrics on {server.url}", err=True)
+    warning = exposure_warning(server.host, server.port)
+    if warning:
+        click.echo(f"burnin: warning: {warning}", err=True)
     try:
         yield state
     finally:
@@ -242,7 +266,7 @@ def _write_outputs(doc: dict[str, Any], json_path: str | None, junit_path: str |
     try:
         write_reports(doc, json_path=json_path, junit_path=junit_path, html_path=html_path)
     except OSError as e:
-        click.echo(f"burnin: cannot write report: {e.filename}: {e.strerror} ({saved})", err=True)
+        click.echo(line(f"burnin: cannot write report: {e.filename}: {e.strerror} ({saved})"), err=True)
         sys.exit(EXIT_USAGE)
 
 
@@ -292,9 +316,10 @@ def validate(config: str, plan: str | None) -> None:
         _fail(e)
         return
     backends = sorted({d.config.backend for d in cfg.devices})
-    click.echo(f"{cfg.path}: ok: rack {cfg.name!r}, {len(cfg.hosts)} host(s), {len(cfg.devices)} device entr"
-               f"{'y' if len(cfg.devices) == 1 else 'ies'} ({', '.join(backends)})")
-    click.echo(f"{pl.path}: ok: plan {pl.name!r}, {len(pl.stages)} stages: {', '.join(s.stage for s in pl.stages)}")
+    click.echo(line(f"{cfg.path}: ok: rack {cfg.name!r}, {len(cfg.hosts)} host(s), {len(cfg.devices)} device entr"
+                    f"{'y' if len(cfg.devices) == 1 else 'ies'} ({', '.join(backends)})"))
+    click.echo(line(f"{pl.path}: ok: plan {pl.name!r}, {len(pl.stages)} stages: "
+                    f"{', '.join(s.stage for s in pl.stages)}"))
 
 
 @main.command()
@@ -375,7 +400,7 @@ def profiles(as_json: bool) -> None:
         print_profiles(doc)
 
 
-def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Path, T]:
+def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) -> tuple[Any, T]:
     """Open the results database read-only, read from it, close it; a database SQLite cannot use
     is a one-line UsageError naming it."""
     from harness.store import Store
@@ -387,7 +412,7 @@ def _read_store(db: str | None, config: str | None, read: Callable[[Any], T]) ->
             return path, read(store)
         finally:
             store.close()
-    except sqlite3.Error as e:
+    except DB_ERRORS as e:
         raise UsageError(f"{path}: not a usable burnin results database: {e}") from None
 
 
@@ -438,18 +463,19 @@ def resume(run_id: str, db: str | None, json_path: str | None, quiet: bool, even
         _fail(UsageError(f"{path}: no run {run_id!r}"))
         return
     if run_row["status"] == "finished":
-        click.echo(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
-                   f"are unchanged (burnin history SERIAL --db {path})", err=True)
+        click.echo(line(f"burnin: run {run_id} finished at {run_row['finished_at']}; nothing to resume, its results "
+                        f"are unchanged (burnin history SERIAL --db {path})"), err=True)
         sys.exit(EXIT_PASS)
-    _run_and_report(run_row["config_path"], run_row["plan_path"], str(path), quiet, run_id, json_path, None, None,
-                    events=events)
+    _run_and_report(run_row["config_path"], run_row["plan_path"], getattr(path, "url", str(path)), quiet, run_id,
+                    json_path, None, None, events=events)
 
 
 def _add_loop_verbs() -> None:
     """The bench loop's verbs (repair, evidence, plans, stages) live in cli_loop.py."""
     from harness.cli_loop import COMMANDS
+    from harness.cli_room import COMMANDS as ROOM_COMMANDS
 
-    for cmd in COMMANDS:
+    for cmd in (*COMMANDS, *ROOM_COMMANDS):
         main.add_command(cmd)
 
 

@@ -12,23 +12,31 @@ from typing import Any
 import click
 
 from harness.errors import UsageError
+from harness.triage.cli import triage
 
 REAL_TIME_KEYS = ("observe_s", "duration_s", "soak_s", "cooldown_s", "hold_s", "fade_wait_s", "bandwidth_s",
                   "cool_duration_s")
 
 
 def _fail(exc: Exception) -> None:
-    click.echo(f"burnin: {exc}", err=True)
+    from harness.views.safe import line
+
+    click.echo(f"burnin: {line(exc)}", err=True)
     sys.exit(int(getattr(exc, "exit_code", 3)))
 
 
 def _open_db(db: str | None) -> Any:
-    """The database ``history`` and ``resume`` read (``--db``, else ``$BURNIN_DB``, else ./burnin.db)."""
+    """The database ``repair`` and ``evidence`` use (``--db``, else ``$BURNIN_DB``, else ./burnin.db)."""
+    from harness.db.target import DbUrl, as_target
     from harness.errors import HarnessUnavailable
     from harness.store import Store, default_db_path
 
-    path = Path(db) if db else default_db_path()
-    if not path.is_file():
+    try:
+        path = as_target(db) if db else default_db_path()
+    except UsageError as e:
+        _fail(e)
+        return None
+    if not isinstance(path, DbUrl) and not path.is_file():
         _fail(UsageError(f"{path}: no such results database (--db)"))
     try:
         return Store(path)
@@ -58,8 +66,10 @@ def repair(serial: str, action: str, note: str | None, part: str | None, db: str
     finally:
         store.close()
     target = ", ".join(rep["targets"]) or "nothing (no fail finding in its last run)"
-    click.echo(f"recorded: {serial} {action}{' (' + part + ')' if part else ''} by {rep['who']} at {rep['at']}; "
-               f"targets {target}. Retest it: burnin run CONFIG --only {serial} --db {store.path}")
+    from harness.views.safe import line
+
+    click.echo(line(f"recorded: {serial} {action}{' (' + part + ')' if part else ''} by {rep['who']} at {rep['at']}; "
+                    f"targets {target}. Retest it: burnin run CONFIG --only {serial} --db {store.path}"))
 
 
 @click.command()
@@ -83,7 +93,9 @@ def evidence(serial: str, run_id: str | None, out: str, db: str | None) -> None:
         return
     finally:
         store.close()
-    click.echo(f"{out}: {len(files)} files: {', '.join(files)}")
+    from harness.views.safe import line
+
+    click.echo(line(f"{out}: {len(files)} files: {', '.join(files)}"))
 
 
 def timed_seconds(plan: Any) -> float:
@@ -112,22 +124,24 @@ def plans() -> None:
     from rich.table import Table
 
     from harness.plans import PLAN_DIR, available_plans, load_plan
+    from harness.views.safe import cells
     from harness.views.table import report_console
 
-    table = Table(title=f"plans in {PLAN_DIR}", title_justify="left")
+    table = Table(title=cells(f"plans in {PLAN_DIR}")[0], title_justify="left")
     for col in ("plan", "stages", "timed per card", "description"):
         table.add_column(col, no_wrap=col in ("plan", "timed per card"))
     for name in available_plans():
         try:
             pl = load_plan(name)
         except UsageError as e:
-            table.add_row(name, "", "", f"invalid: {e}")
+            table.add_row(*cells(name, "", "", f"invalid: {e}"))
             continue
         names = [s.stage for s in pl.stages]
         rep = _period(names)
         stages = ", ".join(names[: len(names) // rep]) + (f" (×{rep})" if rep > 1 else "")
         mins = timed_seconds(pl) / 60
-        table.add_row(name, stages, f"≥ {mins:.0f} min" if mins >= 1 else f"≥ {mins * 60:.0f} s", pl.description)
+        table.add_row(*cells(name, stages, f"≥ {mins:.0f} min" if mins >= 1 else f"≥ {mins * 60:.0f} s",
+                             pl.description))
     report_console().print(table)
 
 
@@ -137,6 +151,27 @@ def _describe(cls: Any) -> str:
     if not doc or "see the module" in doc:
         doc = (sys.modules[cls.__module__].__doc__ or "").strip()
     return " ".join(doc.split("\n\n")[0].split())
+
+
+def _range(metadata: list[Any]) -> dict[str, Any]:
+    """A parameter's bounds as the plan must respect them: ``min``/``max`` (inclusive) or
+    ``above``/``below`` (exclusive), from its pydantic constraints."""
+    out: dict[str, Any] = {}
+    for m in metadata:
+        for attr, key in (("ge", "min"), ("gt", "above"), ("le", "max"), ("lt", "below")):
+            if getattr(m, attr, None) is not None:
+                out[key] = getattr(m, attr)
+    return out
+
+
+def _num(v: Any) -> str:
+    return str(int(v)) if isinstance(v, int) or float(v).is_integer() else f"{v:g}"
+
+
+def _range_text(p: dict[str, Any]) -> str:
+    lo = f"≥ {_num(p['min'])}" if "min" in p else (f"> {_num(p['above'])}" if "above" in p else "")
+    hi = f"≤ {_num(p['max'])}" if "max" in p else (f"< {_num(p['below'])}" if "below" in p else "")
+    return ", ".join(x for x in (lo, hi) if x) or "-"
 
 
 @click.command()
@@ -149,7 +184,7 @@ def stages(as_json: bool) -> None:
     for name, cls in sorted(all_stages().items()):
         params = [{"name": k, "type": getattr(f.annotation, "__name__", str(f.annotation)).replace("typing.", ""),
                    "default": None if f.is_required() else f.get_default(call_default_factory=True),
-                   "required": f.is_required(), "description": f.description}
+                   "required": f.is_required(), "description": f.description, **_range(f.metadata)}
                   for k, f in cls.Params.model_fields.items()]
         doc.append({"stage": name, "description": _describe(cls),
                     "requires": sorted(cls.requires), "params": params})
@@ -158,15 +193,18 @@ def stages(as_json: bool) -> None:
         return
     from rich.table import Table
 
+    from harness.views.safe import cell, cells
     from harness.views.table import report_console
 
     console = report_console()
     for st in doc:
-        table = Table(title=f"{st['stage']}: {st['description']}", title_justify="left", show_edge=False)
-        for col in ("parameter", "type", "default"):
+        table = Table(title=cell(f"{st['stage']}: {st['description']}"), title_justify="left", show_edge=False)
+        for col in ("parameter", "type", "default", "range"):
             table.add_column(col)
         for p in st["params"]:
-            table.add_row(p["name"], p["type"], "(required)" if p["required"] else json.dumps(p["default"], default=str))
+            table.add_row(*cells(p["name"], p["type"],
+                                 "(required)" if p["required"] else json.dumps(p["default"], default=str),
+                                 _range_text(p)))
         console.print(table)
         console.print()
 
@@ -216,4 +254,4 @@ def rack_toml(cfg: Any, cards: list[Any], described: list[dict[str, Any]]) -> st
     return "\n".join(lines) + "\n"
 
 
-COMMANDS = (repair, evidence, plans, stages)
+COMMANDS = (repair, evidence, plans, stages, triage)

@@ -7,11 +7,22 @@ strict pydantic model), so a new backend brings its config with it.
 
 from __future__ import annotations
 
+import re
+import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+import psutil
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from drivers.instruments.roles import SlotMap
 from drivers.registry import BackendConfig, ConfigFieldError, get_backend, is_simulated
@@ -21,6 +32,32 @@ from harness.inputs import read_toml
 
 MAX_SLOT = 1023
 MAX_CARDS_PER_HOST = 256
+# a host is a machine's name: it becomes a Ray resource (host:NAME), a lock file's name and a
+# mock card's serial, so DNS characters only (no spaces, markup or control characters)
+HOST_NAME = re.compile(r"[A-Za-z0-9]([A-Za-z0-9._-]{0,251}[A-Za-z0-9])?")
+ADDRESS = re.compile(r"[A-Za-z0-9._:/\[\]%-]{1,255}")  # a host name, an IPv4/IPv6 address, "auto", ray://HOST:PORT
+INTERFACE = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:@-]{0,14}")  # a network interface (Linux: at most 15 characters)
+
+
+def printable_name(v: str) -> str:
+    """A name shown on every report (the rack's): any printable text, no control characters."""
+    if not v.isprintable():
+        bad = next(c for c in v if not c.isprintable())
+        raise ValueError(f"contains a control character ({ascii(bad)}); a name is printable text")
+    return v
+
+
+def _matching(pattern: re.Pattern[str], what: str) -> AfterValidator:
+    def check(v: str) -> str:
+        if not pattern.fullmatch(v):
+            raise ValueError(f"{ascii(v[:64])}{'...' if len(v) > 64 else ''} is not {what}")
+        return v
+    return AfterValidator(check)
+
+
+HostName = Annotated[str, _matching(HOST_NAME, "a host name (letters, digits, '.', '-', '_'; at most 253)")]
+Address = Annotated[str, _matching(ADDRESS, "an address (a host name or IP address, optionally with :PORT)")]
+Interface = Annotated[str, _matching(INTERFACE, "a network interface name such as eth1 (at most 15 characters)")]
 
 
 class _Strict(BaseModel):
@@ -30,14 +67,17 @@ class _Strict(BaseModel):
 class RackSection(_Strict):
     """The ``[rack]`` table."""
 
-    name: str = Field(min_length=1, max_length=128)
+    name: Annotated[str, AfterValidator(printable_name)] = Field(min_length=1, max_length=128)
     db: str | None = Field(default=None, min_length=1, max_length=4096)  # relative: to the config's folder
     plan: str | None = Field(default=None, min_length=1, max_length=4096)
     parallel: int | None = Field(default=None, ge=1, le=4096)  # cards run at once (default: all, capped by CPUs)
     engine: str = "local"  # a registered engine (harness/engines): local, ray (pip install '.[distributed]')
-    ray_address: str | None = None  # "auto" joins this node's Ray cluster; None starts a local one
-    host_join_timeout_s: float = Field(default=60.0, gt=0)  # ray: a host not joined by then is unreachable
-    host_min_free_mib: float = Field(default=512.0, ge=0)  # ray: a host with less memory free runs no card
+    ray_address: Address | None = None  # "auto" joins this node's Ray cluster; None starts a local one
+    # ray: the network interface (e.g. "eth1", the bench's own network) this controller's Ray
+    # node binds to; unset: Ray's choice. Checked to exist when the engine starts.
+    ray_interface: Interface | None = None
+    host_join_timeout_s: float = Field(default=60.0, gt=0, le=86400)  # ray: a host not joined by then is unreachable
+    host_min_free_mib: float = Field(default=512.0, ge=0, le=1 << 30)  # ray: a host with less memory free runs no card
 
     @field_validator("engine")
     @classmethod
@@ -71,7 +111,7 @@ class InstrumentConfig(_Strict):
 
     kind: Literal["bench"] = "bench"
     port: str = Field(min_length=1)
-    baudrate: int = Field(default=115200, gt=0)
+    baudrate: int = Field(default=115200, gt=0, le=10_000_000)
     timeout_s: float = Field(default=1.0, gt=0, le=60)
     retries: int = Field(default=2, ge=0, le=10)
     slots: list[Channel] | None = None  # slots it serves (default: the wired slots, else all on the host)
@@ -111,8 +151,8 @@ class InstrumentConfig(_Strict):
 
 
 class HostSection(_Strict):
-    name: str = Field(min_length=1, max_length=255)
-    address: str | None = None  # for a distributed engine; "local" runs here
+    name: HostName
+    address: Address | None = None  # for a distributed engine; "local" runs here
     # the cards this host should have (slots 0..cards-1): one discovery misses is reported bus.lost
     # (N: slots 0 to N-1; a list: those slot numbers, e.g. npu-smi's NPU ids)
     cards: Annotated[int, Field(ge=1, le=MAX_CARDS_PER_HOST)] | list[Annotated[int, Field(ge=0, le=MAX_SLOT)]] | None = None
@@ -194,6 +234,22 @@ class RackConfig:
     def resolve(self, value: str) -> Path:
         p = Path(value).expanduser()
         return p if p.is_absolute() else self.base_dir / p
+
+    def ray_node_ip(self) -> str | None:
+        """The address of ``[rack] ray_interface`` on this machine (IPv4 first), for the Ray node
+        of the controller; None when unset. A missing interface is a one-line UsageError."""
+        name = self.rack.ray_interface
+        if name is None:
+            return None
+        addrs = psutil.net_if_addrs()
+        if name not in addrs:
+            raise UsageError(f"{self.path}: rack.ray_interface: no network interface {name!r} on this machine "
+                             f"(have: {', '.join(sorted(addrs)) or 'none'})")
+        for family in (socket.AF_INET, socket.AF_INET6):
+            for a in addrs[name]:
+                if a.family == family:
+                    return str(a.address).split("%", 1)[0]  # an IPv6 link-local's %zone is not an address
+        raise UsageError(f"{self.path}: rack.ray_interface: interface {name!r} has no IP address")
 
     def instruments_for(self, host: str, slot: int) -> list[InstrumentConfig]:
         for h in self.hosts:

@@ -19,6 +19,7 @@ from harness.errors import UsageError
 from harness.records import stored_document
 from harness.store import Store
 from harness.views.history import history_timeline
+from harness.views.safe import markdown
 
 
 def _dump(path: Path, obj: Any) -> None:
@@ -83,8 +84,10 @@ def _vendor_record(row: dict[str, Any], out: Path) -> list[str]:
     return [f"vendor/{name}: {what}" for name, what in written]
 
 
-def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None) -> list[str]:
-    """Write the pack for ``serial`` (its latest finished run unless ``run_id``); returns the files."""
+def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None,
+               with_vendor: bool = True) -> list[str]:
+    """Write the pack for ``serial`` (its latest finished run unless ``run_id``); returns the files.
+    ``with_vendor=False`` leaves out the live vendor record (the room server is not the card's host)."""
     row = _pick_run(store, serial, run_id)
     rid, key = row["run_id"], row["key"]
     out.mkdir(parents=True, exist_ok=True)
@@ -122,16 +125,20 @@ def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None) 
     _dump(out / "history.json", history_timeline(store, serial))
     files.append(("history.json", "every run of the card and every repair recorded, in time order, with "
                                   "whether each repair fixed what it targeted"))
-    vendor = _vendor_record(row, out)
-    lines = [f"# burnin evidence pack: {serial}", "",
-             f"Run {rid} ({row.get('plan')} on {row.get('rack')}), card at {row['host']}/{row['slot']}, "
-             f"verdict **{card.get('verdict')}** ({', '.join(card.get('actions') or []) or 'no actions'}).", "",
+    vendor = _vendor_record(row, out) if with_vendor else [
+        "(no vendor record: the pack was made by the room server, not on the card's host; "
+        "`burnin evidence` there adds it)"]
+    md = markdown  # every string from the card, the config or the store is literal in the README
+    lines = [f"# burnin evidence pack: {md(serial)}", "",
+             f"Run {md(rid)} ({md(row.get('plan'))} on {md(row.get('rack'))}), card at "
+             f"{md(row['host'])}/{md(row['slot'])}, verdict **{md(card.get('verdict'))}** "
+             f"({md(', '.join(map(str, card.get('actions') or [])) or 'no actions'}).", "",
              "| file | what it is |", "|---|---|"]
-    lines += [f"| `{f}` | {what} |" for f, what in files]
-    lines += [f"| `{v.split(':', 1)[0]}` | {v.split(':', 1)[1].strip()} |" if not v.startswith("(") else f"| - | {v} |"
-              for v in vendor]
+    lines += [f"| `{f}` | {what} |" for f, what in files]  # our own words
+    lines += [f"| {md(v.split(':', 1)[0])} | {md(v.split(':', 1)[1].strip())} |" if not v.startswith("(")
+              else f"| - | {md(v)} |" for v in vendor]
     lines += ["", "System causes ruled out: the findings' `action` is `fix_host` when the host (driver, "
               "configuration, power cap) is to blame; a card whose findings all call for a card repair or "
               "`rma` was judged on its own measurements.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
-    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor if not v.startswith("(")]
+    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor_lines if not v.startswith("(")]

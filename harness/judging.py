@@ -1,17 +1,27 @@
 """When and how a card is judged: peer comparison among identical cards, the verdict with the
-card's history, and the moment a card's verdict is final (so it is given while the run goes on).
+card's history, and when it is given (the moment the card finishes, while the others run).
 
-A card's verdict depends on its own findings, on the run-level peer comparisons of the stages
-that have them (``Stage.compare_peers``: e.g. the burn's throughput against the best identical
-card) and on its history in the store. It is final once the card has finished and either no
-stage it ran compares peers, or every identical card (same profile) has finished too; then the
-group's peer findings are raised once and each card of the group is judged. The runner gives
-each card its verdict through this one judge, as early as it can; the TUI and every view show
-the ``Verdict`` events it produces.
+A card's verdict rests on its own findings (which include its stages' judgement against the
+profile's targets, e.g. the burn's throughput floor), on the run-level peer comparisons of the
+stages that have them (``Stage.compare_peers``: the burn's throughput against the best identical
+card) and on its history in the store. The runner judges each card as soon as it finishes:
+
+- against its own checks and the profile at once (a failure the card's own checks found is
+  final then: peers can only add to it);
+- against the identical cards finished so far once there are ``MIN_PEERS`` of them. Why that
+  many: the peer rule compares a card with the *best* identical card, and the best of k healthy
+  cards lies above the healthy median with probability 1 - 0.5**k; at k = 5 that is 97 % (>= 95 %,
+  ``PEER_CONFIDENCE``), so the reference is a typical-or-better card rather than a straggler, and
+  a card flagged against it is truly behind. With fewer finished peers the profile's target is the
+  reference (the card's own floor check).
+A later peer can only raise the best, so a comparison can only add findings; when one changes a
+verdict already given, the new ``Verdict`` says so (``note``: from what, to what, why), and the
+record keeps the change. The TUI and every view show the ``Verdict`` events this produces.
 """
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 from drivers.derived import resolve_profile
@@ -19,10 +29,14 @@ from drivers.profiles import Profile, ProfileError
 from harness.clock import utcnow
 from harness.repairs import repairs_before
 from harness.store import Store
+from harness.triage.history import field_report_findings
 from harness.verdict import CardVerdict, judge_card
 from stress.base import Stage, get_stage
 from stress.model import Finding, TestResult, soften
 from stress.record import CardRecord
+
+PEER_CONFIDENCE = 0.95
+MIN_PEERS = math.ceil(math.log(1.0 - PEER_CONFIDENCE) / math.log(0.5))  # 5 identical cards finished
 
 
 def judge_with_history(store: Store, run_id: str, serial: str | None, host: str, slot: int,
@@ -37,6 +51,7 @@ def judge_with_history(store: Store, run_id: str, serial: str | None, host: str,
         history = [h for h in store.card_history(serial) if h["run_seq"] < seq and h.get("findings") is not None]
         started = (store.run(run_id) or {}).get("started_at") or utcnow()
         repairs = repairs_before(store, serial, run_id, started)
+        findings = findings + field_report_findings(store, serial, run_id)  # what the field reported (triage --db)
     good = store.slot_known_good(host, slot, serial, run_id)
     others = store.slot_history(host, slot, serial, run_id)  # other cards in this slot before: card or slot?
     return judge_card(findings, history, slot, slot_known_good=good, repairs=repairs, host=host, serial=serial,
@@ -93,18 +108,18 @@ def peer_findings(records: list[CardRecord]) -> list[tuple[str, Finding]]:
 def group_of(rec: CardRecord) -> str:
     """The peers a card is compared with: cards judged by the same profile."""
     p = _profile(rec)
-    return p.name if p is not None else f"?{rec.key}"
+    return p.name if p is not None else f"?{rec.key}"  # not known yet: a group of its own
 
 
-def waiting_for(rec: CardRecord, records: list[CardRecord]) -> str:
-    """'' when ``rec``'s verdict can be given now; else what it still waits for."""
-    if not rec.finished:
-        return f"running ({rec.stage or 'starting'})"
-    ran = sorted({t.name for t in rec.tests if t.status in ("pass", "fail") and _compares_peers(t.name)})
-    if not ran:
-        return ""
-    group = group_of(rec)
-    peers = sorted(r.key for r in records if r.key != rec.key and not r.finished and group_of(r) == group)
-    if peers:
-        return f"waits for the {', '.join(ran)} peer comparison with {', '.join(peers)}"
-    return ""
+def peer_ready(records: list[CardRecord]) -> list[CardRecord]:
+    """The finished cards of one group of identical cards whose results a peer comparison may use
+    now: all of them once the group has finished, else only when ``MIN_PEERS`` have."""
+    done = [r for r in records if r.finished]
+    if len(done) == len(records) or len(done) >= MIN_PEERS:
+        return done
+    return []
+
+
+def compares_peers(rec: CardRecord) -> list[str]:
+    """The stages this card ran whose results are compared with identical cards."""
+    return sorted({t.name for t in rec.tests if t.status in ("pass", "fail") and _compares_peers(t.name)})

@@ -15,7 +15,9 @@ from typing import Any
 
 from harness.cards import CardSlot
 from harness.config import RackConfig
+from harness.db.target import DbTarget, as_target
 from harness.discovery import discover_cards
+from harness.errors import UsageError
 from harness.locks import lock_cards
 from harness.pick import pick_cards
 from harness.plans import Plan
@@ -25,14 +27,17 @@ from stress.events import EventConsumer
 from stress.record import FINISHED_STATES
 
 
-def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> Path:
-    """The results database every verb agrees on: ``--db`` (relative to the working directory),
-    else the config's ``db`` (relative to the config's folder), else the default (``$BURNIN_DB``,
-    else ``./burnin.db``)."""
+def resolve_db(cli_db: str | None, cfg: RackConfig | None) -> DbTarget:
+    """The results database every verb agrees on: ``--db`` (a path relative to the working
+    directory, or a ``postgresql://`` URL), else the config's ``db`` (a path relative to the
+    config's folder, or a URL), else the default (``$BURNIN_DB``, else ``./burnin.db``)."""
     if cli_db:
-        return Path(cli_db).expanduser()
+        return as_target(cli_db)
     if cfg is not None and cfg.rack.db:
-        return cfg.resolve(cfg.rack.db)
+        try:
+            return as_target(cfg.rack.db, base=cfg.base_dir)
+        except UsageError as e:
+            raise UsageError(f"{cfg.path}: rack.db: {e}") from None
     return default_db_path()
 
 
@@ -54,7 +59,7 @@ class RunRequest:
     listeners: list[EventConsumer] = field(default_factory=list)
 
     @property
-    def db_path(self) -> Path:
+    def db_path(self) -> DbTarget:
         return resolve_db(self.db, self.cfg)
 
 
@@ -74,7 +79,7 @@ def start_run(req: RunRequest, store: Store, cards: Iterable[CardSlot], engine: 
     """Lock the cards (unless the caller holds them), start or resume the run, run it to its end;
     the result document. ``started`` hears of the run once it has its id (progress, TUI)."""
     cards = list(cards)
-    locks = lock_cards(cards) if lock else None
+    locks = lock_cards(cards, store.path) if lock else None
     try:
         run = Run(req.cfg, req.plan, store, listeners=req.listeners, engine=engine)
         if req.resume_id is None:

@@ -10,18 +10,18 @@ here talks to a device or writes the store itself.
 
 from __future__ import annotations
 
-import sqlite3
 from typing import Any
 
 from harness.benches import HostBenches
 from harness.cards import CardSlot
 from harness.clock import new_run_id, utcnow
 from harness.config import RackConfig
+from harness.db.sql import DB_ERRORS
 from harness.engine import Engine, RunCancelled
 from harness.engines import make_engine
 from harness.errors import HarnessUnavailable
 from harness.host_jobs import HostJobs
-from harness.judging import group_of, judge_with_history, peer_findings, waiting_for
+from harness.judging import group_of, judge_with_history, peer_findings, peer_ready
 from harness.plans import Plan
 from harness.records import RunInfo, RunRecords
 from harness.session import CardJob
@@ -63,6 +63,7 @@ class Run:
         self.cards: list[CardSlot] = []
         self.benches: HostBenches | None = None
         self._judged: set[str] = set()  # cards given their verdict in this session
+        self._groups: dict[str, str] = {}  # card key -> its group of identical cards
 
     @property
     def started_at(self) -> str:
@@ -79,7 +80,7 @@ class Run:
         self._open_benches()  # a miswired bench is bad input: said before the run is recorded
         self.publish(RUN_KEY, RunStarted(
             self.run_id, self.cfg.name, self.plan.name, utcnow(), [c.to_json() for c in cards],
-            str(self.cfg.path.resolve()), str(self.plan.path.resolve())))
+            str(self.cfg.path.resolve()), str(self.plan.path.resolve()), [s.stage for s in self.plan.stages]))
         return self.run_id
 
     def resume(self, run_id: str, cards: list[CardSlot]) -> None:
@@ -150,11 +151,11 @@ class Run:
             self._judge_ready(final=True)
             self.publish(RUN_KEY, RunFinished(utcnow(), "finished"))
         except RunCancelled:
-            self._ended_early("stopped", "stopped from the bench TUI")
+            self._ended_early("stopped", "the run was stopped from the bench TUI")
             raise
         except BaseException as e:  # Ctrl-C, a signal, a full disk: the run stays resumable
-            self._ended_early("interrupted", None)
-            if isinstance(e, sqlite3.Error):
+            self._ended_early("interrupted", _why_interrupted(e))
+            if isinstance(e, DB_ERRORS):
                 raise HarnessUnavailable(
                     f"{self.store.path}: cannot write results ({str(e) or type(e).__name__}); run {self.run_id} "
                     f"stopped, cards finished so far are kept; free space, then `burnin resume {self.run_id} "
@@ -163,13 +164,23 @@ class Run:
             raise
         return self.records.document()
 
-    def _ended_early(self, status: str, why: str | None) -> None:
-        """Tell every subscriber the run ended early; best effort, one subscriber at a time (the
-        disk under the store may be what failed, the events file must still hear of it)."""
+    def _ended_early(self, status: str, why: str) -> None:
+        """The run ends before its cards did: each card cut short is marked ``cancelled`` and gets
+        a verdict from what it had measured, marked incomplete with the stages it did not run (a
+        card with failed memory tests keeps that verdict, not "retest"); then the run's end.
+        Best effort, one subscriber at a time: the disk under the store may be what failed, and
+        the events file must still hear of it."""
         events: list[tuple[str, Event]] = []
-        if why is not None:
-            events += [(r.key, Outcome("cancelled", r.stage, why)) for r in self.records.ordered()
-                       if r.key in {c.key for c in self.cards} and not r.finished]
+        ours = {c.key for c in self.cards}
+        for rec in self.records.ordered():
+            if rec.key not in ours or (rec.finished and rec.key in self._judged):
+                continue
+            if not rec.finished:
+                events.append((rec.key, Outcome("cancelled", rec.stage, why)))
+            try:
+                events.append((rec.key, self._incomplete_verdict(rec, why)))
+            except Exception:  # noqa: BLE001 - the store is unreadable: the card stays unjudged, resumable
+                pass
         events.append((RUN_KEY, RunFinished(utcnow(), status)))
         for sub in self.subscribers:
             for key, event in events:
@@ -178,29 +189,75 @@ class Run:
                 except Exception:  # noqa: BLE001 - a broken subscriber must not hide the others
                     break
 
+    def _incomplete_verdict(self, rec: CardRecord, why: str) -> Verdict:
+        ran = {t.name for t in rec.tests if t.status != "skipped" or t.metrics.get("skip", {}).get("kind") != "card"}
+        not_run = [s.stage for s in self.plan.stages if s.stage not in ran]
+        found = rec.findings()
+        if not_run:
+            found = [*found, Finding(
+                "harness.incomplete", "fail", "reset_and_retest", "session",
+                f"{why} before this card finished: not run: {', '.join(not_run)}", evidence={"not_run": not_run})]
+        v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, found)
+        self._judged.add(rec.key)
+        return Verdict(v.verdict, v.actions, v.findings, utcnow(),
+                       f"incomplete: {why}; not run: {', '.join(not_run) or 'none'}", not_run)
+
     def _judge_ready(self, final: bool = False) -> None:
-        """Judge every card whose verdict is final now (``final``: the run is over, judge all):
-        a group of identical cards gets its peer findings once, when its last card has finished."""
+        """Judge every card that has finished and has no verdict yet, at once; compare each group
+        of identical cards among its finished members once enough have finished (``final``: the
+        run is over, compare what there is); re-judge a card a new peer finding changes."""
         records = self.records.ordered()
         groups: dict[str, list[CardRecord]] = {}
         for rec in records:
-            if rec.key not in self._judged and rec.finished:
-                if final or not waiting_for(rec, records):
-                    groups.setdefault(group_of(rec), []).append(rec)
-        for group, ready in groups.items():
-            peers = [r for r in records if group_of(r) == group]
-            if all(r.finished for r in peers):
-                for key, f in peer_findings(peers):
-                    self.publish(key, FindingRaised(f))
-            for rec in ready:
+            groups.setdefault(self._group_of(rec), []).append(rec)
+        touched: set[str] = set()
+        for members in groups.values():
+            usable = [r for r in members if r.finished] if final else peer_ready(members)
+            for key, f in peer_findings(usable):
+                self.publish(key, FindingRaised(f))
+                touched.add(key)
+        fresh = [r for r in records if r.finished and r.key not in self._judged]
+        for rec in fresh:  # first verdicts first (the card that just finished), then changes
+            self._judge(rec)
+        for rec in records:
+            if rec.key in touched and rec not in fresh and rec.key in self._judged:
                 self._judge(rec)
+
+    def _group_of(self, rec: CardRecord) -> str:
+        """The card's group of identical cards (cached once its profile is known)."""
+        group = self._groups.get(rec.key)
+        if group is None:
+            group = group_of(rec)
+            if not group.startswith("?"):
+                self._groups[rec.key] = group
+        return group
 
     def _judge(self, rec: CardRecord) -> None:
         v = judge_with_history(self.store, self.run_id, rec.serial, rec.host, rec.slot, rec.findings())
+        first = rec.key not in self._judged
         self._judged.add(rec.key)
-        self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow()))
-        for f in v.host_findings:  # the history put the fault on the host (a baseboard slot)
-            self.publish(RUN_KEY, HostFinding(rec.host, f))
+        if not first and (v.verdict, v.actions) == (rec.verdict, rec.actions):
+            if [f.to_dict() for f in v.findings] != [f.to_dict() for f in rec.judged]:
+                self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow()))
+            return
+        note = ""
+        if not first:
+            new = [f for f in v.findings if f.severity == "fail" and f not in rec.judged]
+            why = "; ".join(f"{f.code}: {f.message}" for f in new) or "peer comparison"
+            note = f"changed from {rec.verdict} to {v.verdict}: {why}"
+        self.publish(rec.key, Verdict(v.verdict, v.actions, v.findings, utcnow(), note))
+        if first:  # the history put a fault on the host (a baseboard slot): said once
+            for f in v.host_findings:
+                self.publish(RUN_KEY, HostFinding(rec.host, f))
+
+
+def _why_interrupted(e: BaseException) -> str:
+    if isinstance(e, KeyboardInterrupt):
+        return "the run was interrupted (Ctrl-C)"
+    if isinstance(e, DB_ERRORS):
+        return f"the results database failed ({e})"
+    name = {15: "SIGTERM", 1: "SIGHUP"}.get(int(getattr(e, "signum", 0) or 0))
+    return f"the run was stopped by {name}" if name else f"the run stopped ({type(e).__name__})"
 
 
 def _with_abandoned_test(event: Any, rec: CardRecord | None) -> list[Any]:

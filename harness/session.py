@@ -13,7 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from drivers.api import Device, DeviceError, DeviceLost, HostUnfit, KernelTimeout
+from drivers.api import Device, DeviceError, DeviceLost, HostUnfit, KernelFault, KernelTimeout
 from drivers.derived import resolve_profile
 from drivers.instruments.roles import BenchRoles, BoundLease, SlotMap, solo_lease
 from drivers.instruments.share import BenchAccess, BenchClient
@@ -65,10 +65,20 @@ def stage_error_finding(test: str, err: BaseException) -> Finding:
 
 
 def handle_finding(test: str, err: BaseException) -> Finding:
-    """The host could not give the stage what it needs on this card (CUDA libraries, driver)."""
+    """The host (or the harness) could not give the stage what it needs on this card (CUDA
+    libraries, a driver that loads its kernels, a kernel that compiles): fix the host, not the card."""
     return Finding(
-        code="harness.handle_unavailable", severity="fail", action="fix_host", test=test,
+        code=getattr(err, "code", None) or "harness.handle_unavailable", severity="fail", action="fix_host",
+        test=test,
         message=f"{test} could not start on this card: {err}", evidence={"error": str(err)},
+    )
+
+
+def kernel_fault_finding(test: str, err: BaseException) -> Finding:
+    """A kernel faulted on the card (illegal address, launch failure): reset it and retest."""
+    return Finding(
+        code="compute.fault", severity="fail", action="reset_and_retest", test=test,
+        message=f"a kernel faulted on the card during {test}: {err}", evidence={"error": str(err)},
     )
 
 
@@ -257,6 +267,8 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = TestResult(name=name, status="fail", findings=[hang_finding(name, e)], error=str(e))
                 res.duration_s = _safe_now(dev) - t0
                 outcome = "hung"
+            except KernelFault as e:
+                res = TestResult(name=name, status="fail", error=str(e), findings=[kernel_fault_finding(name, e)])
             except DeviceError as e:
                 res = TestResult(name=name, status="error", error=str(e), findings=[device_error_finding(name, e)])
             except HostUnfit as e:

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from drivers.api import Device, DeviceEvent, Telemetry
 from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
+from stress.bounds import WATCHDOG_MAX_S
 from stress.events import Emit, Progress, Sample
 from stress.model import Finding, TestResult
 
@@ -30,7 +31,7 @@ class StageParams(BaseModel):
 
     model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
-    timeout_s: float = Field(default=1800.0, gt=0, le=7 * 86400.0)  # wall-clock watchdog for the whole stage on this card
+    timeout_s: float = Field(default=1800.0, gt=0, le=WATCHDOG_MAX_S)  # wall-clock watchdog for the whole stage on this card
     # kinds of card (a vendor, a cooling or memory kind, a backend, a profile name; "any") on which
     # the plan accepts this stage being skipped for a missing capability (e.g. fans on "passive")
     optional_for: list[str] = []

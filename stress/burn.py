@@ -31,6 +31,7 @@ from pydantic import Field
 from drivers.api import DeviceError, DeviceLost, KernelTimeout, MemoryFault, Telemetry, Unsupported
 from drivers.profiles import Profile
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import CELSIUS_MAX, COUNT_MAX, INTERVAL_MAX_S, PHASE_MAX_S, SEED_MAX, SMALL_COUNT_MAX
 from stress.compute.engine import VerifiedGemm, open_engine
 from stress.compute.findings import (
     TEST,
@@ -50,27 +51,27 @@ _EPS_S = 1e-9
 
 
 class BurnParams(StageParams):
-    duration_s: float = Field(120.0, gt=0)  # hot phase, at full load
+    duration_s: float = Field(120.0, gt=0, le=PHASE_MAX_S)  # hot phase, at full load
     dtypes: list[str] | None = None  # default: the profile's
     size: int | None = Field(None, ge=8, le=65536)  # square products; default: the engine's
-    products_min: int = Field(400, ge=1)  # verified products in the hot phase, all dtypes together
-    batch: int = Field(8, ge=1)  # products between two looks at the clock/telemetry
-    full_check_every: int = Field(50, ge=1)  # products per dtype between full reference checks
-    kernel_timeout_s: float = Field(30.0, gt=0)  # watchdog per product
+    products_min: int = Field(400, ge=1, le=COUNT_MAX)  # verified products in the hot phase, all dtypes together
+    batch: int = Field(8, ge=1, le=SMALL_COUNT_MAX)  # products between two looks at the clock/telemetry
+    full_check_every: int = Field(50, ge=1, le=COUNT_MAX)  # products per dtype between full reference checks
+    kernel_timeout_s: float = Field(30.0, gt=0, le=INTERVAL_MAX_S)  # watchdog per product
     intensity: float = Field(1.0, gt=0, le=1)
-    sample_interval_s: float = Field(2.0, gt=0)
-    settle_max_s: float = Field(120.0, ge=0)  # idle settle before loading (theta needs a baseline)
-    settle_step_s: float = Field(10.0, gt=0)
-    settle_delta_c: float = Field(0.5, gt=0)  # settled when one step moves less than this
+    sample_interval_s: float = Field(2.0, gt=0, le=INTERVAL_MAX_S)
+    settle_max_s: float = Field(120.0, ge=0, le=PHASE_MAX_S)  # idle settle before loading (theta needs a baseline)
+    settle_step_s: float = Field(10.0, gt=0, le=INTERVAL_MAX_S)
+    settle_delta_c: float = Field(0.5, gt=0, le=CELSIUS_MAX)  # settled when one step moves less than this
     cool_retest: bool = True
     cool_intensity: float = Field(0.4, gt=0, le=1)
-    cool_margin_c: float = Field(8.0, ge=0)  # the retest must stay this far below the coolest error
-    cool_settle_max_s: float = Field(240.0, ge=0)
-    cool_duration_s: float = Field(60.0, gt=0)
-    cool_products_min: int = Field(200, ge=1)
-    cool_products_max: int = Field(5000, ge=1)
-    cool_confidence: float = Field(5.0, gt=0)  # expected errors in the retest had the rate not changed
-    seed: int | None = None  # operand data; default derived from the serial
+    cool_margin_c: float = Field(8.0, ge=0, le=CELSIUS_MAX)  # the retest must stay this far below the coolest error
+    cool_settle_max_s: float = Field(240.0, ge=0, le=PHASE_MAX_S)
+    cool_duration_s: float = Field(60.0, gt=0, le=PHASE_MAX_S)
+    cool_products_min: int = Field(200, ge=1, le=COUNT_MAX)
+    cool_products_max: int = Field(5000, ge=1, le=COUNT_MAX)
+    cool_confidence: float = Field(5.0, gt=0, le=1000)  # expected errors in the retest had the rate not changed
+    seed: int | None = Field(None, ge=0, le=SEED_MAX // 2)  # operand data; default derived from the serial
 
 
 def _seed(serial: str, seed: int | None) -> int:

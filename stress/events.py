@@ -107,6 +107,7 @@ class RunStarted:
     cards: list[dict[str, Any]]
     config_path: str = ""
     plan_path: str = ""
+    stages: list[str] = field(default_factory=list)  # the plan's stage names, in order
 
 
 @dataclass(frozen=True)
@@ -130,7 +131,7 @@ class CardStarted:
 @dataclass(frozen=True)
 class Verdict:
     """The verdict engine's word on a card: verdict, actions and the de-duplicated findings it
-    rests on. ``note`` says anything a reader must know (e.g. why it changed)."""
+    rests on. ``note`` says anything a reader must know (why it changed, why it is incomplete)."""
 
     kind: ClassVar[str] = "verdict"
     verdict: str
@@ -138,6 +139,7 @@ class Verdict:
     findings: list[Finding]
     at: str = ""
     note: str = ""
+    incomplete: list[str] | None = None  # the run ended before the card did: the stages it did not run
 
 
 @dataclass(frozen=True)

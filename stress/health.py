@@ -11,21 +11,27 @@ from __future__ import annotations
 import math
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from drivers.xid import xid_rule
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import PHASE_MAX_S, WATCHDOG_MAX_S
 from stress.model import Finding, TestResult, test_status
 
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap
 COUNTER_STEP = 1  # a counter read twice is uncertain by one count: rates allow for it
 IDLE_UTILIZATION_PCT = 5.0  # below this the card may be in a link power-saving state
 FAN_SHOULD_TURN_PCT = 20.0  # at or above this duty a healthy fan turns (below it some fans stop)
+COUNTERS_KEPT = ("sbe_aggregate", "dbe_aggregate", "remapped_rows_correctable", "remapped_rows_uncorrectable",
+                 "row_remap_pending", "row_remap_failure", "retired_pages_sbe", "retired_pages_dbe")
 
 
 class HealthParams(StageParams):
-    observe_s: float = 60.0  # idle window over which replay and SBE rates are measured
+    # idle window over which replay and SBE rates are measured; 0: one reading, no watch (final, devices)
+    observe_s: float = Field(default=60.0, ge=0, le=PHASE_MAX_S)
     final: bool = False  # judge the whole session against the baseline taken by the first run
-    timeout_s: float = 600.0
+    timeout_s: float = Field(default=600.0, gt=0, le=WATCHDOG_MAX_S)
 
 
 def _f(code: str, severity: str, action: str, message: str, **kw: Any) -> Finding:
@@ -246,6 +252,8 @@ class HealthStage(Stage):
             "sbe_volatile": counters.sbe_volatile,
             "dbe_volatile": counters.dbe_volatile,
             "pcie_replays": counters.pcie_replays,
+            # the rest of the counters as read (dcgm-exporter's ECC, row-remap and retired-page series)
+            **{k: getattr(counters, k) for k in COUNTERS_KEPT if getattr(counters, k) is not None},
             "window_min": round(minutes, 3) if math.isfinite(minutes) else None,
             "final": p.final,  # the end-of-session check (its JUnit case is "health (final)")
         }

@@ -20,13 +20,14 @@ from drivers.api import PcieLink
 from drivers.pcie import link_gbps, link_label
 from drivers.units import MIB
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import PHASE_MAX_S, SMALL_COUNT_MAX
 from stress.model import Finding, Measurement, TestResult, test_status
 
 
 class PcieParams(StageParams):
-    duration_s: float = Field(default=30.0, gt=0)  # device-clock seconds of copy traffic
+    duration_s: float = Field(default=30.0, gt=0, le=PHASE_MAX_S)  # device-clock seconds of copy traffic
     transfer_mib: int = Field(default=256, ge=1, le=16384)  # size of one copy
-    samples: int = Field(default=4, ge=1)  # telemetry samples (link state) during the traffic
+    samples: int = Field(default=4, ge=1, le=SMALL_COUNT_MAX)  # telemetry samples (link state) during the traffic
     bandwidth_fraction_min: float = Field(default=0.8, gt=0, le=1)  # of what the trained link should carry
 
 

@@ -17,6 +17,7 @@ from pydantic import Field
 
 from drivers.api import POWER_THROTTLES, THERMAL_THROTTLES, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import INTERVAL_MAX_S, PHASE_MAX_S
 from stress.hold import hold_load
 from stress.model import Finding, Measurement, TestResult, test_status
 
@@ -24,9 +25,9 @@ XID_AUX_POWER = 54
 
 
 class PowerParams(StageParams):
-    hold_s: float = Field(default=60.0, gt=0)  # device-clock seconds at full load
-    sample_interval_s: float = Field(default=5.0, gt=0)
-    settle_s: float = Field(default=10.0, ge=0)  # samples before this are not averaged
+    hold_s: float = Field(default=60.0, gt=0, le=PHASE_MAX_S)  # device-clock seconds at full load
+    sample_interval_s: float = Field(default=5.0, gt=0, le=INTERVAL_MAX_S)
+    settle_s: float = Field(default=10.0, ge=0, le=PHASE_MAX_S)  # samples before this are not averaged
     intensity: float = Field(default=1.0, gt=0, le=1)
 
 

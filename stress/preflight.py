@@ -6,7 +6,9 @@ a ``fail`` finding with action ``fix_host`` naming what to change: another proce
 (a busy card reads as slow and its memory cannot be scanned), MIG enabled, a display attached
 (kernels under the display watchdog), compute mode prohibited or exclusive to another process,
 applications or locked clocks below the default, a power limit below the default, an ECC or MIG
-mode change pending a reset, a reset the driver asks for, a driver older than the CUDA runtime.
+mode change pending a reset, a reset the driver asks for, a driver of an older CUDA major version
+than the runtime (a newer minor runtime is fine unless a kernel fails to load: the CUDA path says
+so then).
 
 On a card that is not ready the session skips every stress stage with the reason. ``force = true``
 in the plan (``burnin run --force``) runs them anyway: the conditions become warnings and every
@@ -18,8 +20,11 @@ from __future__ import annotations
 
 from typing import Any, ClassVar
 
+from pydantic import Field
+
 from drivers.api import Conditions, DeviceProcess, Identity
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import WATCHDOG_MAX_S
 from stress.model import Finding, TestResult, test_status
 from stress.readiness import cannot_run
 
@@ -29,7 +34,7 @@ CLOCK_TOLERANCE_MHZ = 1.0
 
 class PreflightParams(StageParams):
     force: bool = False  # run the stress stages on a card that is not ready, and say so in every finding
-    timeout_s: float = 120.0
+    timeout_s: float = Field(default=120.0, gt=0, le=WATCHDOG_MAX_S)
 
 
 def _f(code: str, message: str, **evidence: Any) -> Finding:
@@ -136,20 +141,18 @@ def _version(v: str | None) -> tuple[int, int] | None:
 
 
 def _driver_findings(cond: Conditions) -> list[Finding]:
+    """A driver of an older CUDA major version than the runtime loads nothing: fix it first. A
+    newer minor runtime (CuPy's 13.2 over a 13.0 driver) runs under minor-version compatibility:
+    nothing to say unless a kernel then fails to load, which the CUDA path reports itself as
+    ``host.driver_old`` (naming the versions) on the stage that met it."""
     drv, rt = _version(cond.driver_api_version), _version(cond.runtime_version)
-    if drv is None or rt is None or drv >= rt:
+    if drv is None or rt is None or drv[0] >= rt[0]:
         return []
-    ev = {"driver_version": cond.driver_version, "driver_api_version": cond.driver_api_version,
-          "runtime_version": cond.runtime_version}
-    if drv[0] < rt[0]:
-        return [_f("host.driver_old",
-                   f"driver {cond.driver_version} supports CUDA {cond.driver_api_version}, older than the CUDA "
-                   f"{cond.runtime_version} runtime burnin's CuPy uses: update the NVIDIA driver (or install the "
-                   f"CuPy built for CUDA {drv[0]})", **ev)]
-    return [Finding(code="host.driver_old", severity="warn", action="none", test="preflight",
-                    message=f"driver supports CUDA {cond.driver_api_version}, the runtime is {cond.runtime_version}: "
-                            "runs under minor-version compatibility (kernels compiled for the newer PTX may not "
-                            "load); update the driver if a stage fails to load its kernels", evidence=ev)]
+    return [_f("host.driver_old",
+               f"driver {cond.driver_version} supports CUDA {cond.driver_api_version}, older than the CUDA "
+               f"{cond.runtime_version} runtime burnin's CuPy uses: update the NVIDIA driver (or install the "
+               f"CuPy built for CUDA {drv[0]})", driver_version=cond.driver_version,
+               driver_api_version=cond.driver_api_version, runtime_version=cond.runtime_version)]
 
 
 def conditions_summary(findings: list[Finding]) -> list[str]:

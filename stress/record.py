@@ -55,6 +55,9 @@ class CardRecord:
     verdict: str | None = None  # set by the verdict engine
     actions: list[str] = field(default_factory=list)
     judged: list[Finding] = field(default_factory=list)  # the verdict engine's de-duplicated findings
+    # a verdict given and later changed (a peer comparison that came after): each change and why
+    verdict_changes: list[dict[str, Any]] = field(default_factory=list)
+    incomplete: dict[str, Any] | None = None  # judged when the run ended before the card did: why, stages not run
     started_at: str | None = None
     finished_at: str | None = None
 
@@ -89,6 +92,9 @@ class CardRecord:
         if isinstance(ev, CardStarted):
             self.started_at = ev.at
         elif isinstance(ev, Verdict):
+            if ev.note and self.verdict is not None and ev.incomplete is None:
+                self.verdict_changes.append({"from": self.verdict, "to": ev.verdict, "why": ev.note, "at": ev.at})
+            self.incomplete = None if ev.incomplete is None else {"why": ev.note, "not_run": list(ev.incomplete)}
             self.verdict, self.actions, self.judged = ev.verdict, list(ev.actions), list(ev.findings)
         elif isinstance(ev, Identity):
             self.identity = dict(ev.identity)
@@ -123,7 +129,8 @@ class CardRecord:
         """Forget partial results before the card runs again (resume)."""
         self.state, self.detail, self.stage, self.stage_index, self.fraction = "pending", None, None, 0, 0.0
         self.tests, self.extra_findings, self.samples = [], [], []
-        self.verdict, self.actions, self.judged = None, [], []
+        self.verdict, self.actions, self.judged, self.verdict_changes = None, [], [], []
+        self.incomplete = None
 
     # -- the contract's card shape --------------------------------------------------------------
     def card_document(self) -> dict[str, Any]:
@@ -142,4 +149,6 @@ class CardRecord:
             "findings": [f.to_dict() for f in self.judged],
             "tests": [t.to_dict() for t in self.tests],
             "state": self.state,
+            **({"verdict_changes": list(self.verdict_changes)} if self.verdict_changes else {}),
+            **({"incomplete": dict(self.incomplete)} if self.incomplete else {}),
         }

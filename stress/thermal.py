@@ -26,6 +26,7 @@ from pydantic import Field
 
 from drivers.api import THERMAL_THROTTLES, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import INTERVAL_MAX_S, PHASE_MAX_S
 from stress.events import Sample
 from stress.fans import BenchLink, fan_suspects, inlet_reading
 from stress.hold import hold_load
@@ -36,11 +37,11 @@ MIN_FIT_RISE_C = 5.0  # a heating curve smaller than this (card already hot) giv
 
 
 class ThermalParams(StageParams):
-    soak_s: float = Field(default=300.0, gt=0)  # device-clock seconds at full load
-    sample_interval_s: float = Field(default=5.0, gt=0)
+    soak_s: float = Field(default=300.0, gt=0, le=PHASE_MAX_S)  # device-clock seconds at full load
+    sample_interval_s: float = Field(default=5.0, gt=0, le=INTERVAL_MAX_S)
     intensity: float = Field(default=1.0, gt=0, le=1)
     steady_fraction: float = Field(default=0.25, gt=0, le=1)  # tail of the soak taken as steady state
-    cooldown_s: float = Field(default=0.0, ge=0)  # idle first, so a card warm from earlier stages shows a curve
+    cooldown_s: float = Field(default=0.0, ge=0, le=PHASE_MAX_S)  # idle first, so a card warm from earlier stages shows a curve
 
 
 @dataclass(frozen=True)

@@ -86,3 +86,24 @@ def wait_for(pred: Any, limit_s: float = 60.0) -> None:
             return
         time.sleep(0.1)
     raise AssertionError("condition not reached in time")
+
+
+@pytest.fixture(scope="session")
+def pg_admin_url():
+    """One real PostgreSQL server for the whole session (tests/pg_server.py); skipped, saying
+    why, where neither pgserver nor the distribution's PostgreSQL is installed."""
+    pytest.importorskip("psycopg", reason="psycopg is not installed: pip install '.[postgres]'")
+    from tests.pg_server import postgres_server
+
+    with postgres_server() as url:
+        if url is None:
+            pytest.skip("no PostgreSQL here: pip install pgserver (or apt-get install postgresql)")
+        yield url
+
+
+@pytest.fixture(scope="module")
+def pg_url(pg_admin_url: str, request: pytest.FixtureRequest) -> str:
+    """A fresh database on the session's server for one test module."""
+    from tests.pg_server import new_database
+
+    return new_database(pg_admin_url, request.module.__name__.rsplit(".", 1)[-1])

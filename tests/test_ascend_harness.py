@@ -17,9 +17,10 @@ REPLAY = FIX / "replay_npu_smi.py"
 CAPTURE_SET = FIX / "captures" / "sets" / "atlas800t-a2-v23rc3"
 
 # The quick plan's stages with short windows: the health stage's observe window is wall time
-# on a real backend. The stages that need compute/memory handles cannot run on npu-smi devices
-# (burnin has no Ascend memory/compute path yet): this plan accepts them skipped on Huawei cards
-# (``optional_for``), so these tests judge what npu-smi reads; without that a card is retest.
+# on a real backend. These racks have npu-smi only (no ascend-dmi, no torch_npu), so the stages
+# that need memory/compute handles cannot run: this plan accepts them skipped on Huawei cards
+# (``optional_for``), so these tests judge what npu-smi reads; without that a card is retest
+# (tests/test_ascend_stress.py runs them with the simulated tools).
 PLAN = """name = "quick-ascend-test"
 description = "quick's stages, short windows"
 [[stages]]
@@ -130,7 +131,10 @@ def test_healthy_eight_npu_server_passes(burnin: Any, tmp_path: Path, plan: Path
     for slot, d in devs.items():
         assert (d["backend"], d["vendor"], d["model"]) == ("ascend", "huawei", "910B3")
         assert d["findings"] == [] or slot == 1
-        assert {"memory", "burn"} <= set(d["cannot_run"]) and "Ascend" in d["cannot_run"]["burn"]["reason"]
+        # no ascend-dmi, no torch_npu on this host: the stages that need them say what to install
+        assert {"memory", "burn", "diagnose"} <= set(d["cannot_run"])
+        assert "torch_npu" in d["cannot_run"]["burn"]["reason"]
+        assert "ascend-dmi is not installed" in d["cannot_run"]["diagnose"]["reason"]
         assert d["telemetry"]["memory_total_mib"] == 65536 and d["telemetry"]["fans_rpm"] == []
         assert d["telemetry"]["power_limit_w"] is None and d["telemetry"]["pcie"]["gen"] is None
     one = devs[1]
@@ -161,7 +165,7 @@ def test_stages_an_npu_cannot_run_make_it_retest_unless_the_plan_allows_it(burni
     assert f["code"] == "host.stages_skipped"
     assert f["evidence"]["stages"] == ["memory", "pcie", "thermal", "burn", "power"]
     assert f["evidence"]["optional_skipped"] == ["fans"]  # passive: the plan allows it
-    assert "no Ascend" in f["message"]
+    assert "torch_npu is not installed" in f["message"] or "torch and torch_npu are not installed" in f["message"]
 
 
 # --------------------------------------------------------------------------- one fault per NPU

@@ -1,4 +1,5 @@
-"""The CuPy/cuBLAS path: imports cleanly without CuPy; on a real GPU, verified products work."""
+"""The CuPy/cuBLAS path of the burn: imports cleanly without CuPy; verified products are clean and a
+wrong element is located with its bits, on the CuPy stand-in and (``-m gpu``) on a real card."""
 
 from __future__ import annotations
 
@@ -9,7 +10,9 @@ import pytest
 
 from drivers.api import BackendUnavailable
 from drivers.cuda import compute as cuda_compute
+from drivers.cuda import errors
 from drivers.verified_gemm import VerifiedGemmProvider
+from tests import fake_cupy
 
 HAVE_CUPY = importlib.util.find_spec("cupy") is not None
 
@@ -27,6 +30,48 @@ def test_bf16_host_conversion_rounds_to_nearest_even() -> None:
     assert back.tolist() == [1.0, 3.0, 256.0, 1.0, 1.0 + 2**-6]
 
 
+def _products_are_checked(comp: cuda_compute.CudaCompute, dtype: str, n: int) -> None:
+    """Clean products pass; a shifted reference element is found at its place with its bits, once per
+    row-sum failure and again by the scheduled full check; nothing is left queued."""
+    import cupy as cp
+
+    assert isinstance(comp, VerifiedGemmProvider)
+    eng = comp.verified_gemm(dtype, n, 3, seed=1)
+    rep = eng.run(7, 30.0)
+    assert rep.products == 7 and rep.full_checks == 2 and rep.wrong_elements == 0 and rep.seconds > 0
+    assert rep.bad_products == 0 and rep.errors == []
+    # shift the expected answer of pair 0 at (11, 5): the GPU's (right) result now "differs" there
+    _, _, ref, rows = eng._pool[0]
+    ref[11, 5] += 1.0
+    rows[11] += 1.0
+    eng._n = 0
+    rep = eng.run(3, 30.0)  # products 0 and 2 use pair 0; product 2 is also a full check
+    assert rep.bad_products == 2 and rep.wrong_elements == 2 and rep.nonfinite == 0
+    e = rep.errors[0]
+    assert (e.row, e.col) == (11, 5) and {x.product for x in rep.errors} == {0, 2}
+    assert e.actual == e.expected - 1.0 and e.bits and not e.nonfinite
+    ref[11, 5] -= 1.0
+    rows[11] -= 1.0
+    # a row that fails only the full check (a flipped bit the row sum cannot see is modelled by the
+    # reference alone being off; the row sums agree): found by the schedule
+    ref[3, 4] += 2.0
+    eng._n = 0
+    rep = eng.run(3, 30.0)
+    assert rep.full_checks == 1 and rep.wrong_elements == 1 and rep.errors[0].product == 2
+    ref[3, 4] -= 2.0
+    flops, seconds = eng.bare(4, 30.0)
+    assert flops == 4 * 2 * n**3 and seconds > 0
+    assert eng._gemm_stream.done and eng._check_stream.done and cp.cuda.Stream.null.done  # nothing queued
+    eng.close()
+
+
+@pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32", "fp64"])
+def test_products_are_checked_on_the_stand_in(monkeypatch: pytest.MonkeyPatch, dtype: str) -> None:
+    monkeypatch.setattr(errors, "_POISONED", {})
+    fake_cupy.install(monkeypatch, 2, total=64 << 20)
+    _products_are_checked(cuda_compute.CudaCompute(1), dtype, 64)
+
+
 def _gpu() -> cuda_compute.CudaCompute:
     cp = pytest.importorskip("cupy")
     try:
@@ -34,34 +79,13 @@ def _gpu() -> cuda_compute.CudaCompute:
             pytest.skip("no CUDA device")
     except Exception as e:  # noqa: BLE001 - no driver: skip
         pytest.skip(f"no CUDA device ({e})")
-    return cuda_compute.CudaCompute(0)
+    return cuda_compute.CudaCompute(int(cp.cuda.runtime.getDeviceCount()) - 1)
 
 
 @pytest.mark.gpu
 @pytest.mark.parametrize("dtype", ["fp16", "bf16", "fp32", "fp64"])
 def test_gpu_verified_products_are_clean_and_corruption_is_located(dtype: str) -> None:
-    comp = _gpu()
-    assert isinstance(comp, VerifiedGemmProvider)
-    eng = comp.verified_gemm(dtype, 512, 3, seed=1)
-    rep = eng.run(7, 30.0)
-    assert rep.products == 7 and rep.full_checks == 2 and rep.wrong_elements == 0 and rep.seconds > 0
-    # shift the expected answer of pair 0 at (11, 5): the GPU's (right) result now "differs" there
-    a, b, ref, rows = eng._pool[0]
-    ref[11, 5] += 1.0
-    rows[11] += 1.0
-    eng._n = 0
-    rep = eng.run(1, 30.0)
-    assert rep.bad_products == 1 and rep.wrong_elements == 1
-    e = rep.errors[0]
-    assert (e.row, e.col, e.product) == (11, 5, 0) and e.actual == e.expected - 1.0 and e.bits
-    ref[11, 5] -= 1.0
-    rows[11] -= 1.0
-    import cupy as cp
-
-    flops, seconds = eng.bare(4, 30.0)
-    assert flops == 4 * 2 * 512**3 and seconds > 0
-    assert eng._stream.done and cp.cuda.Stream.null.done  # nothing left queued, on any stream
-    eng.close()
+    _products_are_checked(_gpu(), dtype, 512)
 
 
 @pytest.mark.gpu
@@ -76,5 +100,5 @@ def test_gpu_matmul_and_load() -> None:
     assert rep.flops > 0 and rep.seconds >= 0.5
     import cupy as cp
 
-    assert comp._load is not None and comp._load._stream.done and cp.cuda.Stream.null.done
+    assert comp._load is not None and comp._load._gemm_stream.done and cp.cuda.Stream.null.done
     comp.close()

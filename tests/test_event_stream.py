@@ -56,6 +56,8 @@ EXAMPLES = [
     ("", HostFinding("hgx1", Finding("link.baseboard", "fail", "repair_baseboard", "interconnect",
                                      "slot 2 link 4 of host hgx1: link.down with two cards", {"slot": 2, "link": 4},
                                      {"cards": ["A", "B"]}))),
+    ("local/1", Verdict("retest", ["reset_and_retest"], [], "2026-12-04T00:03:00Z", "incomplete: Ctrl-C",
+                        ["memory", "burn"])),
     ("", RunFinished("2026-12-04T00:04:00Z", "interrupted")),
 ]
 

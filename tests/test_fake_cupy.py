@@ -17,6 +17,9 @@ CUDA_NAMES = {
     "CUDART_UNLOADING": "cudaErrorCudartUnloading", "STUB_LIBRARY": "cudaErrorStubLibrary",
     "INSUFFICIENT_DRIVER": "cudaErrorInsufficientDriver", "DEVICES_UNAVAILABLE": "cudaErrorDevicesUnavailable",
     "NO_DEVICE": "cudaErrorNoDevice", "INVALID_DEVICE": "cudaErrorInvalidDevice",
+    "NO_KERNEL_IMAGE": "cudaErrorNoKernelImageForDevice", "INVALID_PTX": "cudaErrorInvalidPtx",
+    "JIT_COMPILER_NOT_FOUND": "cudaErrorJitCompilerNotFound", "UNSUPPORTED_PTX_VERSION": "cudaErrorUnsupportedPtxVersion",
+    "JIT_COMPILATION_DISABLED": "cudaErrorJitCompilationDisabled", "NOT_READY": "cudaErrorNotReady",
     "ECC_UNCORRECTABLE": "cudaErrorECCUncorrectable", "NVLINK_UNCORRECTABLE": "cudaErrorNvlinkUncorrectable",
     "ILLEGAL_ADDRESS": "cudaErrorIllegalAddress", "LAUNCH_TIMEOUT": "cudaErrorLaunchTimeout",
     "ASSERT": "cudaErrorAssert", "HARDWARE_STACK_ERROR": "cudaErrorHardwareStackError",
@@ -46,19 +49,27 @@ def test_every_status_constant_is_named_for_what_cuda_calls_it() -> None:
 
 def test_the_stand_in_raises_cupys_own_classes() -> None:
     cupy = _real_cupy()
+    from cupy.cuda.compiler import CompileException
+    from cupy_backends.cuda.api.driver import CUDADriverError
     from cupy_backends.cuda.api.runtime import CUDARuntimeError
 
     assert fake_cupy.REAL_CLASSES
     assert fake_cupy.CUDARuntimeError is CUDARuntimeError
     assert fake_cupy.OutOfMemoryError is cupy.cuda.memory.OutOfMemoryError
+    assert fake_cupy.CompileException is CompileException and fake_cupy.CUDADriverError is CUDADriverError
+    err = fake_cupy.driver_error(222)  # built without libcuda, as on a host with no driver
+    assert isinstance(err, CUDADriverError) and err.status == 222 and errors.status_of(err) == 222
 
 
 def test_every_name_of_the_stand_in_exists_in_cupy(monkeypatch: pytest.MonkeyPatch) -> None:
     cupy = _real_cupy()
     import cupyx
 
+    compiler = importlib.import_module("cupy.cuda.compiler")
+    nvrtc = cupy.cuda.nvrtc  # an attribute (cupy_backends.cuda.libs.nvrtc), not a module of that name
     real = {"cupy": cupy, "cupy.cuda": cupy.cuda, "cupy.cuda.runtime": cupy.cuda.runtime,
-            "cupy.cuda.memory": cupy.cuda.memory, "cupy.cuda.device": cupy.cuda.device, "cupyx": cupyx}
+            "cupy.cuda.memory": cupy.cuda.memory, "cupy.cuda.device": cupy.cuda.device, "cupyx": cupyx,
+            "cupy.cuda.compiler": compiler, "cupy.cuda.nvrtc": nvrtc}
     try:
         real["cupy_backends.cuda.libs.cublas"] = importlib.import_module("cupy_backends.cuda.libs.cublas")
     except ImportError:  # no cuBLAS wheel here: its names cannot be read

@@ -38,8 +38,8 @@ def test_an_old_driver_for_cuda_is_a_fix_host_finding_and_the_run_goes_on(monkey
     mem = tests[0]
     assert mem["status"] == "error"
     (f,) = mem["findings"]
-    assert f["code"] == "harness.handle_unavailable" and f["action"] == "fix_host"
-    assert "cudaErrorInsufficientDriver" in f["message"]
+    assert f["code"] == "host.driver_old" and f["action"] == "fix_host"  # the host's failure, not the card's
+    assert "cudaErrorInsufficientDriver" in f["message"] and "update the driver" in f["message"]
     assert tests[1]["status"] == "pass"
 
 

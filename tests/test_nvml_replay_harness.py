@@ -142,3 +142,25 @@ def test_force_runs_a_busy_card_and_marks_what_it_measured(tmp_path, run_replays
     assert f["severity"] == "warn" and "forced" in f["message"]
     assert card["tests"][0]["metrics"]["forced"] is True
     assert card["tests"][2]["metrics"]["measured_under"][0].startswith("host.busy")
+
+
+def test_the_real_h200_replays_as_a_healthy_card(tmp_path, run_replays):
+    """The H200 recorded at first contact (fixtures/nvml/h200-real.json): the right profile, ready,
+    and no finding of the harness's own. The recording process (pid 538, burnin's recorder holding
+    a CUDA context) is not another workload on the card; a real other process still is."""
+    h200 = _snapshot(tmp_path, "h200-real.json")
+    procs = json.loads((ROOT / "fixtures" / "nvml" / "h200-real.json").read_text())["devices"][0]["calls"][
+        "nvmlDeviceGetComputeRunningProcesses"]
+    busy = _snapshot(tmp_path, "h200-real.json", system={"nvmlSystemGetProcessName:777": "trainer"},
+                     nvmlDeviceGetComputeRunningProcesses=procs + [{"pid": 777, "usedGpuMemory": 40 * GIB,
+                                                                   "gpuInstanceId": 4294967295,
+                                                                   "computeInstanceId": 4294967295}])
+    card, other = run_replays(h200, busy, plan=LOAD)
+    assert card["model"] == "NVIDIA H200" and card["serial"] == "1654724127926"
+    assert (card["profile"], card["profile_source"]) == ("h200-sxm5-141gb", "matched")
+    assert card["verdict"] == "pass" and card["findings"] == [], card["findings"]
+    pre = card["tests"][0]["metrics"]
+    assert pre["ready"] is True and pre["conditions"]["processes"] == []
+    assert pre["conditions"]["driver_version"] == "580.159.04"
+    (f,) = other["findings"]
+    assert f["code"] == "host.busy" and [p["pid"] for p in f["evidence"]["processes"]] == [777]

@@ -2,7 +2,9 @@
 
 Rack config keys: ``npu_smi`` (a path or a command line; a relative path resolves against the
 config file's directory, a bare name is looked up on PATH), ``npu_id`` (one card; default: all),
-``timeout_s`` (per npu-smi call). ``discover`` reads ``npu-smi info -l`` and ``info -m`` and
+``timeout_s`` (per npu-smi call), ``ascend_dmi`` (the diagnostic tool, the same way; not found:
+the diagnostics stage says what to install), ``npu_runtime`` (the module behind the memory,
+compute and transfer handles and its arguments: torch_npu by default, see ``runtime.py``). ``discover`` reads ``npu-smi info -l`` and ``info -m`` and
 returns one locator per NPU chip, never for the board MCU.
 """
 
@@ -19,6 +21,9 @@ from pydantic import Field
 from drivers.api import BackendUnavailable, Device, DeviceError
 from drivers.ascend import parse
 from drivers.ascend.device import AscendDevice, NpuSmi
+from drivers.ascend.dmi import INSTALL_HINT as DMI_HINT
+from drivers.ascend.dmi import AscendDmi, resolve_tool
+from drivers.ascend.runtime import DEFAULT_RUNTIME, NpuRuntime, open_runtime, runtime_argv
 from drivers.registry import Backend, BackendConfig, register_backend
 
 # the npu-smi views an RMA evidence pack keeps (card-level ones get ``-i NPU_ID``)
@@ -34,6 +39,8 @@ class AscendConfig(BackendConfig):
     timeout_s: float = Field(default=20.0, gt=0)
     # the RoCE port tool (a path or a command line, like npu_smi); default: hccn_tool on PATH, if any
     hccn_tool: str | None = None
+    ascend_dmi: str = "ascend-dmi"
+    npu_runtime: str = DEFAULT_RUNTIME
 
 
 def resolve_npu_smi(spec: str, config_dir: str | Path | None) -> list[str]:
@@ -77,6 +84,8 @@ class AscendBackend(Backend):
         argv = resolve_npu_smi(cfg.npu_smi, context.get("config_dir"))
         hccn = _hccn_argv(cfg.hccn_tool, context.get("config_dir"))
         smi = NpuSmi(argv, cfg.timeout_s)
+        dmi_argv = resolve_tool(cfg.ascend_dmi, context.get("config_dir"))
+        rt_argv = runtime_argv(cfg.npu_runtime, context.get("config_dir"))
         cards, mapping = _enumerate(smi)
         chips = [m for m in mapping if not m.is_mcu]
         found: list[tuple[int, int, int | None, str]] = [(m.npu_id, m.chip_id, m.logic_id, m.name) for m in chips]
@@ -102,6 +111,9 @@ class AscendBackend(Backend):
                 "argv": argv,
                 "timeout_s": cfg.timeout_s,
                 "hccn_argv": hccn,
+                "dmi_argv": dmi_argv,
+                "dmi_spec": cfg.ascend_dmi,
+                "runtime_argv": rt_argv,
             })
         return locators
 
@@ -123,8 +135,20 @@ class AscendBackend(Backend):
     def open(self, locator: dict[str, Any]) -> Device:
         smi = NpuSmi(locator["argv"], float(locator.get("timeout_s", 20.0)))
         hccn = locator.get("hccn_argv")
+        dmi_argv = locator.get("dmi_argv")
+        dmi_missing = None if dmi_argv else (
+            f"ascend-dmi is not installed (looked for {locator.get('dmi_spec') or 'ascend-dmi'!r}): {DMI_HINT}")
+        runtime: NpuRuntime | None = None
+        runtime_missing = None
+        where = {k: locator.get(k) for k in ("npu_id", "chip_id", "logic_id", "name")}
+        try:
+            runtime = open_runtime(list(locator.get("runtime_argv") or [DEFAULT_RUNTIME]), where)
+        except BackendUnavailable as e:
+            runtime_missing = str(e)
         return AscendDevice(smi, int(locator["npu_id"]), int(locator.get("chip_id", 0)),
                             name_hint=locator.get("name") or None,
+                            dmi=AscendDmi(dmi_argv) if dmi_argv else None, dmi_missing=dmi_missing,
+                            runtime=runtime, runtime_missing=runtime_missing, logic_id=locator.get("logic_id"),
                             hccn=NpuSmi(hccn, float(locator.get("timeout_s", 20.0)), "hccn_tool")
                             if isinstance(hccn, list) else hccn)
 

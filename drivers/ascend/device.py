@@ -19,22 +19,29 @@ from drivers.api import (
     THROTTLE_SW_THERMAL,
     BackendUnavailable,
     Clock,
+    ComputeHandle,
     Conditions,
     Device,
     DeviceError,
     DeviceEvent,
     DeviceLost,
     DeviceProcess,
+    DiagnosticsHandle,
     ErrorCounters,
     Identity,
     LinkReport,
     LinkState,
+    MemoryHandle,
     NetPort,
     PcieLink,
     Telemetry,
+    TransferHandle,
     WallClock,
 )
 from drivers.ascend import parse
+from drivers.ascend.dmi import INSTALL_HINT as DMI_HINT
+from drivers.ascend.dmi import AscendDiagnostics, AscendDmi
+from drivers.ascend.runtime import NpuRuntime
 from drivers.derived import derive_profile
 from drivers.profiles import Profile, profile_for_model
 
@@ -96,12 +103,20 @@ class NpuSmi:
 
 
 class AscendDevice(Device):
-    """NPU chip ``chip_id`` (0 on 910B: chip 1 is the board MCU) of card ``npu_id``."""
+    """NPU chip ``chip_id`` (0 on 910B: chip 1 is the board MCU) of card ``npu_id``.
+
+    Beyond npu-smi: ``dmi`` (ascend-dmi, the diagnostics handle) and ``runtime`` (the NPU runtime
+    behind the memory, compute and transfer handles: torch_npu, or the CI simulator), each None
+    with the reason (what to install) in ``dmi_missing`` / ``runtime_missing``. A runtime on
+    simulated time lends the device its clock.
+    """
 
     backend = "ascend"
 
     def __init__(self, npu_smi: NpuSmi, npu_id: int, chip_id: int = 0, clock: Clock | None = None,
-                 name_hint: str | None = None, hccn: NpuSmi | str | None = None) -> None:
+                 name_hint: str | None = None, dmi: AscendDmi | None = None, dmi_missing: str | None = None,
+                 runtime: NpuRuntime | None = None, runtime_missing: str | None = None,
+                 logic_id: int | None = None, hccn: NpuSmi | str | None = None) -> None:
         self.smi = npu_smi
         self.hccn = hccn  # hccn_tool for the RoCE port; a string says why it cannot run
         self._links_why: str | None = None
@@ -109,7 +124,13 @@ class AscendDevice(Device):
         self.npu_id = npu_id
         self.chip_id = chip_id
         self.name_hint = name_hint  # the chip name ``info -m`` printed ("Ascend 910B3")
-        self.clock = clock or WallClock()
+        self.runtime = runtime
+        self.runtime_missing = runtime_missing
+        self.clock = clock or (runtime.clock if runtime is not None else None) or WallClock()
+        self.dmi = dmi
+        self.dmi_missing = dmi_missing
+        self.logic_id = logic_id
+        self._diagnostics: AscendDiagnostics | None = None
         self._identity: Identity | None = None
         self._profile: Profile | None = None
         self._seen_codes: set[str] = set()
@@ -266,8 +287,57 @@ class AscendDevice(Device):
                     "e.g. hccl_test or torch_npu): not tested, never passed")
         if handle == "fans":
             return "an Ascend module has no fans of its own (the chassis cools it)"
-        return (f"burnin has no Ascend {handle} path yet (it reads npu-smi only; a CANN/torch_npu "
-                f"{handle} handle would let it run)")
+        if handle == "diagnostics":
+            return None if self.dmi is not None else (self.dmi_missing or f"ascend-dmi is not installed: {DMI_HINT}")
+        if handle in ("memory", "compute", "transfer"):
+            return None if self.runtime is not None else (self.runtime_missing or "no NPU runtime (torch_npu)")
+        return f"the ascend backend offers no {handle} handle"
+
+    # ---------------------------------------------------------------- handles beyond npu-smi
+    def _handle(self, kind: str) -> object | None:
+        return self.runtime.handle(kind) if self.runtime is not None else None
+
+    @property
+    def memory(self) -> MemoryHandle | None:
+        h = self._handle("memory")
+        return h if isinstance(h, MemoryHandle) else None
+
+    @property
+    def compute(self) -> ComputeHandle | None:
+        h = self._handle("compute")
+        return h if isinstance(h, ComputeHandle) else None
+
+    @property
+    def transfer(self) -> TransferHandle | None:
+        h = self._handle("transfer")
+        return h if isinstance(h, TransferHandle) else None
+
+    @property
+    def diagnostics(self) -> DiagnosticsHandle | None:
+        if self.dmi is None:
+            return None
+        if self._diagnostics is None:
+            self._diagnostics = AscendDiagnostics(
+                self.dmi, self.logic_id if self.logic_id is not None else self.npu_id, f"NPU {self.npu_id}",
+                still_there=self._still_there, tool_time=self.runtime.stressed if self.runtime is not None else None)
+        return self._diagnostics
+
+    def _still_there(self) -> bool:
+        try:
+            self._table_row()
+        except DeviceLost:
+            return False
+        except DeviceError:
+            return True  # npu-smi itself failed: no evidence the card left
+        return True
+
+    def release_handles(self) -> None:
+        if self.runtime is not None:
+            self.runtime.release()
+
+    def close(self) -> None:
+        if self.runtime is not None:
+            self.runtime.close()
 
     def links(self) -> LinkReport | None:
         """HCCS from ``npu-smi info -t topo`` (this NPU's row: a link to each peer, up when its cell

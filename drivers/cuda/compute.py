@@ -3,14 +3,19 @@
 ``CudaCompute`` is a ComputeHandle (``matmul`` from host arrays, ``load``) that also offers
 ``verified_gemm``: an engine that keeps its operands, their exact product and its checksums on
 the GPU, runs ``cublasGemmEx`` products (fp16/bf16 inputs accumulate and store in fp32, fp32 and
-fp64 as they are), checks every product's row checksums with one fused reduction over the result
-(no copy to the host), and every ``full_check_every`` products compares the whole result with
-the reference bit for bit. Only on a mismatch are the wrong elements located and copied back.
+fp64 as they are) and checks every one with the ``abft`` kernels of the registry
+(``drivers/cuda/cu/abft.cu``): each product's row sums against its ABFT checksums, every
+``full_check_every``-th product bit for bit against the reference, and only where something
+is wrong are the wrong elements counted and the first few recorded, on the device.
 
-Results are checked one chunk behind the GPU: chunk ``j`` is queued before the host looks at
-chunk ``j-1``, so the GPU never waits for Python; the two chunks use separate result buffers,
-so a bad product is still there to be located. The watchdog is an event polled against a
-deadline: a kernel that never completes raises KernelTimeout instead of blocking the worker.
+Built for throughput (bench/burn.py: verified >= 0.95 of the bare product): products queue on
+one stream and checks on another of lower priority, so a check (one read of the result,
+memory-bound) runs beside the next product (compute-bound) in the SMs it leaves idle; a ring of
+``RING`` result buffers, ordered by events, keeps a result until its check has read it. The host never looks at a single product: each batch of
+``BATCH`` products ends in one small report copied to pinned memory, and the host waits for a
+batch only when ``AHEAD`` batches are queued, so the GPU never waits for Python. A wait is a
+deadline (``drivers.cuda.errors.wait``): a product that never completes is KernelTimeout, a
+CUDA error of the queued work surfaces at once.
 
 CuPy is imported lazily: the stage registry imports this module on hosts without a GPU.
 """
@@ -18,14 +23,16 @@ CuPy is imported lazily: the stage registry imports this module on hosts without
 from __future__ import annotations
 
 import time
+from collections import deque
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from drivers.abft import ElementError, entry_max, flipped_bits
-from drivers.api import ComputeHandle, DeviceError, KernelTimeout, LoadReport
-from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, mark_poisoned
+from drivers.abft import ElementError, entry_max
+from drivers.api import ComputeHandle, DeviceError, LoadReport
+from drivers.cuda import kernels
+from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, on_card, use_card, wait
 from drivers.registry import register_handle
 from drivers.verified_gemm import MAX_EXAMPLES, BatchReport
 
@@ -37,11 +44,17 @@ DTYPES = ("fp16", "bf16", "fp32", "fp64")
 DEFAULT_SIZE = 8192
 MIN_SIZE = 256
 POOL = 2  # operand pairs per engine
-CHUNK = 2  # products per chunk (result buffers: 2 x CHUNK)
-POLL_S = 0.0002
-NAN_BITS = "0x7ff8000000000000LL"
-# the ABFT row sum's map: an exact small integer stays, anything else (wrong, NaN, Inf) is NaN
-ROWSUM_MAP = f"(isfinite((double)x) && (double)x == rint((double)x)) ? (double)x : __longlong_as_double({NAN_BITS})"
+RING = 3  # result buffers: a product's result stays until its check has read it
+BATCH = 4  # products per report (one copy to the host)
+AHEAD = 3  # batches queued before the host waits for the oldest
+FLAGS = 3  # abft.cu: per product: bad rows, wrong elements, wrong NaN/Inf elements
+REC = 5  # abft.cu: per record: product in batch, row, column, bits got, bits wanted
+CHECK_THREADS = 256
+CHECK_BLOCKS_PER_SM = 8
+SETUP_TIMEOUT_S = 120.0
+HIGH_PRIORITY = -5  # the products' stream (CUDA clamps it to the device's greatest priority)
+REPORT_WORDS = BATCH * FLAGS + 1 + MAX_EXAMPLES * REC
+_SUFFIX = {"fp16": "f16", "bf16": "bf16", "fp32": "f32", "fp64": "f64"}
 
 
 @dataclass(frozen=True)
@@ -108,14 +121,16 @@ class _Gemm:
             )
 
 
-def _wait(event: Any, deadline_s: float, what: str, device: int = -1) -> None:
-    """Poll ``event`` until done; KernelTimeout past the deadline (never blocks on a hung kernel)."""
-    end = time.monotonic() + deadline_s
-    while not event.done:
-        if time.monotonic() > end:
-            mark_poisoned(device, f"{what} hung")
-            raise KernelTimeout(f"{what} did not finish within {deadline_s:g} s")
-        time.sleep(POLL_S)
+class _Batch:
+    """One batch's report (device words and their pinned host copy) and its events."""
+
+    def __init__(self, cp: Any) -> None:
+        import cupyx
+
+        self.dev = cp.zeros(REPORT_WORDS, dtype=cp.uint64)
+        self.host: np.ndarray = cupyx.empty_pinned((REPORT_WORDS,), dtype=np.uint64)
+        self.timing = [(cp.cuda.Event(), cp.cuda.Event()) for _ in range(BATCH)]
+        self.done = cp.cuda.Event(block=False, disable_timing=True)
 
 
 class CudaGemmEngine:
@@ -129,29 +144,38 @@ class CudaGemmEngine:
         self._cp = cp
         self._id = device_id
         check_usable(device_id)
-        self._dev = cp.cuda.Device(device_id)
         self._every = full_check_every
         self._n = 0
-        with self._dev, cuda_errors(f"CUDA device {device_id}: preparing {dtype} products", device_id):
+        self._pool: list[tuple[Any, Any, Any, Any]] = []
+        self._c: list[Any] = []
+        self._batches: list[_Batch] = []
+        with cuda_errors(f"CUDA device {device_id}: preparing {dtype} products", device_id):
+            self._dev = use_card(cp, device_id)
             self.size = size or self._fit_size(dtype)
-            self._stream = cp.cuda.Stream(non_blocking=True)
-            self._gemm = _Gemm(cp, self._stream, dtype)
-            self._rowsum = cp.ReductionKernel("T x", "float64 y", ROWSUM_MAP, "a + b", "y = a", "0",
-                                              "burnin_abft_rowsum")
-            rs = cp.random.RandomState(seed)
-            with self._stream:
-                self._pool = [self._operands(rs) for _ in range(POOL)]
+            self._kernels = kernels.load(cp, "abft", device_id)
+            self._sms = int(self._dev.attributes["MultiProcessorCount"])
+            # products first: a check's blocks fill the SMs a product leaves idle (its waves' tails)
+            # and never delay it; the ring makes the products wait only if checks fall RING behind
+            self._gemm_stream = cp.cuda.Stream(non_blocking=True, priority=HIGH_PRIORITY)
+            self._check_stream = cp.cuda.Stream(non_blocking=True, priority=0)
+            self._gemm = _Gemm(cp, self._gemm_stream, dtype)
+            agree: list[Any] = []
             n = self.size
-            out = self._gemm.kind.out
-            self._c = [[cp.empty((n, n), dtype=out) for _ in range(CHUNK)] for _ in range(2)]
-            self._rows = [[cp.empty(n, dtype=cp.float64) for _ in range(CHUNK)] for _ in range(2)]
-            self._flags = [cp.zeros(2 * CHUNK, dtype=cp.int64) for _ in range(2)]  # row fails, full fails
-            import cupyx
-
-            self._host = [cupyx.empty_pinned((2 * CHUNK,), dtype=np.int64) for _ in range(2)]
-            self._done = [cp.cuda.Event(block=False, disable_timing=True) for _ in range(2)]
-            self._ev = [[(cp.cuda.Event(), cp.cuda.Event()) for _ in range(CHUNK)] for _ in range(2)]
-            self._dev.synchronize()
+            with self._gemm_stream:  # everything set up on one stream, waited for below
+                self._pool = [self._operands(seed * POOL + i, agree) for i in range(POOL)]
+                self._c = [cp.empty((n, n), dtype=self._gemm.kind.out) for _ in range(RING)]
+                self._batches = [_Batch(cp) for _ in range(AHEAD + 1)]
+            self._made = [cp.cuda.Event(block=False, disable_timing=True) for _ in range(RING)]
+            self._checked = [cp.cuda.Event(block=False, disable_timing=True) for _ in range(RING)]
+            self._used = [False] * RING
+            self._next_batch = 0
+            ready = cp.cuda.Event(block=False, disable_timing=True)
+            ready.record(self._gemm_stream)
+            wait(cp, ready, SETUP_TIMEOUT_S, f"CUDA device {device_id}: preparing the {dtype} operands", device_id)
+            for i, ok in enumerate(agree):
+                if not bool(ok.get(stream=self._gemm_stream)):
+                    raise DeviceError(f"CUDA device {device_id}: the fp64 reference product {i} for {dtype} "
+                                      "disagrees with its checksums")
 
     def _fit_size(self, dtype: str) -> int:
         """Largest power-of-two size up to DEFAULT_SIZE whose buffers fit in half the free memory."""
@@ -164,151 +188,155 @@ class CudaGemmEngine:
 
     @staticmethod
     def _gemm_kind_bytes(dtype: str) -> int:
-        """Bytes per n^2 the engine holds: operands, reference, result buffers, setup temporaries."""
+        """Bytes per n^2 the engine holds: operands, reference, result ring, setup temporaries."""
         kind = _kind(dtype)
         ins = np.dtype(kind.storage).itemsize
         outs = np.dtype(kind.out).itemsize
-        return POOL * (2 * ins + outs) + 2 * CHUNK * outs + 3 * 8
+        return POOL * (2 * ins + outs) + RING * outs + 3 * 8
 
-    def _operands(self, rs: Any) -> tuple[Any, Any, Any, Any]:
-        """(A, B, reference C in the result dtype, expected row sums), all on the device."""
+    def _operands(self, seed: int, agree: list[Any]) -> tuple[Any, Any, Any, Any]:
+        """(A, B, reference C in the result dtype, expected row sums), all on the device, queued on
+        the current stream; ``agree`` gets a device flag: the reference's row sums match the
+        checksums computed by another path (checked once the setup is done)."""
         cp = self._cp
         n = self.size
-        s = entry_max(self.dtype, n)
-        a64 = rs.randint(1, s + 1, size=(n, n)).astype(cp.float64)
-        b64 = rs.randint(1, s + 1, size=(n, n)).astype(cp.float64)
+        kind = self._gemm.kind
+        s = np.uint32(entry_max(self.dtype, n))
+        fill = self._kernels[f"operands_{_SUFFIX[self.dtype]}"]
+        blocks = (max(1, min(-(-n * n // CHECK_THREADS), self._sms * CHECK_BLOCKS_PER_SM)),)
+        made = []
+        for half in range(2):
+            x64 = cp.empty((n, n), dtype=cp.float64)
+            tag = np.uint64((2 * seed + half) & 0xFFFFFFFFFFFFFFFF)
+            if self.dtype == "fp64":
+                fill(blocks, (CHECK_THREADS,), (x64, np.uint64(n * n), tag, s))
+                made.append((x64, x64))
+            else:
+                x = cp.empty((n, n), dtype=kind.storage)
+                fill(blocks, (CHECK_THREADS,), (x, x64, np.uint64(n * n), tag, s))
+                made.append((x, x64))
+        (a, a64), (b, b64) = made
         ref64 = a64 @ b64  # DGEMM of small integers: exact, and a different kernel from the one tested
         rows = a64 @ b64.sum(axis=1)  # A (B 1): the checksum, by a third path
-        if not bool(cp.all(ref64.sum(axis=1) == rows)):
-            raise DeviceError(f"the fp64 reference product for {self.dtype} disagrees with its checksums")
-        kind = self._gemm.kind
-
-        def conv(x: Any) -> Any:
-            if self.dtype == "bf16":  # small integers: the top 16 bits of float32 are exact bf16
-                return (x.astype(cp.float32).view(cp.uint32) >> 16).astype(cp.uint16)
-            return x.astype(kind.storage)
-
-        a, b, ref = conv(a64), conv(b64), ref64.astype(kind.out)
-        del a64, b64, ref64
+        agree.append(cp.all(ref64.sum(axis=1) == rows))
+        ref = ref64 if self.dtype == "fp64" else ref64.astype(kind.out)
         return a, b, ref, rows
 
     # running ------------------------------------------------------------------------------------
-    def _enqueue(self, half: int, count: int) -> list[int]:
-        """Queue ``count`` products (and their checks) into result half ``half``."""
-        flags = self._flags[half]
-        indices: list[int] = []
-        with self._stream:  # every kernel and copy below is ordered on this one stream
-            flags.fill(0)
-            self._enqueue_products(half, count, flags, indices)
-            flags.get(stream=self._stream, out=self._host[half], blocking=False)  # async: pinned memory
-            self._done[half].record(self._stream)
-        return indices
-
-    def _enqueue_products(self, half: int, count: int, flags: Any, indices: list[int]) -> None:
-        cp = self._cp
-        for q in range(count):
-            a, b, ref, rows = self._pool[self._n % POOL]
-            c = self._c[half][q]
-            start, end = self._ev[half][q]
-            start.record(self._stream)
-            self._gemm(a, b, c)
-            end.record(self._stream)
-            self._rowsum(c, axis=1, out=self._rows[half][q])
-            flags[q] = cp.count_nonzero(self._rows[half][q] != rows)
-            self._n += 1
-            if self._n % self._every == 0:
-                u = cp.uint64 if c.dtype.itemsize == 8 else cp.uint32
-                flags[CHUNK + q] = cp.count_nonzero(c.view(u) != ref.view(u)) + 1  # +1: "was checked"
-            indices.append(self._n - 1)
-
-    def _collect(self, half: int, indices: list[int], deadline_s: float, rep: BatchReport) -> None:
-        _wait(self._done[half], deadline_s, f"a {self.dtype} {self.size}x{self.size} product", self._id)
-        host = self._host[half].copy()
+    def _check(self, c: Any, ref: Any, rows: Any, full: bool, batch: _Batch, q: int) -> None:
+        """Queue the check of one product (on the current stream: the check stream)."""
         n = self.size
-        for q, index in enumerate(indices):
-            start, end = self._ev[half][q]
+        fn = self._kernels["check_f64" if c.dtype.itemsize == 8 else "check_f32"]
+        blocks = (max(1, min(n, self._sms * CHECK_BLOCKS_PER_SM)),)
+        fn(blocks, (CHECK_THREADS,), (c, ref, rows, np.uint64(n), np.int32(full), batch.dev, np.uint64(q),
+                                     batch.dev[BATCH * FLAGS :], np.uint64(MAX_EXAMPLES)))
+
+    def _enqueue(self, batch: _Batch, count: int) -> list[tuple[int, bool]]:
+        """Queue ``count`` products, their checks and the batch's report; (index, full check) of each."""
+        cp = self._cp
+        gs, cs = self._gemm_stream, self._check_stream
+        items: list[tuple[int, bool]] = []
+        cp.cuda.runtime.memsetAsync(batch.dev.data.ptr, 0, batch.dev.nbytes, cs.ptr)
+        for q in range(count):
+            i, r = self._n, self._n % RING
+            a, b, ref, rows = self._pool[i % POOL]
+            full = (i + 1) % self._every == 0
+            c = self._c[r]
+            with gs:  # the product: not before the check of the last product in this buffer has read it
+                if self._used[r]:
+                    gs.wait_event(self._checked[r])
+                start, end = batch.timing[q]
+                start.record(gs)
+                self._gemm(a, b, c)
+                end.record(gs)
+                self._made[r].record(gs)
+            with cs:  # its check: after the product, overlapping the next one
+                cs.wait_event(self._made[r])
+                self._check(c, ref, rows, full, batch, q)
+                self._checked[r].record(cs)
+            self._used[r] = True
+            self._n += 1
+            items.append((i, full))
+        batch.dev.get(stream=cs, out=batch.host, blocking=False)  # async: pinned memory
+        batch.done.record(cs)
+        return items
+
+    def _collect(self, batch: _Batch, items: list[tuple[int, bool]], deadline_s: float, rep: BatchReport) -> None:
+        what = f"CUDA device {self._id}: {self.dtype} {self.size}x{self.size} products"
+        wait(self._cp, batch.done, deadline_s, what, self._id)
+        host = batch.host.copy()
+        n = self.size
+        for q, (_, full) in enumerate(items):
+            start, end = batch.timing[q]
             rep.seconds += self._cp.cuda.get_elapsed_time(start, end) / 1e3
             rep.products += 1
             rep.flops += 2.0 * n * n * n
-            row_fails, full = int(host[q]), int(host[CHUNK + q])
-            rep.full_checks += full > 0
-            if row_fails or full > 1:
-                found = self._locate(half, q, index, rep, deadline_s)
-                rep.bad_products += found > 0
-
-    def _locate(self, half: int, q: int, index: int, rep: BatchReport, deadline_s: float) -> int:
-        """Wrong elements of one product: bad rows compared bit for bit with the reference."""
-        cp = self._cp
-        a, b, ref, rows = self._pool[index % POOL]
-        c = self._c[half][q]
-        u = cp.uint64 if c.dtype.itemsize == 8 else cp.uint32
-        idle = cp.cuda.Event(block=False, disable_timing=True)
-        idle.record(self._stream)  # the chunk queued behind this one must finish first
-        _wait(idle, deadline_s, f"a {self.dtype} {self.size}x{self.size} product", self._id)
-        with self._stream:
-            bad = cp.flatnonzero(self._rows[half][q] != rows)
-            if int(bad.size) == 0:  # a full-check failure the row sums missed: compare everything
-                bad = cp.arange(self.size)
-            diff = c[bad].view(u) != ref[bad].view(u)
-            rr, cc = cp.nonzero(diff)
-            count = int(rr.size)
-            take = min(count, max(0, MAX_EXAMPLES - len(rep.errors)))
-            rr, cc = rr[:take], cc[:take]
-            r_idx = bad[rr]
-            got = c[r_idx, cc].get()
-            want = ref[r_idx, cc].get()
-            r_host, c_host = r_idx.get(), cc.get()
-            nonfinite = int(cp.count_nonzero(~cp.isfinite(c[bad]))) if count else 0
-        for r, col, g, w in zip(r_host.tolist(), c_host.tolist(), got.tolist(), want.tolist(), strict=True):
-            rep.errors.append(ElementError(self.dtype, index, r, col, float(w), float(g),
-                                           flipped_bits(w, g, c.dtype), not np.isfinite(g)))
-        rep.wrong_elements += count
-        rep.nonfinite += nonfinite
-        return count
+            rep.full_checks += full
+            wrong, nonfinite = int(host[FLAGS * q + 1]), int(host[FLAGS * q + 2])
+            rep.wrong_elements += wrong
+            rep.nonfinite += nonfinite
+            rep.bad_products += wrong > 0
+        out = np.dtype(self._gemm.kind.out)
+        uint = np.uint64 if out.itemsize == 8 else np.uint32
+        recorded = int(host[BATCH * FLAGS])
+        for k in range(min(recorded, MAX_EXAMPLES)):
+            if len(rep.errors) >= MAX_EXAMPLES:
+                break
+            q, row, col, got, want = (int(x) for x in host[BATCH * FLAGS + 1 + REC * k : BATCH * FLAGS + 1 + REC * (k + 1)])
+            if q >= len(items):
+                continue
+            actual = float(np.array([got], dtype=np.uint64).astype(uint).view(out)[0])
+            expected = float(np.array([want], dtype=np.uint64).astype(uint).view(out)[0])
+            bits = tuple(i for i in range(out.itemsize * 8) if (got ^ want) >> i & 1)
+            rep.errors.append(ElementError(self.dtype, items[q][0], row, col, expected, actual, bits,
+                                           not np.isfinite(actual)))
 
     def run(self, products: int, timeout_s: float) -> BatchReport:
         rep = BatchReport(self.dtype)
-        pending: tuple[int, list[int]] | None = None
-        half = 0
+        pending: deque[tuple[_Batch, list[tuple[int, bool]]]] = deque()
         left = products
         check_usable(self._id)
-        with self._dev, cuda_errors(f"CUDA device {self._id}: {self.dtype} burn-in", self._id):
-            while left > 0 or pending is not None:
-                queued = None
-                if left > 0:
-                    count = min(CHUNK, left)
-                    queued = (half, self._enqueue(half, count))
+        with cuda_errors(f"CUDA device {self._id}: {self.dtype} burn-in", self._id):
+            on_card(self._cp, self._dev)
+            while left > 0 or pending:
+                if left > 0 and len(pending) <= AHEAD:
+                    batch = self._batches[self._next_batch]
+                    self._next_batch = (self._next_batch + 1) % len(self._batches)
+                    count = min(BATCH, left)
+                    pending.append((batch, self._enqueue(batch, count)))
                     left -= count
-                    half ^= 1
-                if pending is not None:
-                    # everything queued so far must finish: the older chunk and the one just queued
-                    in_flight = len(pending[1]) + (len(queued[1]) if queued else 0)
-                    self._collect(pending[0], pending[1], timeout_s * in_flight, rep)
-                pending = queued
+                    if len(pending) <= AHEAD and left > 0:
+                        continue  # keep queuing: the GPU must never wait for the host
+                batch, items = pending.popleft()  # the oldest: its products are the next in line
+                self._collect(batch, items, timeout_s * len(items), rep)
         return rep
 
     def bare(self, products: int, timeout_s: float) -> tuple[float, float]:
         """Unchecked products on the same operands and buffers: (flops, wall seconds). For bench/
-        and ``load``. Queued, timed and waited for on the engine's one stream, so nothing is
+        and ``load``. Queued on the engine's product stream and waited for there, so nothing is
         left queued behind the call and a hung product is KernelTimeout."""
+        cp = self._cp
         check_usable(self._id)
-        with self._dev, cuda_errors(f"CUDA device {self._id}: {self.dtype} bare products", self._id):
+        gs = self._gemm_stream
+        with cuda_errors(f"CUDA device {self._id}: {self.dtype} bare products", self._id):
+            on_card(cp, self._dev)
             t0 = time.perf_counter()
-            with self._stream:
+            with gs:
                 for i in range(products):
+                    r = i % RING
+                    if self._used[r]:  # a check may still be reading it (ordered, never raced)
+                        gs.wait_event(self._checked[r])
                     a, b, _, _ = self._pool[i % POOL]
-                    self._gemm(a, b, self._c[0][i % CHUNK])
-                done = self._cp.cuda.Event(block=False, disable_timing=True)
-                done.record(self._stream)
-            _wait(done, timeout_s * max(1, products), f"{products} bare {self.dtype} products", self._id)
+                    self._gemm(a, b, self._c[r])
+                done = cp.cuda.Event(block=False, disable_timing=True)
+                done.record(gs)
+            wait(cp, done, timeout_s * max(1, products), f"{products} bare {self.dtype} products", self._id)
             return 2.0 * self.size**3 * products, time.perf_counter() - t0
 
     def close(self) -> None:
         self._pool = []
         self._c = []
-        self._rows = []
-        self._flags = []
-        self._host = []
+        self._batches = []
         from drivers.cuda.memory import release_pools
 
         release_pools(self._cp, self._dev)
@@ -322,8 +350,7 @@ class CudaCompute(ComputeHandle):
         self._index = index
         check_usable(index)
         with cuda_errors(f"CUDA device {index}: opening it", index):
-            self._dev = self._cp.cuda.Device(index)
-            self._dev.use()  # the card under test is this worker's current device, never device 0
+            self._dev = use_card(self._cp, index)  # the card under test is this worker's current device
             from cupy_backends.cuda.libs import cublas  # noqa: F401 - missing cuBLAS: say so now
         self._dtypes = tuple(d for d in dtypes if d in _KINDS)
         self._load: CudaGemmEngine | None = None
@@ -347,7 +374,8 @@ class CudaCompute(ComputeHandle):
         cp = self._cp
         kind = _kind(name)
         check_usable(self._index)
-        with self._dev, cuda_errors(f"CUDA device {self._index}: {name} matmul", self._index):
+        with cuda_errors(f"CUDA device {self._index}: {name} matmul", self._index):
+            on_card(cp, self._dev)
             stream = cp.cuda.Stream(non_blocking=True)
             with stream:
                 if name == "bf16":
@@ -358,7 +386,7 @@ class CudaCompute(ComputeHandle):
                 _Gemm(cp, stream, name)(da, db, c)
                 done = cp.cuda.Event(block=False, disable_timing=True)
                 done.record(stream)
-            _wait(done, timeout_s, f"a {name} product", self._index)
+            wait(cp, done, timeout_s, f"CUDA device {self._index}: a {name} product", self._index)
             return c.get(stream=stream)
 
     def load(self, seconds: float, intensity: float = 1.0) -> LoadReport:

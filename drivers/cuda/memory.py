@@ -1,4 +1,4 @@
-"""The memory scan primitives as CUDA kernels, through CuPy (optional extra: ``pip install .[cuda]``).
+"""The memory scan primitives on one NVIDIA GPU, through CuPy (optional extra: ``pip install .[cuda]``).
 
 ``CudaMemory(device_index)`` is a drivers.api.MemoryHandle over (nearly) all free memory of one
 NVIDIA GPU (a CUDA ordinal; the nvml backend finds it by PCI bus id): plain ``cudaMalloc`` chunks
@@ -6,118 +6,57 @@ NVIDIA GPU (a CUDA ordinal; the nvml backend finds it by PCI bus id): plain ``cu
 the driver and other contexts. Offsets are byte offsets into that region, chunks laid end to
 end. The stage and algorithms of stress/memory run on it unchanged.
 
-Kernels follow cuda_memtest (NCSA): one thread per 64-bit word in a grid-stride loop,
-patterns generated on the device from a 4 KiB tile or the word's own offset, and the first
-``limit`` mismatches recorded. Mismatch counts (total, per bit, per chip) are summed per thread
-and per block before one global atomic per counter and block, so a dead chip costs no more than
-a healthy one. A March element visits words ascending or descending by thread index; a GPU runs
-many at once, so the strict per-address order of the model holds per thread, not across the
-grid (as in cuda_memtest). Repeated reads are whole passes, so each re-read comes from DRAM.
+One kernel does it all (``march`` in ``drivers/cuda/cu/memscan.cu``, from the kernel registry):
+a March element over a byte range, reading and checking one pattern and writing another, the
+patterns generated on the device from a 4 KiB tile or the word's own offset, the first
+``limit`` mismatches recorded, counts kept per bit and per chip. A GPU runs many addresses at
+once, so the model's strict per-address order holds neither across the grid nor within a
+thread's group of in-flight loads (as in cuda_memtest). Repeated reads are whole passes, so
+each re-read comes from DRAM.
 
-Every buffer (chunks, pattern tiles, counters, records) and every launch is on the card under
-test, on one stream of its own; each chunk's pass is waited for against a deadline, so a hung
-kernel is ``KernelTimeout`` and an uncorrectable ECC error is a ``MemoryFault`` naming the
-chunk range being scanned. cupy is imported only when a handle is built.
+Speed: a pass queues its chunks back to back on one stream and waits only when more than
+``window_bytes`` are in flight (and at the end of a pass that reads, for its counts), so the
+GPU never idles between chunks; a write-only pass is left in flight behind the next call. An
+error surfaces at the next wait and is reported for the range in flight then (an uncorrectable
+ECC error is a ``MemoryFault`` naming that range). Every buffer and launch is on the card under
+test, which is made this worker's current device first (``use_card``). CuPy is imported only
+when a handle is built.
 """
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections import deque
 from typing import Any
 
 import numpy as np
 
-from drivers.api import BackendUnavailable, KernelTimeout, MemoryHandle, Mismatches, Pattern
+from drivers.api import BackendUnavailable, MemoryHandle, Mismatches, Pattern
+from drivers.cuda import kernels
 from drivers.cuda.errors import (
     OUT_OF_MEMORY,
     check_usable,
     cuda_errors,
     find_device,
     import_cupy,
-    mark_poisoned,
+    on_card,
     status_of,
+    use_card,
+    wait,
 )
 from drivers.registry import register_handle
-from drivers.units import MIB
+from drivers.units import GIB, MIB
 
 TILE = 4096  # repeating patterns are tiled to this many bytes on the device
 THREADS = 256
+UNROLL = 4  # 16-byte vectors in flight per thread (memscan.cu's UNROLL)
+BLOCKS_PER_SM = 4
 MAX_CHIPS = 256
+NREC = 9 + MAX_CHIPS  # counters: total, 8 bits, MAX_CHIPS chips, then the record count
 KERNEL_TIMEOUT_S = 60.0  # one chunk's pass (<= 1 GiB); a healthy card takes milliseconds
-POLL_S = 0.0005
+WINDOW_BYTES = 8 * GIB  # at most this much scan work queued before the host waits
 MIN_CHUNK = 64 * MIB
-
-_SOURCE = r"""
-typedef unsigned long long u64;
-#define MAX_CHIPS 256
-#define LOW_BITS 0x0101010101010101ull
-
-__device__ __forceinline__ u64 pat(u64 g, const u64* tile, int is_addr, u64 inv) {
-    return (is_addr ? g : tile[(g >> 3) & 511]) ^ inv;
-}
-
-extern "C" __global__ void march(
-    unsigned char* buf, u64 base, u64 lo, u64 hi,
-    const u64* rtile, int r_addr, u64 r_inv, int do_read,
-    const u64* wtile, int w_addr, u64 w_inv, int do_write,
-    int descending, int chips, u64* counters, u64* nrec,
-    u64* rec_addr, unsigned char* rec_exp, unsigned char* rec_got, u64 limit)
-{
-    __shared__ u64 block_counts[9 + MAX_CHIPS];  // total, 8 bits, chips
-    for (int t = threadIdx.x; t < 9 + chips; t += blockDim.x) block_counts[t] = 0;
-    __syncthreads();
-    u64 total = 0, bits[8] = {0, 0, 0, 0, 0, 0, 0, 0};
-    const u64 w0 = lo >> 3, w1 = (hi + 7) >> 3, nw = w1 - w0;
-    for (u64 k = (u64)blockIdx.x * blockDim.x + threadIdx.x; k < nw; k += (u64)gridDim.x * blockDim.x) {
-        const u64 wi = descending ? (w1 - 1 - k) : (w0 + k);
-        const u64 b0 = wi << 3;
-        u64 mask = ~0ull;
-        if (b0 < lo) mask &= ~0ull << ((lo - b0) * 8);
-        if (b0 + 8 > hi) mask &= ~0ull >> ((b0 + 8 - hi) * 8);
-        u64* p = (u64*)buf + wi;
-        const u64 g = base + b0;  // 8-aligned: all 8 bytes of the word are on one chip
-        if (do_read) {
-            const u64 v = *(volatile u64*)p;
-            const u64 e = pat(g, rtile, r_addr, r_inv);
-            const u64 d = (v ^ e) & mask;
-            if (d) {
-                u64 nz = d | (d >> 4);
-                nz |= nz >> 2;
-                nz |= nz >> 1;
-                const u64 failing = (u64)__popcll(nz & LOW_BITS);  // failing bytes in the word
-                total += failing;
-#pragma unroll
-                for (int b = 0; b < 8; ++b) bits[b] += (u64)__popcll((d >> b) & LOW_BITS);
-                atomicAdd(&block_counts[9 + (g >> 8) % (u64)chips], failing);
-                if (*(volatile u64*)nrec < limit) {  // records: global atomics only until full
-                    for (int j = 0; j < 8; ++j) {
-                        if (!((d >> (8 * j)) & 0xff)) continue;
-                        const u64 i = atomicAdd(nrec, 1ull);
-                        if (i < limit) {
-                            rec_addr[i] = g + j;
-                            rec_exp[i] = (unsigned char)(e >> (8 * j));
-                            rec_got[i] = (unsigned char)(v >> (8 * j));
-                        }
-                    }
-                }
-            }
-        }
-        if (do_write) {
-            const u64 nv = pat(g, wtile, w_addr, w_inv);
-            *p = (mask == ~0ull) ? nv : ((*p & ~mask) | (nv & mask));
-        }
-    }
-    if (total) {
-        atomicAdd(&block_counts[0], total);
-#pragma unroll
-        for (int b = 0; b < 8; ++b)
-            if (bits[b]) atomicAdd(&block_counts[1 + b], bits[b]);
-    }
-    __syncthreads();
-    for (int t = threadIdx.x; t < 9 + chips; t += blockDim.x)
-        if (block_counts[t]) atomicAdd(&counters[t], block_counts[t]);
-}
-"""
 
 
 def _is_oom(err: BaseException) -> bool:
@@ -129,33 +68,36 @@ class CudaMemory(MemoryHandle):
     """Nearly all free memory of CUDA device ``device_index`` as one tested region (module doc)."""
 
     def __init__(self, device_index: int = 0, reserve_bytes: int | None = None, max_bytes: int | None = None,
-                 chunk_bytes: int = 1 << 30, kernel_timeout_s: float = KERNEL_TIMEOUT_S) -> None:
+                 chunk_bytes: int = 1 << 30, kernel_timeout_s: float | None = None,
+                 window_bytes: int = WINDOW_BYTES) -> None:
         cp = import_cupy()
         check_usable(device_index)
         self._cp = cp
         self.device_index = device_index
-        self._timeout = kernel_timeout_s
+        self._timeout = KERNEL_TIMEOUT_S if kernel_timeout_s is None else kernel_timeout_s
+        self._window = max(1, window_bytes)
         self._label = f"CUDA device {device_index}"
         chunk_bytes = max(TILE, chunk_bytes // TILE * TILE)
         self._blocks: list[tuple[int, int, Any]] = []  # the chunks: (global offset, bytes, uint8 ndarray)
         self._mems: list[Any] = []
         self._tiles: dict[Pattern, Any] = {}
         self._records: dict[int, tuple[Any, Any, Any]] = {}
+        self._inflight: deque[tuple[Any, int, int]] = deque()  # (event, first byte, end byte) queued
+        free = 0
         with cuda_errors(f"{self._label}: preparing the memory scan", device_index):
-            self._dev = cp.cuda.Device(device_index)
-            with self._dev:  # everything below lives on the card under test
-                self._stream = cp.cuda.Stream(non_blocking=True)
-                self._kernel = cp.RawModule(code=_SOURCE).get_function("march")
-                self._sms = int(self._dev.attributes["MultiProcessorCount"])
-                self._counters = cp.zeros(9 + MAX_CHIPS, cp.uint64)
-                self._nrec = cp.zeros(1, cp.uint64)
-                free, total = cp.cuda.runtime.memGetInfo()
-                reserve = reserve_bytes if reserve_bytes is not None else max(256 * MIB, total // 100)
-                want = max(0, free - reserve)
-                if max_bytes is not None:
-                    want = min(want, max_bytes)
-                want = want // TILE * TILE
-                self._size = self._allocate(want, chunk_bytes)
+            self._dev = use_card(cp, device_index)  # everything below lives on the card under test
+            self._stream = cp.cuda.Stream(non_blocking=True)
+            self._kernel = kernels.load(cp, "memscan", device_index)["march"]
+            self._sms = int(self._dev.attributes["MultiProcessorCount"])
+            with self._stream:
+                self._counters = cp.zeros(NREC + 1, cp.uint64)
+            free, total = cp.cuda.runtime.memGetInfo()
+            reserve = reserve_bytes if reserve_bytes is not None else max(256 * MIB, total // 100)
+            want = max(0, free - reserve)
+            if max_bytes is not None:
+                want = min(want, max_bytes)
+            want = want // TILE * TILE
+            self._size = self._allocate(want, chunk_bytes)
         if not self._size:
             self.close()
             raise BackendUnavailable(f"{self._label}: no free memory to test ({free} B free)")
@@ -186,11 +128,14 @@ class CudaMemory(MemoryHandle):
 
     def close(self) -> None:
         """Give the memory back to the driver, and empty CuPy's pools of what this handle used."""
+        with contextlib.suppress(Exception):  # freeing memory under queued kernels waits for them anyway
+            self._drain()
+        self._inflight.clear()
         self._blocks.clear()
         self._mems.clear()
         self._tiles.clear()
         self._records.clear()
-        self._counters = self._nrec = None
+        self._counters = None
         release_pools(self._cp, self._dev)
 
     # plumbing ----------------------------------------------------------------------------------------
@@ -222,51 +167,74 @@ class CudaMemory(MemoryHandle):
                                            cp.zeros(limit, cp.uint8))
         return bufs
 
-    def _wait(self, what: str) -> None:
-        """Wait for everything queued on the scan's stream, KernelTimeout past the deadline."""
-        done = self._cp.cuda.Event(block=False, disable_timing=True)
-        done.record(self._stream)
-        end = time.monotonic() + self._timeout
-        while not done.done:
-            if time.monotonic() > end:
-                mark_poisoned(self.device_index, f"{what} hung")
-                raise KernelTimeout(f"{self._label}: {what} did not finish within {self._timeout:g} s")
-            time.sleep(POLL_S)
+    def _card(self) -> None:
+        with cuda_errors(f"{self._label}: making it the current device", self.device_index):
+            on_card(self._cp, self._dev)
+
+    def _queued(self, lo: int, hi: int) -> None:
+        """Note the work just queued for bytes [lo, hi); wait while more than the window is queued."""
+        ev = self._cp.cuda.Event(block=False, disable_timing=True)
+        ev.record(self._stream)
+        self._inflight.append((ev, lo, hi))
+        self._drain(self._window)
+
+    def _drain(self, keep_bytes: int = 0) -> None:
+        """Wait for queued work, oldest first, until at most ``keep_bytes`` of it is left. A CUDA
+        error surfaces here, for the whole range still in flight (a sticky error is reported by
+        whichever wait comes next, not necessarily the one of the work that failed)."""
+        while self._inflight and sum(hi - lo for _, lo, hi in self._inflight) > keep_bytes:
+            ev, lo, hi = self._inflight[0]
+            first = min(a for _, a, _ in self._inflight)
+            last = max(b for _, _, b in self._inflight)
+            what = f"{self._label}: the scan of {lo:#x}..{hi:#x}"
+            try:
+                with cuda_errors(what, self.device_index, (first, last - first)):
+                    wait(self._cp, ev, self._timeout, what, self.device_index)
+            except Exception:
+                self._inflight.clear()  # nothing in flight can be trusted after an error
+                raise
+            self._inflight.popleft()
 
     def _run(self, offset: int, nbytes: int, expect: Pattern | None, write: Pattern | None,
              descending: bool, limit: int, chips: int) -> Mismatches:
         check_usable(self.device_index)
+        cp = self._cp
         chips = max(1, min(MAX_CHIPS, chips))
         limit = max(1, limit)
         label = self._label
-        with self._dev, self._stream:  # current device and stream: the card under test, our stream
+        counters = self._counters
+        self._card()
+        with self._stream:  # current device and stream: the card under test, our stream
             with cuda_errors(f"{label}: preparing a scan pass", self.device_index):
                 rec_addr, rec_exp, rec_got = self._record_buffers(limit)
                 rt, ra, ri = self._tile(expect)
                 wt, wa, wi = self._tile(write)
-                self._counters.fill(0)
-                self._nrec.fill(0)
+                if expect is not None:
+                    cp.cuda.runtime.memsetAsync(counters.data.ptr, 0, counters.nbytes, self._stream.ptr)
             for base, lo, hi, arr in self._spans(offset, nbytes, descending):
                 span = (base + lo, hi - lo)
                 with cuda_errors(f"{label}: scanning {span[0]:#x}..{span[0] + span[1]:#x}", self.device_index, span):
-                    words = (hi + 7) // 8 - lo // 8
-                    blocks = int(max(1, min(-(-words // THREADS), self._sms * 32)))
+                    vectors = (hi + 15) // 16 - lo // 16
+                    blocks = int(max(1, min(-(-vectors // (THREADS * UNROLL)), self._sms * BLOCKS_PER_SM)))
                     self._kernel(
                         (blocks,), (THREADS,),
                         (arr, np.uint64(base), np.uint64(lo), np.uint64(hi),
                          rt, np.int32(ra), ri, np.int32(expect is not None),
                          wt, np.int32(wa), wi, np.int32(write is not None),
-                         np.int32(descending), np.int32(chips), self._counters, self._nrec,
+                         np.int32(descending), np.int32(chips), counters,
                          rec_addr, rec_exp, rec_got, np.uint64(limit)),
                     )
-                    self._wait(f"the scan of {span[0]:#x}..{span[0] + span[1]:#x}")
+                self._queued(span[0], span[0] + span[1])
+            if expect is None:
+                return Mismatches.empty(chips)  # nothing to count: left in flight behind the next call
+            self._drain()
             with cuda_errors(f"{label}: reading a scan pass's counts", self.device_index):
-                counters = self._counters.get(stream=self._stream)
-                kept = int(min(int(self._nrec.get(stream=self._stream)[0]), limit))
+                c = counters.get(stream=self._stream)
+                kept = int(min(int(c[NREC]), limit))
                 m = Mismatches.empty(chips)
-                m.total = int(counters[0])
-                m.bit_counts = counters[1:9].astype(np.int64)
-                m.chip_counts = counters[9 : 9 + chips].astype(np.int64)
+                m.total = int(c[0])
+                m.bit_counts = c[1:9].astype(np.int64)
+                m.chip_counts = c[9 : 9 + chips].astype(np.int64)
                 if kept:
                     a = rec_addr[:kept].get(stream=self._stream).astype(np.int64)
                     order = np.argsort(a, kind="stable")
@@ -280,21 +248,25 @@ class CudaMemory(MemoryHandle):
     def write(self, offset: int, data: np.ndarray, descending: bool = False) -> None:
         check_usable(self.device_index)
         data = np.ascontiguousarray(data, dtype=np.uint8).ravel()
-        with self._dev, self._stream:
+        self._card()
+        with self._stream:
+            self._drain()
             for base, lo, hi, arr in self._spans(offset, data.size):
                 with cuda_errors(f"{self._label}: writing {base + lo:#x}..{base + hi:#x}", self.device_index,
                                  (base + lo, hi - lo)):
                     arr[lo:hi].set(data[base + lo - offset : base + hi - offset], stream=self._stream)
-                    self._wait("a write")
+                self._queued(base + lo, base + hi)
+            self._drain()
 
     def read(self, offset: int, nbytes: int) -> np.ndarray:
         check_usable(self.device_index)
         out = np.empty(nbytes, np.uint8)
-        with self._dev, self._stream:
+        self._card()
+        with self._stream:
+            self._drain()  # never block in .get() behind a kernel that may hang
             for base, lo, hi, arr in self._spans(offset, nbytes):
                 with cuda_errors(f"{self._label}: reading {base + lo:#x}..{base + hi:#x}", self.device_index,
                                  (base + lo, hi - lo)):
-                    self._wait("the work before a read")
                     out[base + lo - offset : base + hi - offset] = arr[lo:hi].get(stream=self._stream)
         return out
 
@@ -314,34 +286,36 @@ class CudaMemory(MemoryHandle):
         return acc
 
     def synchronize(self) -> None:
-        with self._dev, cuda_errors(f"{self._label}: synchronising", self.device_index):
-            self._wait("the queued scan work")
+        self._card()
+        self._drain()
 
-    def copy_bandwidth(self, nbytes: int, repeats: int = 5) -> float:
-        """Device-to-device copy bandwidth (bytes copied per second) over ``nbytes``, for the
-        benchmark's reference figure: on the scan's stream, timed by events on that stream."""
+    def copy_rate(self, nbytes: int) -> float:
+        """Bytes read + written per second by one device-to-device copy of ``nbytes`` from the first
+        chunk to the second, timed as a scan pass is (wall clock, queued and waited for on the
+        scan's stream): the benchmark's reference for the scan (bench/memscan.py)."""
         cp = self._cp
-        half = min(nbytes, self._blocks[0][1] // 2) // TILE * TILE
-        src, dst = self._blocks[0][2][:half], self._blocks[0][2][half : 2 * half]
-        with self._dev, self._stream, cuda_errors(f"{self._label}: copy bandwidth", self.device_index):
-            cp.copyto(dst, src)
-            start, end = cp.cuda.Event(), cp.cuda.Event()
-            start.record(self._stream)
-            for _ in range(repeats):
-                cp.copyto(dst, src)
-            end.record(self._stream)
-            self._wait("the copies")
-            ms = cp.cuda.get_elapsed_time(start, end)
-        return half * repeats / (ms / 1e3)
+        if len(self._blocks) < 2 or min(self._blocks[0][1], self._blocks[1][1]) < nbytes:
+            raise ValueError(f"{self._label}: a copy of {nbytes} B needs two chunks of at least that size")
+        src, dst = self._blocks[0][2], self._blocks[1][2]
+        self._card()
+        with self._stream:
+            self._drain()
+            with cuda_errors(f"{self._label}: a device-to-device copy", self.device_index):
+                t0 = time.perf_counter()
+                cp.cuda.runtime.memcpyAsync(dst.data.ptr, src.data.ptr, nbytes, cp.cuda.runtime.memcpyDeviceToDevice,
+                                            self._stream.ptr)
+                self._queued(self._blocks[1][0], self._blocks[1][0] + nbytes)
+                self._drain()
+                return 2 * nbytes / (time.perf_counter() - t0)
 
 
 def release_pools(cp: Any, dev: Any) -> None:
     """Hand the blocks CuPy's pools keep back to the driver, so the next stage (or the next loop of
     ``overnight``) can take that memory: a pool never shrinks by itself."""
     try:
-        with dev:
-            cp.get_default_memory_pool().free_all_blocks()
-            cp.get_default_pinned_memory_pool().free_all_blocks()
+        on_card(cp, dev)
+        cp.get_default_memory_pool().free_all_blocks()
+        cp.get_default_pinned_memory_pool().free_all_blocks()
     except Exception:  # noqa: BLE001 - a lost card's memory is gone anyway
         pass
 

@@ -3,23 +3,22 @@ the PCIe-under-load stage: a pinned host buffer and a device buffer on the card 
 copies queued on one stream of its own and timed with CUDA events on that stream.
 
 Each copy is waited for against a deadline (a hung copy is ``KernelTimeout``, never a worker
-blocked in ``synchronize``), and CUDA failures map onto the device API (``drivers.cuda.errors``).
+blocked in ``synchronize``; a failed one raises its CUDA error at once), and CUDA failures map
+onto the device API (``drivers.cuda.errors``).
 CuPy is imported when the handle is built, never at module import.
 """
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
-from drivers.api import KernelTimeout, TransferHandle
-from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, mark_poisoned
+from drivers.api import TransferHandle
+from drivers.cuda.errors import check_usable, cuda_errors, find_device, import_cupy, on_card, use_card, wait
 from drivers.registry import register_handle
 
 CHUNK_BYTES = 256 << 20  # one pinned buffer, reused for larger copies
 MIN_GBPS = 0.5  # deadline: a copy slower than this (a Gen1 x1 link carries more) has hung
 DEADLINE_FLOOR_S = 10.0
-POLL_S = 0.0005
 
 
 class CudaTransfer(TransferHandle):
@@ -30,11 +29,10 @@ class CudaTransfer(TransferHandle):
         self.device_index = device_index
         self._label = f"CUDA device {device_index}"
         with cuda_errors(f"{self._label}: preparing host<->device copies", device_index):
-            self._dev = cp.cuda.Device(device_index)
-            with self._dev:  # the device buffer and the stream belong to the card under test
-                self._stream = cp.cuda.Stream(non_blocking=True)
-                self._host = cp.cuda.alloc_pinned_memory(CHUNK_BYTES)
-                self._buf = cp.empty(CHUNK_BYTES, dtype=cp.uint8)
+            self._dev = use_card(cp, device_index)  # the buffers and the stream belong to the card under test
+            self._stream = cp.cuda.Stream(non_blocking=True)
+            self._host = cp.cuda.alloc_pinned_memory(CHUNK_BYTES)
+            self._buf = cp.empty(CHUNK_BYTES, dtype=cp.uint8)
 
     def _copy(self, nbytes: int, to_device: bool) -> float:
         if nbytes <= 0:
@@ -44,7 +42,8 @@ class CudaTransfer(TransferHandle):
         rt = cp.cuda.runtime
         kind = rt.memcpyHostToDevice if to_device else rt.memcpyDeviceToHost
         what = f"{self._label}: {'host->device' if to_device else 'device->host'} copy of {nbytes} B"
-        with self._dev, cuda_errors(what, self.device_index):
+        with cuda_errors(what, self.device_index):
+            on_card(cp, self._dev)
             start, end = cp.cuda.Event(), cp.cuda.Event()
             start.record(self._stream)
             left = nbytes
@@ -54,13 +53,7 @@ class CudaTransfer(TransferHandle):
                 rt.memcpyAsync(dst, src, n, kind, self._stream.ptr)
                 left -= n
             end.record(self._stream)
-            deadline = max(DEADLINE_FLOOR_S, nbytes / (MIN_GBPS * 1e9))
-            limit = time.monotonic() + deadline
-            while not end.done:
-                if time.monotonic() > limit:
-                    mark_poisoned(self.device_index, f"{what} hung")
-                    raise KernelTimeout(f"{what} did not finish within {deadline:g} s")
-                time.sleep(POLL_S)
+            wait(cp, end, max(DEADLINE_FLOOR_S, nbytes / (MIN_GBPS * 1e9)), what, self.device_index)
             return cp.cuda.get_elapsed_time(start, end) / 1000.0
 
     def host_to_device(self, nbytes: int) -> float:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import psutil
@@ -11,7 +12,14 @@ from drivers.api import Device
 from drivers.mock.board import parse_host_fault
 from drivers.mock.faults import FaultError, parse_fault
 from drivers.profiles import ProfileError, load_profile
-from drivers.registry import Backend, BackendConfig, ConfigFieldError, register_backend
+from drivers.registry import (
+    SERIAL_MAX,
+    Backend,
+    BackendConfig,
+    ConfigFieldError,
+    check_serial,
+    register_backend,
+)
 from drivers.units import MIB
 
 MAX_MEMORY_MIB = 4096  # simulated memory lives in host RAM; also capped by this machine's (check)
@@ -44,6 +52,17 @@ class MockConfig(BackendConfig):
                 raise ConfigFieldError(f"faults[{fi}] ({kind}).{e.field}", str(e)) from None
 
 
+def default_serial(host: str, slot: int) -> str:
+    """The serial of a mock card the config names none for, ``SIM-{host}-{slot}``, checked like
+    any configured serial; a host name too long for it is shortened with a digest, so two hosts
+    never share a simulated serial."""
+    serial = f"SIM-{host}-{slot:02d}"
+    if len(serial) > SERIAL_MAX:
+        digest = hashlib.sha256(host.encode()).hexdigest()[:12]
+        serial = f"SIM-{host[:SERIAL_MAX - 30]}~{digest}-{slot:02d}"
+    return check_serial(serial)
+
+
 @register_backend
 class MockBackend(Backend):
     name = "mock"
@@ -71,7 +90,7 @@ class MockBackend(Backend):
             {
                 "backend": "mock",
                 "slot": slot,
-                "serial": cfg.serial or f"SIM-{host}-{slot:02d}",
+                "serial": cfg.serial or default_serial(host, slot),
                 "profile": cfg.profile,
                 "memory_mib": cfg.memory_mib,
                 "seed": cfg.seed,

@@ -19,11 +19,14 @@ from pydantic import (
     model_validator,
 )
 
+from drivers.api import PROCESS_NAME_MAX
+
 Bit = Annotated[int, Field(ge=0, le=7)]
 DAY_S = 86400.0 * 365  # no fault is scheduled further out than a year of simulated time
 NonNegSeconds = Annotated[float, Field(ge=0, le=DAY_S)]
 Rate = Annotated[float, Field(gt=0, le=1e6)]  # events per minute
 Count = Annotated[int, Field(ge=1, le=1_000_000)]
+PID_MAX = 1 << 22  # Linux's pid_max ceiling
 
 
 class _Fault(BaseModel):
@@ -209,10 +212,19 @@ class HostBusy(_Fault):
     """Another process holds the card (and ``memory_mib`` of its memory)."""
 
     kind: Literal["host.busy"]
-    pid: Annotated[int, Field(ge=1)]
-    name: str = "python3"
+    pid: Annotated[int, Field(ge=1, le=PID_MAX)]
+    name: str = Field(default="python3", min_length=1, max_length=PROCESS_NAME_MAX)
     memory_mib: Annotated[int, Field(ge=0)] = 0
     graphics: bool = False  # a graphics (display/render) process rather than a compute one
+
+    @field_validator("name")
+    @classmethod
+    def _printable(cls, v: str) -> str:
+        """A process name as a driver would report it: printable (what reaches a terminal and a
+        report), so a config cannot smuggle ESC sequences or newlines in through it."""
+        if not v.isprintable():
+            raise ValueError(f"contains a control character ({ascii(next(c for c in v if not c.isprintable()))})")
+        return v
 
     @field_validator("memory_mib")
     @classmethod

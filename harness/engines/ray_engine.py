@@ -139,14 +139,16 @@ class _Running(JobRecord):
         return str(self.job.locator.get("host", "local"))
 
 
-def connect(address: str | None) -> tuple[Any, bool]:
+def connect(address: str | None, node_ip: str | None = None) -> tuple[Any, bool]:
     """Ray, initialised (joining ``address``, else RAY_ADDRESS, else a new local cluster), and
-    whether this call started it (then the caller shuts it down)."""
+    whether this call started it (then the caller shuts it down). ``node_ip`` is the address this
+    machine's Ray node uses (the config's ``ray_interface``: the bench's own network)."""
     ray = _import_ray()
     if ray.is_initialized():
         return ray, False
+    where_ip = {"_node_ip_address": node_ip} if node_ip else {}
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, **where_ip)
     except Exception as e:  # noqa: BLE001 - any failure to reach the cluster is one line
         where = address or os.environ.get("RAY_ADDRESS") or "a new local cluster"
         raise HarnessUnavailable(f"ray engine: cannot start or join Ray at {where}: {e}") from None
@@ -228,8 +230,8 @@ class RayEngine(SupervisingEngine):
 
     def __init__(self, address: str | None = None, parallel: int | None = None, cpus_per_card: float = 1.0,
                  host_addresses: Mapping[str, str | None] | None = None, reuse_workers: bool = False,
-                 should_stop: Callable[[], bool] | None = None) -> None:
-        ray, self._owns_ray = connect(address)
+                 should_stop: Callable[[], bool] | None = None, node_ip: str | None = None) -> None:
+        ray, self._owns_ray = connect(address, node_ip)
         self._ray = ray
         self._placer = Placer(ray, host_addresses)
         self._driver_node = self._placer.driver_node
@@ -444,7 +446,7 @@ class RayKind(EngineKind):
 
     @classmethod
     def discover(cls, cfg: Any) -> list[tuple[Any, list[dict[str, Any]]]]:
-        ray, _ = connect(cfg.rack.ray_address)  # the engine joins the same cluster afterwards
+        ray, _ = connect(cfg.rack.ray_address, cfg.ray_node_ip())  # the engine joins the same cluster afterwards
         placer = Placer(ray, {h.name: h.address for h in cfg.hosts if h.address})
         return discover_fleet(cfg, placer, ray)
 
@@ -455,4 +457,4 @@ class RayKind(EngineKind):
         return RayEngine(address=cfg.rack.ray_address, parallel=cfg.rack.parallel, cpus_per_card=1.0,
                          reuse_workers=all(is_simulated(c.backend) for c in cards),
                          host_addresses={h.name: h.address for h in cfg.hosts if h.address},
-                         should_stop=should_stop)
+                         should_stop=should_stop, node_ip=cfg.ray_node_ip())

@@ -22,7 +22,6 @@ from textual.widgets.data_table import CellDoesNotExist
 
 from harness.cards import CardSlot
 from harness.errors import HarnessUnavailable, UsageError
-from harness.judging import waiting_for
 from harness.records import RunRecords
 from harness.tui import render
 from harness.tui.bridge import (
@@ -36,6 +35,7 @@ from harness.tui.bridge import (
 )
 from harness.tui.screens import CardScreen, QuitScreen, RepairScreen
 from harness.tui.state import BenchState, CardState
+from harness.views.safe import line
 
 REDRAW_S = 0.1
 SPARK_MAX = 34  # cells, until the pane has been laid out: one bar per sample up to its width
@@ -97,9 +97,9 @@ class BenchApp(App[int]):
         Binding("p", "repair", "Record repair"),
     ]
 
-    def __init__(self, cfg: Any, plan: Any, db_path: Path, cards: list[CardSlot]) -> None:
+    def __init__(self, cfg: Any, plan: Any, db_path: Any, cards: list[CardSlot]) -> None:
         super().__init__()
-        self.cfg, self.plan, self.db_path, self.slots = cfg, plan, Path(db_path), cards
+        self.cfg, self.plan, self.db_path, self.slots = cfg, plan, db_path, cards
         self.bench = BenchState(cards, len(plan.stages))
         self.stop_flag = threading.Event()
         self.engine = prepare_engine(self.stop_flag, cfg, cards)
@@ -161,14 +161,11 @@ class BenchApp(App[int]):
     def provisional_why(self, key: str) -> str:
         """Why a card's verdict is not given yet ('' once it is), as the run's judge sees it."""
         card = self.bench.cards.get(key)
-        if card is None or card.verdict is not None or self.records is None:
-            return ""
-        rec = self.records.by_key.get(key)
-        if rec is None:
+        if card is None or card.verdict is not None:
             return ""
         if not card.finished:
             return f"running ({min(card.stage_index + 1, card.n_stages)}/{card.n_stages}: {card.stage or 'starting'})"
-        return waiting_for(rec, self.records.ordered()) or "being judged"
+        return "being judged"
 
     def on_run_finished(self, msg: RunFinished) -> None:
         before = self.bench.doc
@@ -318,7 +315,7 @@ class BenchApp(App[int]):
         from harness.views.history import history_timeline
 
         serial = self.bench.cards[key].serial
-        if not serial or not self.db_path.is_file():
+        if not serial or isinstance(self.db_path, Path) and not self.db_path.is_file():
             return history_view(serial, [])
         store = Store(self.db_path)
         try:
@@ -457,9 +454,9 @@ def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
         db_path = store.path
         store.close()
         cards = discover_cards(cfg)
-        locks = lock_cards(cards)
+        locks = lock_cards(cards, db_path)
     except (UsageError, HarnessUnavailable) as e:
-        print(f"burnin: {e}", file=sys.stderr)
+        print(f"burnin: {line(e)}", file=sys.stderr)
         return int(getattr(e, "exit_code", 3))
     try:
         app = BenchApp(cfg, plan, db_path, cards)
@@ -471,7 +468,7 @@ def run_tui(cfg: Any, plan: Any, db: str | None) -> int:
     return int(code)
 
 
-def _after(app: BenchApp, db_path: Path) -> None:
+def _after(app: BenchApp, db_path: Any) -> None:
     """Leave the verdicts in the terminal's scrollback once the screen is gone."""
     rid = app.bench.run_id
     if app.phase == "finished" and app.bench.doc is not None:
@@ -479,7 +476,7 @@ def _after(app: BenchApp, db_path: Path) -> None:
 
         print_verdicts(app.bench.doc)
     elif app.phase in ("stopped", "stopping", "running") and rid:
-        print(f"burnin: run {rid} stopped; results so far are in {db_path}; "
-              f"continue it with: burnin resume {rid} --db {db_path}", file=sys.stderr)
+        print(line(f"burnin: run {rid} stopped; results so far are in {db_path}; "
+                   f"continue it with: burnin resume {rid} --db {db_path}"), file=sys.stderr)
     elif app.phase == "failed":
-        print(f"burnin: {app.error}", file=sys.stderr)
+        print(f"burnin: {line(app.error)}", file=sys.stderr)

@@ -30,6 +30,9 @@ def history_view(serial: str, entries: list[dict[str, Any]], current_run: str = 
         if e.get("kind") == "repair":
             table.add_row(Text(when, style="cyan"), Text("repair ", style="bold cyan") + repair_text(e))
             continue
+        if e.get("kind") == "field":  # a triage of the files the card arrived with
+            table.add_row(Text(when, style="blue"), Text("field report ", style="bold blue") + Text(str(e["summary"])))
+            continue
         v = run_verdict(e)
         line = Text(v.upper(), style=VERDICT_STYLE.get(v, "dim"))
         fails = sorted({f["code"] for f in e.get("findings") or [] if f.get("severity") == "fail"})

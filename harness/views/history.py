@@ -10,6 +10,8 @@ from rich.text import Text
 
 from harness.repairs import FIXED, NOT_FIXED, timeline
 from harness.store import Store
+from harness.triage.history import field_entries, interleave
+from harness.views.safe import cell, cells, visible
 from harness.views.table import VERDICT_STYLE, profile_label, report_console
 
 OUTCOME_STYLE = {FIXED: "bold green", NOT_FIXED: "bold red"}
@@ -26,9 +28,10 @@ def history_entries(store: Store, serial: str) -> list[dict[str, Any]]:
 
 
 def history_timeline(store: Store, serial: str) -> list[dict[str, Any]]:
-    """Runs (card shape, ``kind: run``) and repairs (``kind: repair``, with what each targeted
-    and whether the next run shows it fixed), interleaved in time order."""
-    return timeline(history_entries(store, serial), store.repairs(serial))
+    """Runs (card shape, ``kind: run``), repairs (``kind: repair``, with what each targeted and
+    whether the next run shows it fixed) and field reports (``kind: field``, ``burnin triage
+    --db``), interleaved in time order."""
+    return interleave(timeline(history_entries(store, serial), store.repairs(serial)), field_entries(store, serial))
 
 
 def _fail_codes(e: dict[str, Any]) -> str:
@@ -37,16 +40,16 @@ def _fail_codes(e: dict[str, Any]) -> str:
 
 def repair_text(e: dict[str, Any]) -> Text:
     """One repair as a line: action, part, note, who, and whether it held."""
-    t = Text(f"{e['action']}", style="bold")
+    t = cell(e["action"], style="bold")
     if e.get("part"):
-        t.append(f" ({e['part']})")
+        t.append(visible(f" ({e['part']})"))
     if e.get("note"):
-        t.append(f" · {e['note']}", style="italic")
-    t.append(f" · by {e.get('who')}", style="dim")
+        t.append(visible(f" · {e['note']}"), style="italic")
+    t.append(visible(f" · by {e.get('who')}"), style="dim")
     if e.get("targets"):
-        t.append(f" · for {', '.join(e['targets'])}", style="dim")
+        t.append(visible(f" · for {', '.join(map(str, e['targets']))}"), style="dim")
     t.append(" → ")
-    t.append(str(e.get("outcome")), style=OUTCOME_STYLE.get(str(e.get("outcome")), "dim"))
+    t.append(visible(e.get("outcome")), style=OUTCOME_STYLE.get(str(e.get("outcome")), "dim"))
     return t
 
 
@@ -56,15 +59,22 @@ def run_verdict(e: dict[str, Any]) -> str:
 
 def print_history(serial: str, entries: list[dict[str, Any]], console: Console | None = None) -> None:
     console = console or report_console()
-    table = Table(title=f"history of {serial}", title_justify="left")
+    table = Table(title=cell(f"history of {serial}"), title_justify="left")
     for col in ("when", "what", "rack", "plan", "slot", "profile", "verdict", "actions", "fail findings / repair"):
         table.add_column(col, no_wrap=col not in ("fail findings / repair",))
     for e in entries:
         if e.get("kind") == "repair":
-            table.add_row(str(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", "", repair_text(e))
+            table.add_row(cell(e["at"]), Text("repair", style="bold cyan"), "", "", "", "", "", "", repair_text(e))
+            continue
+        if e.get("kind") == "field":
+            v = str(e.get("verdict"))
+            table.add_row(cell(e["at"]), Text("field report", style="bold blue"), "", "", "", "",
+                          Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(e["actions"]) or "-",
+                          _fail_codes(e) + f" (from {', '.join(str(f).rsplit('/', 1)[-1] for f in e['files'])})")
             continue
         v = run_verdict(e)
-        table.add_row(str(e["started_at"]), f"run {e['run_id']}", str(e["rack"]), str(e["plan"]),
-                      f"{e['host']}/{e['slot']}", profile_label(e) or "-", Text(v.upper(), style=VERDICT_STYLE.get(v, "")),
-                      ", ".join(e["actions"]) or "-", _fail_codes(e))
+        table.add_row(*cells(e["started_at"], f"run {e['run_id']}", e["rack"], e["plan"],
+                             f"{e['host']}/{e['slot']}", profile_label(e) or "-"),
+                      cell(v.upper(), style=VERDICT_STYLE.get(v, "")),
+                      *cells(", ".join(map(str, e["actions"])) or "-", _fail_codes(e)))
     console.print(table)

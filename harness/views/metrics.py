@@ -45,7 +45,7 @@ DCGM_FIELDS = {
 }
 
 
-def parse_addr(addr: str) -> tuple[str, int]:
+def parse_addr(addr: str, option: str = "--metrics") -> tuple[str, int]:
     """``PORT``, ``HOST:PORT`` or ``[V6]:PORT``; a bare port listens on loopback only."""
     host, sep, port = addr.rpartition(":")
     host = host.strip("[]") if sep else DEFAULT_HOST
@@ -54,13 +54,30 @@ def parse_addr(addr: str) -> tuple[str, int]:
         if not 0 <= number <= 65535:
             raise ValueError
     except ValueError:
-        raise UsageError(f"--metrics {addr!r}: expected PORT or HOST:PORT (e.g. 9400 or 0.0.0.0:9400)") from None
+        raise UsageError(f"{option} {addr!r}: expected PORT or HOST:PORT (e.g. 9400 or 0.0.0.0:9400)") from None
     if host != "localhost":
         try:
             ipaddress.ip_address(host)
         except ValueError:
-            raise UsageError(f"--metrics {addr!r}: {host!r} is not an IP address") from None
+            raise UsageError(f"{option} {addr!r}: {host!r} is not an IP address") from None
     return host or DEFAULT_HOST, number
+
+
+def metrics_url(host: str, port: int) -> str:
+    """The scrape URL; an IPv6 address goes in brackets (``http://[::]:9403/metrics``)."""
+    shown = f"[{host}]" if ":" in host else host
+    return f"http://{shown}:{port}/metrics"
+
+
+def exposure_warning(host: str, port: int) -> str | None:
+    """What to tell the user when the metrics listen beyond this machine (None on loopback):
+    the endpoint has no authentication, and names every card, serial and verdict of the run."""
+    if host == "localhost" or ipaddress.ip_address(host).is_loopback:
+        return None
+    where = "every network interface" if ipaddress.ip_address(host).is_unspecified else f"the network of {host}"
+    return (f"--metrics serves this run's cards (serials, telemetry, verdicts) on {where}, port {port}, "
+            "to anyone who can reach it, without authentication; use a loopback address (--metrics "
+            f"{port}) or a firewall unless this network is trusted")
 
 
 @dataclass
@@ -208,6 +225,10 @@ class MetricsServer:
             raise UsageError(f"--metrics {addr!r}: cannot listen on {host}:{port}: {e.strerror or e}") from None
         self.port = self._server.server_port
         self.host = host
+
+    @property
+    def url(self) -> str:
+        return metrics_url(self.host, self.port)
 
     def close(self) -> None:
         self._server.shutdown()

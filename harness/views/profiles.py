@@ -9,8 +9,10 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
+from rich.text import Text
 
 from drivers.profiles import available_profiles, load_profile
+from harness.views.safe import cells
 from harness.views.table import report_console
 
 SCHEMA = "burnin.profiles/1"
@@ -34,6 +36,7 @@ def print_profiles(doc: dict[str, Any], console: Console | None = None) -> None:
     for r in doc["profiles"]:
         gib = r["memory_mib"] / 1024
         cooling = f"{r['fans']} fan{'s' if r['fans'] != 1 else ''}" if r["cooling"] == "fan" else "passive"
-        table.add_row(r["name"], r["vendor"], "\n".join(r["matches"]), f"{gib:.1f} GiB {r['memory_type']}",
-                      f"{r['tdp_w']:.0f} W", cooling)
+        matches = cells(*r["matches"])  # one line each, each literal
+        table.add_row(*cells(r["name"], r["vendor"]), Text("\n").join(matches),
+                      *cells(f"{gib:.1f} GiB {r['memory_type']}", f"{r['tdp_w']:.0f} W", cooling))
     console.print(table)

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import math
 import re
-from html import escape
 from typing import Any
+
+from harness.views.safe import html
 
 PLOT_MIN_POINTS = 2
 # the plot: size in px, margins, and at most this many points per line (peaks kept)
@@ -21,9 +22,9 @@ TEMP_COLOR, POWER_COLOR, GRID_COLOR, INK_DIM = "#d1242f", "#0969da", "#e4e8ec", 
 BAND_COLORS = ("#f3f6f9", "#ffffff")
 
 
-def esc(v: Any) -> str:
-    """Text made safe for HTML and SVG (None shows as nothing)."""
-    return escape("" if v is None else str(v), quote=True)
+def esc(v: Any, multiline: bool = False) -> str:
+    """Text made safe for HTML and SVG (None shows as nothing; control characters visible)."""
+    return html(v, multiline)
 
 
 def _nice_ceil(x: float) -> float:

@@ -1,4 +1,6 @@
-"""The verdict table a technician reads at a glance, and the devices listing (rich, stdout)."""
+"""The verdict table a technician reads at a glance, and the devices listing (rich, stdout).
+
+Every cell and title goes in through ``harness.views.safe`` (literal text, never markup)."""
 
 from __future__ import annotations
 
@@ -6,9 +8,9 @@ from typing import Any
 
 from rich.console import Console
 from rich.table import Table
-from rich.text import Text
 
 from harness.views.hosts import host_fails, host_why, hosts_with_findings
+from harness.views.safe import cell, cells
 from stress.model import measurement_text, out_of_limits
 
 VERDICT_STYLE = {"pass": "bold green", "repair": "bold yellow", "rma": "bold red", "retest": "bold magenta"}
@@ -40,15 +42,23 @@ def profile_label(d: dict[str, Any]) -> str:
     return f"{name} (derived)" if name and d.get("profile_source") == "derived" else name
 
 
+def _actions(card: dict[str, Any]) -> str:
+    return ", ".join(map(str, card.get("actions") or [])) or "-"
+
+
 def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     console = console or report_console()
-    table = Table(title=f"burnin {doc['plan']} on {doc['rack']}  (run {doc['run_id']})", title_justify="left",
-                  show_lines=False, expand=False)
+    table = Table(title=cell(f"burnin {doc.get('plan')} on {doc.get('rack')}  (run {doc.get('run_id')})"),
+                  title_justify="left", show_lines=False, expand=False)
     table.add_column("host/slot", no_wrap=True)
-    table.add_column("serial", no_wrap=True)
+    # on a terminal a long serial wraps rather than squeeze the verdict out; a log keeps it on one line
+    if console.is_terminal:
+        table.add_column("serial", overflow="fold", min_width=13, max_width=40)
+    else:
+        table.add_column("serial", no_wrap=True)
     table.add_column("model", no_wrap=True)
     table.add_column("profile", no_wrap=True)
-    table.add_column("verdict", no_wrap=True)
+    table.add_column("verdict", no_wrap=True, min_width=7)
     table.add_column("actions")
     table.add_column("mem cov", no_wrap=True)
     table.add_column("why", overflow="fold", min_width=30, max_width=100)
@@ -57,20 +67,20 @@ def print_verdicts(doc: dict[str, Any], console: Console | None = None) -> None:
     for c in doc["cards"]:
         h = host_rows.pop(str(c["host"]), None)
         if h is not None:  # a line per host with findings of its own, above its cards
-            table.add_row(f"{c['host']}", "", "", "", Text("HOST", style="bold cyan"),
-                          ", ".join(sorted({str(f.get("action")) for f in host_fails(h)})) or "-", "",
-                          Text(host_why(h)), style="cyan")
-        v = c["verdict"]
+            table.add_row(*cells(c.get("host"), "", "", ""), cell("HOST", style="bold cyan"),
+                          *cells(", ".join(sorted({str(f.get("action")) for f in host_fails(h)})) or "-", "",
+                                 host_why(h)), style="cyan")
+        v = str(c.get("verdict"))
         counts[v] = counts.get(v, 0) + 1
         table.add_row(
-            f"{c['host']}/{c['slot']}", str(c.get("serial") or "?"), str(c.get("model") or "?"),
-            profile_label(c) or "?", Text(v.upper(), style=VERDICT_STYLE.get(v, "")), ", ".join(c["actions"]) or "-",
-            coverage_text(c),
-            Text(top_finding(c)),  # device text and brackets are shown as written, never as markup
+            *cells(f"{c.get('host')}/{c.get('slot')}", c.get("serial") or "?", c.get("model") or "?",
+                   profile_label(c) or "?"),
+            cell(v.upper(), style=VERDICT_STYLE.get(v, "")),
+            *cells(_actions(c), coverage_text(c), top_finding(c)),
         )
     console.print(table)
     summary = ", ".join(f"{n} {v}" for v, n in sorted(counts.items()))
-    console.print(f"{len(doc['cards'])} cards: {summary}")
+    console.print(cell(f"{len(doc['cards'])} cards: {summary}"))
 
 
 def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
@@ -85,10 +95,9 @@ def print_devices(doc: dict[str, Any], console: Console | None = None) -> None:
         link = f"gen{pcie.get('gen')} x{pcie.get('width')}" if pcie.get("gen") else "-"
         fans = ",".join(str(r) for r in t.get("fans_rpm") or []) or "-"
         fnd = "; ".join(f"{f['severity']}:{f['code']}" for f in d["findings"]) or "-"
-        table.add_row(f"{d['host']}/{d['slot']}", d["backend"], str(d.get("model")), profile_label(d) or "-",
-                      str(d.get("serial")),
-                      str(d.get("pci_bus_id")), _n(t.get("temperature_c")), _n(t.get("power_w")),
-                      _n(t.get("power_limit_w")), fans, link, fnd, cannot_run_text(d.get("cannot_run") or {}))
+        table.add_row(*cells(f"{d['host']}/{d['slot']}", d["backend"], d.get("model"), profile_label(d) or "-",
+                             d.get("serial"), d.get("pci_bus_id"), _n(t.get("temperature_c")), _n(t.get("power_w")),
+                             _n(t.get("power_limit_w")), fans, link, fnd, cannot_run_text(d.get("cannot_run") or {})))
     console.print(table)
 
 

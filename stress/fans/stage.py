@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import fmean, median
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import Field
 
@@ -27,6 +27,7 @@ from drivers.api import Device, Unsupported
 from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.base import Stage, StageContext, StageParams, register_stage, skipped
+from stress.bounds import INTERVAL_MAX_S, SMALL_COUNT_MAX
 from stress.fans.fansets import CardFans, ChassisFans, FanSet, HostChassisFans, restoring
 from stress.fans.link import BenchLink, inlet_reading
 from stress.model import Finding, TestResult, test_status
@@ -78,14 +79,15 @@ def _finding(code: str, fan: int, kind: str, msg: str, step: Step, profile: Prof
 
 
 class FanParams(StageParams):
-    duty_steps: list[float] = Field(default=[30.0, 50.0, 70.0, 100.0], min_length=1)
-    settle_s: float = Field(default=5.0, ge=0)  # spin-up after a duty change
-    reads: int = Field(default=3, ge=1)  # RPM readings per step (median)
-    read_interval_s: float = Field(default=1.0, ge=0)
+    duty_steps: list[Annotated[float, Field(ge=0, le=100)]] = Field(default=[30.0, 50.0, 70.0, 100.0], min_length=1,
+                                                                   max_length=101)
+    settle_s: float = Field(default=5.0, ge=0, le=INTERVAL_MAX_S)  # spin-up after a duty change
+    reads: int = Field(default=3, ge=1, le=SMALL_COUNT_MAX)  # RPM readings per step (median)
+    read_interval_s: float = Field(default=1.0, ge=0, le=INTERVAL_MAX_S)
     stall_fraction: float = Field(default=0.1, gt=0, lt=1)  # below this of the curve: not turning
-    probe_taus: float = Field(default=5.0, gt=0)  # airflow probe: hold per phase, in thermal time constants
-    probe_samples: int = Field(default=5, ge=1)  # samples averaged at the end of each probe phase
-    airflow_min_change: float = Field(default=0.05, gt=0)  # rise per watt must move this much if the fan turns
+    probe_taus: float = Field(default=5.0, gt=0, le=100)  # airflow probe: hold per phase, in thermal time constants
+    probe_samples: int = Field(default=5, ge=1, le=SMALL_COUNT_MAX)  # samples averaged at the end of each probe phase
+    airflow_min_change: float = Field(default=0.05, gt=0, le=1000)  # rise per watt must move this much if the fan turns
 
 
 @register_stage

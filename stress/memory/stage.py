@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from drivers.api import MemoryFault
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.bounds import COUNT_MAX, PHASE_MAX_S, SEED_MAX, SMALL_COUNT_MAX, WATCHDOG_MAX_S
 from stress.memory import algorithms as A
 from stress.memory.diagnosis import Diagnoser, Diagnosis
 from stress.memory.records import ErrorLog
@@ -27,22 +28,22 @@ ALL: list[Algorithm] = ["march_c-", "walking_ones", "walking_zeros", "address", 
 class MemoryParams(StageParams):
     algorithms: list[Algorithm] = Field(default_factory=lambda: list(QUICK), min_length=1)
     backgrounds: list[str] = Field(default_factory=lambda: list(A.BACKGROUNDS), min_length=1)  # hex
-    fade_wait_s: float = Field(300.0, ge=0)  # bit-fade wait (memtest86 uses 5 min)
-    repeat_reads: int = Field(256, ge=1)  # reads per pattern in repeated_reads
-    random_patterns: int = Field(2, ge=1)  # moving-inversions passes
-    seed: int = 0  # moving-inversions patterns
+    fade_wait_s: float = Field(300.0, gt=0, le=PHASE_MAX_S)  # bit-fade wait (memtest86 uses 5 min)
+    repeat_reads: int = Field(256, ge=1, le=COUNT_MAX)  # reads per pattern in repeated_reads
+    random_patterns: int = Field(2, ge=1, le=SMALL_COUNT_MAX)  # moving-inversions passes
+    seed: int = Field(0, ge=0, le=SEED_MAX)  # moving-inversions patterns
     walking_width: Literal[8, 16, 32, 64] = 32
-    bandwidth_s: float = Field(10.0, ge=0)  # bandwidth loop: device seconds ...
-    bandwidth_max_passes: int = Field(16, ge=1)  # ... or this many passes, whichever first
-    max_errors: int = Field(4096, ge=16)  # records and per-byte histories kept per card
-    max_diagnosed: int = Field(32, ge=0)  # failing bytes probed one by one
-    chip_fail_cells: int = Field(64, ge=1)  # more failing bytes on one chip: one chip finding
-    diagnose_reads: int = Field(64, ge=2)  # reads per value when probing a byte
-    report_records: int = Field(16, ge=0)  # records copied into the result's metrics
-    max_bytes: int | None = Field(None, ge=4096)  # test only the first bytes (default: all)
+    bandwidth_s: float = Field(10.0, ge=0, le=PHASE_MAX_S)  # bandwidth loop: device seconds ...
+    bandwidth_max_passes: int = Field(16, ge=1, le=COUNT_MAX)  # ... or this many passes, whichever first
+    max_errors: int = Field(4096, ge=16, le=10_000_000)  # records and per-byte histories kept per card
+    max_diagnosed: int = Field(32, ge=0, le=SMALL_COUNT_MAX)  # failing bytes probed one by one
+    chip_fail_cells: int = Field(64, ge=1, le=COUNT_MAX)  # more failing bytes on one chip: one chip finding
+    diagnose_reads: int = Field(64, ge=2, le=SMALL_COUNT_MAX)  # reads per value when probing a byte
+    report_records: int = Field(16, ge=0, le=SMALL_COUNT_MAX)  # records copied into the result's metrics
+    max_bytes: int | None = Field(None, ge=4096, le=1 << 50)  # test only the first bytes (default: all)
     powerup_check: bool = True  # read memory before writing it (tells transition from stuck)
     coverage_min: float = Field(0.9, ge=0, le=1)  # fraction of the card's memory; below it: a warning
-    timeout_s: float = 1800.0
+    timeout_s: float = Field(1800.0, gt=0, le=WATCHDOG_MAX_S)
 
     @field_validator("backgrounds")
     @classmethod
