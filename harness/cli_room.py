@@ -30,8 +30,8 @@ def serve(db: str | None, listen: str | None, token: str | None) -> None:
     """The room's live web page (hosts x slots, the pick list, each card's page and evidence pack)
     and Prometheus /metrics, read from the store; read-only; runs until Ctrl-C."""
     from harness.db.sql import DB_ERRORS
+    from harness.launch import resolve_db
     from harness.room.server import DEFAULT_LISTEN, start
-    from harness.runner import resolve_db
 
     token = token or os.environ.get(TOKEN_ENV) or None
     try:

@@ -132,7 +132,7 @@ def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None,
     lines = [f"# burnin evidence pack: {md(serial)}", "",
              f"Run {md(rid)} ({md(row.get('plan'))} on {md(row.get('rack'))}), card at "
              f"{md(row['host'])}/{md(row['slot'])}, verdict **{md(card.get('verdict'))}** "
-             f"({md(', '.join(map(str, card.get('actions') or [])) or 'no actions'}).", "",
+             f"({md(', '.join(map(str, card.get('actions') or [])) or 'no actions')}).", "",
              "| file | what it is |", "|---|---|"]
     lines += [f"| `{f}` | {what} |" for f, what in files]  # our own words
     lines += [f"| {md(v.split(':', 1)[0])} | {md(v.split(':', 1)[1].strip())} |" if not v.startswith("(")
@@ -141,4 +141,4 @@ def write_pack(store: Store, serial: str, out: Path, run_id: str | None = None,
               "configuration, power cap) is to blame; a card whose findings all call for a card repair or "
               "`rma` was judged on its own measurements.", ""]
     (out / "README.md").write_text("\n".join(lines), encoding="utf-8")
-    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor_lines if not v.startswith("(")]
+    return ["README.md"] + [f for f, _ in files] + [v.split(":", 1)[0] for v in vendor if not v.startswith("(")]

@@ -121,7 +121,7 @@ def test_two_benches_write_at_once_and_a_moved_card_keeps_one_history(pg_url: st
     """Two benches (two processes, two configs) write to the room store at once; a third harness
     on another machine may not run bench A's cards meanwhile; then a card of A is reseated and
     retested at B, and its history (from any bench) is one story."""
-    from harness.runner import stored_document
+    from harness.records import stored_document
 
     gate = tmp_path / "gate"
     gate.write_text("hold", encoding="utf-8")

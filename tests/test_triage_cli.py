@@ -6,7 +6,7 @@ import json
 import shutil
 from pathlib import Path
 
-from harness.runner import judge_with_history
+from harness.judging import judge_with_history
 from harness.store import Store
 
 FIX = Path(__file__).resolve().parent.parent / "fixtures" / "triage"
