@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable, DeviceError
-from drivers.nvml import VALUE_MEMBERS
+from drivers.nvml.core import VALUE_MEMBERS, error_name, import_pynvml, nvml_init, nvml_shutdown
+from drivers.nvml.device import NvmlDevice
 
 SCHEMA = "burnin.nvml-snapshot/1"
 
@@ -110,8 +111,6 @@ class RecordingNvml:
         try:
             res = fn(*args)
         except self._nv.NVMLError as e:
-            from drivers.nvml import error_name
-
             book[key] = {"error": error_name(self._nv, e)}
             raise
         book[key] = to_jsonable(res)
@@ -120,8 +119,6 @@ class RecordingNvml:
 
 def record(nv: Any, note: str = "") -> dict[str, Any]:
     """A snapshot of every local GPU as the backend sees it (NVML initialised and released here)."""
-    from drivers.nvml import NvmlDevice, error_name, nvml_init, nvml_shutdown
-
     proxy = RecordingNvml(nv)
     nvml_init(nv)
     devices: list[dict[str, Any]] = []
@@ -169,7 +166,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="snapshot JSON to write")
     ap.add_argument("--note", default="", help="free text kept in the snapshot (bench, card history)")
     args = ap.parse_args(argv)
-    from drivers.nvml import import_pynvml
 
     try:
         snap = record(import_pynvml(), note=args.note)
