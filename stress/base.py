@@ -22,6 +22,7 @@ from drivers.api import Device, DeviceEvent, Telemetry
 from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.events import Emit, Progress, Sample
+from stress.facts import SessionFacts
 from stress.model import Finding, TestResult
 
 
@@ -41,8 +42,9 @@ class StageParams(BaseModel):
 class StageContext:
     """What a stage gets: the device, its profile, its parameters and a way to report.
 
-    ``state`` is shared by the stages of one card session (e.g. the health stage's baseline
-    counters, the thermal stage's theta for the compute stage's heat-versus-silicon call).
+    ``facts`` are what the stages of one card session pass on to each other, typed
+    (``stress/facts.py``: e.g. the health stage's baseline counters, the thermal stage's theta
+    for the compute stage's heat-versus-silicon call).
     ``instruments`` is the bench as this card's slot sees it: typed roles (``fan_controller``,
     ``tachometer``, ``probes``, ``relay``; ``None`` where the bench has none) and the chassis
     ``lease`` that stages changing chassis airflow or measuring heat hold.
@@ -55,7 +57,7 @@ class StageContext:
     slot: int = 0
     emit: Emit = lambda event: None
     instruments: BenchRoles = field(default_factory=BenchRoles)
-    state: dict[str, Any] = field(default_factory=dict)
+    facts: SessionFacts = field(default_factory=SessionFacts)
     prior: list[TestResult] = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -68,9 +70,9 @@ class StageContext:
         return t
 
     def drain_events(self) -> list[DeviceEvent]:
-        """New device events, also kept in ``state['events']`` for later stages."""
+        """New device events, also kept in ``facts.events`` for later stages."""
         new = self.device.events()
-        self.state.setdefault("events", []).extend(new)
+        self.facts.events.extend(new)
         return new
 
 

@@ -244,8 +244,8 @@ class BurnStage(Stage):
     @staticmethod
     def _theta(ctx: StageContext, run: _Run, idle: Telemetry) -> tuple[float | None, str]:
         """The thermal stage's theta where it measured one, else a rough one from this burn."""
-        stored = ctx.state.get("theta_c_per_w")
-        if isinstance(stored, int | float) and math.isfinite(stored) and stored > 0:
+        stored = ctx.facts.theta_c_per_w
+        if stored is not None and math.isfinite(stored) and stored > 0:
             return float(stored), "thermal stage"
         hot = run.hot
         loaded = hot.ended_s - hot.started_s

@@ -14,6 +14,7 @@ from typing import Any, ClassVar
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from drivers.xid import xid_rule
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.facts import HealthBaseline
 from stress.model import Finding, TestResult, test_status
 
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap
@@ -217,14 +218,15 @@ class HealthStage(Stage):
         t0 = dev.clock.now()
         findings: list[Finding] = []
         ident = dev.identity()
-        ctx.state.setdefault("identity", ident)
+        if ctx.facts.identity is None:
+            ctx.facts.identity = ident
         counters = dev.counters()
         telemetry = ctx.sample("health")
-        if p.final and "health_baseline" in ctx.state:
-            base, base_t = ctx.state["health_baseline"]
-            before, minutes = base, (t0 - base_t) / 60.0
+        baseline = ctx.facts.health_baseline
+        if p.final and baseline is not None:
+            before, minutes = baseline.counters, (t0 - baseline.at_s) / 60.0
         else:
-            ctx.state["health_baseline"] = (counters, t0)
+            ctx.facts.health_baseline = HealthBaseline(counters, t0)
             if p.observe_s > 0:
                 ctx.progress(0.1, f"watching counters for {p.observe_s:.0f} s")
                 dev.clock.sleep(p.observe_s)
@@ -237,7 +239,7 @@ class HealthStage(Stage):
         findings += thermal_findings(telemetry, ctx)
         findings += fan_findings(telemetry)
         ctx.drain_events()
-        findings += event_findings(ctx.state.get("events", []))
+        findings += event_findings(ctx.facts.events)
         metrics: dict[str, Any] = {
             "temperature_c": telemetry.temperature_c,
             "power_w": telemetry.power_w,

@@ -35,7 +35,7 @@ def _aux_missing(ctx: StageContext) -> tuple[bool, list[str]]:
     if ctx.device.counters().aux_power_ok is False:
         why.append("card reports aux power not connected")
     ctx.drain_events()
-    if any(e.kind == "xid" and e.code == XID_AUX_POWER for e in ctx.state.get("events", [])):
+    if any(e.kind == "xid" and e.code == XID_AUX_POWER for e in ctx.facts.events):
         why.append("XID 54 seen")
     return bool(why), why
 

@@ -11,7 +11,7 @@ or it was held at its slowdown point), since an unknown inlet spoils small rises
 
 The soak holds the chassis lease (``measure``, shared with other cards' soaks) so no card's fan
 sweep changes the airflow under it. Every sample goes to the store (``ctx.sample``), so the technician sees the curve; theta goes to
-``ctx.state["theta_c_per_w"]`` for the compute stage's heat-versus-silicon call.
+``ctx.facts.theta_c_per_w`` for the compute stage's heat-versus-silicon call.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from pydantic import Field
 from drivers.api import THERMAL_THROTTLES, Telemetry
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.events import Sample
+from stress.facts import ThermalSummary
 from stress.fans import BenchLink, fan_suspects, inlet_reading
 from stress.hold import hold_load
 from stress.model import Finding, Measurement, TestResult, test_status
@@ -172,10 +173,10 @@ class ThermalStage(Stage):
             "thermal_throttle_samples": len(hot),
         })
         if judged and theta is not None:  # a small rise over an unmeasured inlet would mislead the compute stage
-            ctx.state["theta_c_per_w"] = theta
+            ctx.facts.theta_c_per_w = theta
         cause = _cause(theta if judged else None, suspects, ctx)
-        ctx.state["thermal"] = {"theta_c_per_w": theta, "judged": judged, "slowdown": bool(hot), "t_max_c": t_max,
-                                "cause": cause[0] if cause else None}
+        ctx.facts.thermal = ThermalSummary(theta_c_per_w=theta, judged=judged, slowdown=bool(hot), t_max_c=t_max,
+                                           cause=cause[0] if cause else None, tau_s=fit.tau if fit else None)
         loc: dict[str, Any] = {}
         ev = {"theta_c_per_w": metrics["theta_c_per_w"], "power_w": metrics["power_steady_w"], "inlet_c": round(inlet, 2),
               "t_max_c": round(t_max, 1), "theta_max": th.theta_max, "theta_fail": th.theta_fail}
@@ -217,7 +218,7 @@ class ThermalStage(Stage):
                 "thermal.over_temp", "fail" if cause else "warn", cause[0] if cause else "none", "thermal",
                 f"die reached {t_max:.1f} °C, above the {th.max_operating:.0f} °C operating limit"
                 + (f"; cause: {cause[1]}" if cause else ""), loc, ev))
-        if suspects and not ctx.state.get("fans_checked"):
+        if suspects and not ctx.facts.fans_checked:
             metrics["fan_suspects"] = [f.message for f in suspects]
         measured = [Measurement("theta", metrics["theta_c_per_w"], th.theta_fail if judged else None, "°C/W"),
                     Measurement("max temperature", metrics["t_max_c"], th.max_operating, "°C")]

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from drivers.instruments import open_instrument
+from stress.facts import SessionFacts
 from stress.thermal import fit_first_order
 from tests.test_fans_helpers import PROFILES, DirectBench, codes, fails, make_dev, run_stage
 
@@ -36,7 +37,7 @@ def test_soak_measures_the_card(profile: str) -> None:
     theta_true = dev.physics.theta_eff()
     assert abs(res.metrics["theta_c_per_w"] - theta_true) / theta_true < 0.03
     assert abs(res.metrics["tau_s"] - dev.profile.thermal.tau) / dev.profile.thermal.tau < 0.15
-    assert ctx.state["theta_c_per_w"] == pytest.approx(res.metrics["theta_c_per_w"], abs=1e-5)
+    assert ctx.facts.theta_c_per_w == pytest.approx(res.metrics["theta_c_per_w"], abs=1e-5)
     assert res.duration_s == pytest.approx(240.0)
     curve = [d for k, d in events if k == "sample" and d["tag"] == "thermal"]
     assert len(curve) == 49 and curve[-1]["temperature_c"] > curve[0]["temperature_c"] + 20
@@ -57,7 +58,7 @@ def test_healthy_cards_never_fail(profile: str) -> None:
         dev = make_dev(profile, seed=seed, serial=f"OK-{seed}")
         bench = DirectBench(dev) if seed % 2 else None
         fans, ctx, _ = run_stage("fans", dev, bench)
-        res, _, _ = run_stage("thermal", dev, bench, state=ctx.state, cooldown_s=120, **SOAK)
+        res, _, _ = run_stage("thermal", dev, bench, facts=ctx.facts, cooldown_s=120, **SOAK)
         assert not fails(res), (seed, res.findings)
         assert res.metrics["theta_judged"]
         assert res.metrics["theta_c_per_w"] <= dev.profile.thermal.theta_max * 1.05
@@ -79,10 +80,10 @@ def test_fan_fault_is_never_called_repaste(profile: str, fault: dict, fans_first
     for seed in range(6):
         dev = make_dev(profile, [fault], seed=seed)
         bench = DirectBench(dev)
-        state: dict = {}
+        facts = SessionFacts()
         if fans_first:
-            run_stage("fans", dev, bench, state=state)
-        res, _, _ = run_stage("thermal", dev, bench, state=state, cooldown_s=200, **SOAK)
+            run_stage("fans", dev, bench, facts=facts)
+        res, _, _ = run_stage("thermal", dev, bench, facts=facts, cooldown_s=200, **SOAK)
         assert all(f.action != "repaste" for f in res.findings), (seed, res.findings)
         assert {f.action for f in fails(res)} <= {"replace_fan"}
 
@@ -120,4 +121,4 @@ def test_low_power_card_is_not_judged_on_theta() -> None:
     dev = make_dev("h100-sxm5-80gb", [{"kind": "power.aux_unplugged"}], seed=1)
     res, ctx, _ = run_stage("thermal", dev, None, **SOAK)
     assert res.metrics["theta_judged"] is False and not res.findings
-    assert "theta_c_per_w" not in ctx.state
+    assert ctx.facts.theta_c_per_w is None

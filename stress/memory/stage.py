@@ -12,6 +12,7 @@ from pydantic import Field, field_validator
 
 from drivers.api import MemoryFault
 from stress.base import Stage, StageContext, StageParams, register_stage
+from stress.facts import PowerUpSnapshot
 from stress.memory import algorithms as A
 from stress.memory.diagnosis import Diagnoser, Diagnosis
 from stress.memory.records import ErrorLog
@@ -77,7 +78,7 @@ def coverage(ctx: StageContext, tested: int, region: int, p: MemoryParams) -> di
     if not total_mib:
         return {"tested_bytes": tested, "total_bytes": None, "fraction": None, "why": "card memory size unknown"}
     total = int(total_mib) << 20
-    cond = ctx.state.get("conditions")
+    cond = ctx.facts.conditions
     procs = [pr for pr in (cond.processes or [])] if cond is not None else []
     others = min(total, sum((pr.used_mib or 0) << 20 for pr in procs))
     plan_cut = max(0, region - tested)
@@ -114,9 +115,9 @@ class MemoryStage(Stage):
         t0, w0 = clock.now(), time.perf_counter()
         # taken once per card session, before anything writes the memory (a later memory stage
         # in the same session, e.g. an overnight loop, reuses it)
-        if p.powerup_check and "memory_powerup" not in ctx.state:
-            ctx.state["memory_powerup"] = A.power_up_snapshot(mem, p.max_errors)
-        powerup = ctx.state.get("memory_powerup") if p.powerup_check else None
+        if p.powerup_check and ctx.facts.memory_powerup is None:
+            ctx.facts.memory_powerup = PowerUpSnapshot(A.power_up_snapshot(mem, p.max_errors))
+        powerup = ctx.facts.memory_powerup.nonzero if p.powerup_check and ctx.facts.memory_powerup else None
         log = ErrorLog(spec.chips, p.max_errors, p.max_errors)
         nbytes = min(mem.size, p.max_bytes or mem.size)
         todo = list(dict.fromkeys(p.algorithms))
