@@ -142,7 +142,9 @@ def _describe(cls: Any) -> str:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the stages and parameters as JSON.")
 def stages(as_json: bool) -> None:
-    """Every stage a plan can name, with each parameter, its type and its default."""
+    """Every stage a plan can name, with each parameter, its type and its default, and the finding
+    codes it can emit (then the codes the harness itself raises)."""
+    from harness.codes import HARNESS_CODES
     from stress.base import stages as all_stages
 
     doc: list[dict[str, Any]] = []
@@ -152,7 +154,7 @@ def stages(as_json: bool) -> None:
                    "required": f.is_required(), "description": f.description}
                   for k, f in cls.Params.model_fields.items()]
         doc.append({"stage": name, "description": _describe(cls),
-                    "requires": sorted(cls.requires), "params": params})
+                    "requires": sorted(cls.requires), "params": params, "codes": sorted(cls.codes)})
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
         return
@@ -168,7 +170,9 @@ def stages(as_json: bool) -> None:
         for p in st["params"]:
             table.add_row(p["name"], p["type"], "(required)" if p["required"] else json.dumps(p["default"], default=str))
         console.print(table)
+        console.print(f"  finding codes: {', '.join(st['codes']) or '(none declared)'}", highlight=False)
         console.print()
+    console.print(f"the harness itself raises: {', '.join(sorted(HARNESS_CODES))}", highlight=False)
 
 
 # devices --toml ------------------------------------------------------------------------------

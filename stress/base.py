@@ -78,6 +78,10 @@ class StageContext:
 
 class Stage(ABC):
     name: ClassVar[str]
+    # every finding code the stage can emit (from ``run`` and ``compare_peers``, including its
+    # watchdog code); a trailing ".*" declares a family ("xid.*"). ``burnin stages`` lists them and
+    # the tests fail on a finding whose code neither its stage nor the harness declares.
+    codes: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type[StageParams]] = StageParams
     requires: ClassVar[frozenset[str]] = frozenset()  # device handles needed: memory, compute, fans
     # What it means when the worker is killed because this stage ran past its ``timeout_s``: a
@@ -109,6 +113,14 @@ class Stage(ABC):
     def compare_peers(cls, results: list[tuple[str, Profile, TestResult]]) -> dict[str, list[Finding]]:
         """Run-level findings from comparing identical cards (key -> findings). Default: none."""
         return {}
+
+
+def declares(codes: frozenset[str], code: str) -> bool:
+    """Whether ``codes`` (literal codes and ".*" families) covers ``code``; a code that is itself
+    a family pattern ("instrument.*") is covered only by that family or a wider one."""
+    if code in codes:
+        return True
+    return any(c.endswith(".*") and code.startswith(c[:-1]) for c in codes)
 
 
 def skipped(name: str, reason: str, kind: str = "capability", **metrics: Any) -> TestResult:

@@ -166,6 +166,9 @@ class BurnStage(Stage):
 
     name: ClassVar[str] = "burn"
     Params: ClassVar[type[StageParams]] = BurnParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "compute.miscompare", "compute.nan", "compute.slow", "compute.power_limited", "compute.hang",
+        "compute.fault", "thermal.slowdown", "ecc.dbe"})
     watchdog_code: ClassVar[str] = "compute.hang"
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 

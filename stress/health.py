@@ -207,6 +207,13 @@ def _health_code_finding(ev: DeviceEvent) -> Finding:
 class HealthStage(Stage):
     name = "health"
     Params = HealthParams
+    # the rule table's codes; an XID (drivers/xid.py) or an Ascend health code (drivers/ascend/codes.py)
+    # becomes xid.N / npu.CODE unless its catalogue names another finding (listed here too)
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "pcie.link_degraded", "pcie.replays", "ecc.dbe", "ecc.row_remap_failure", "ecc.row_remap_pending",
+        "ecc.retired_pages", "ecc.retired_pages_pending", "ecc.sram_uncorrectable", "ecc.sbe_rate",
+        "firmware.inforom_corrupt", "power.aux_unplugged", "power.capped", "thermal.over_temp", "thermal.slowdown",
+        "fan.zero_rpm", "xid.*", "npu.*", "bus.lost", "power.voltage_fault", "power.overcurrent"})
     # after a slot power-cycle: watch the card a minute (did it come back and stay up?)
     reprobe_params: ClassVar[dict[str, Any] | None] = {"observe_s": 60.0}
     listing_params: ClassVar[dict[str, Any] | None] = {"observe_s": 0.0}  # `burnin devices`: no watch

@@ -44,6 +44,8 @@ def _aux_missing(ctx: StageContext) -> tuple[bool, list[str]]:
 class PowerStage(Stage):
     name = "power"
     Params = PowerParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "power.aux_unplugged", "power.capped", "power.low", "power.thermal_limited"})
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 
     def run(self, ctx: StageContext) -> TestResult:

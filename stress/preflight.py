@@ -160,6 +160,9 @@ def conditions_summary(findings: list[Finding]) -> list[str]:
 class PreflightStage(Stage):
     name = "preflight"
     Params = PreflightParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "host.busy", "host.mig", "host.pending_reset", "host.display", "host.compute_mode", "host.reset_required",
+        "host.clocks_locked", "host.driver_old", "power.capped"})
     stress = False
     listing_params: ClassVar[dict[str, Any] | None] = {}  # `burnin devices` runs it on each card
 

@@ -95,6 +95,9 @@ def _cause(theta: float | None, suspects: list[Finding], ctx: StageContext) -> t
 class ThermalStage(Stage):
     name = "thermal"
     Params = ThermalParams
+    # fan.suspect: the soak's own look at the fans, kept in its metrics to blame heat on a fan
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "thermal.high_resistance", "thermal.slowdown", "thermal.over_temp", "fan.suspect", "instrument.*"})
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 
     def run(self, ctx: StageContext) -> TestResult:

@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import fmean, median
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -92,6 +92,7 @@ class FanParams(StageParams):
 class FanStage(Stage):
     name = "fans"
     Params = FanParams
+    codes: ClassVar[frozenset[str]] = frozenset({"fan.stalled", "fan.weak", "fan.tach_mismatch", "instrument.*"})
 
     def run(self, ctx: StageContext) -> TestResult:
         prm: FanParams = ctx.params

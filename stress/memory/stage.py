@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -102,6 +102,10 @@ class MemoryStage(Stage):
     Params = MemoryParams
     requires = frozenset({"memory"})
     watchdog_code = "compute.hang"  # scan kernels that never come back
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "memory.stuck_bit", "memory.transition", "memory.coupling", "memory.address_decoder", "memory.retention",
+        "memory.intermittent", "memory.cell", "memory.chip", "memory.coverage_low", "memory.ecc_uncorrectable",
+        "compute.hang"})
 
     def run(self, ctx: StageContext) -> TestResult:
         p: MemoryParams = ctx.params
