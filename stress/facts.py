@@ -49,6 +49,7 @@ class ThermalSummary:
     t_max_c: float
     cause: str | None  # the action heat was blamed on ("replace_fan", "repaste"), if any
     tau_s: float | None = None  # the fitted thermal time constant, when the curve gave one
+    t_steady_c: float | None = None  # the fitted asymptote under the soak's load, likewise
 
 
 @dataclass

@@ -62,7 +62,8 @@ def test_sdc_every_n_is_found_with_element_and_bit_and_persists_cool(profile: st
     assert {"row", "col", "bit", "dtype"} <= set(f.location)
     ex = f.evidence["examples"][0]
     assert ex["row"] == f.location["row"] and len(ex["bits"]) == 1 and ex["expected"] != ex["actual"]
-    assert f.evidence["count"] == 8 and "persist cool" in f.message
+    # one wrong element in every 50th product, however many products the hot phase ran
+    assert f.evidence["count"] == r.metrics["products"] // 50 >= 8 and "persist cool" in f.message
     assert r.metrics["cool_wrong"] > 0
 
 

@@ -101,7 +101,8 @@ def judge_soak(soak: Soak, profile: Profile, bench_findings: list[Finding]) -> t
     })
     blame = cause(theta if judged else None, suspects, profile)
     summary = ThermalSummary(theta_c_per_w=theta, judged=judged, slowdown=bool(hot), t_max_c=t_max,
-                             cause=blame[0] if blame else None, tau_s=fit.tau if fit else None)
+                             cause=blame[0] if blame else None, tau_s=fit.tau if fit else None,
+                             t_steady_c=fit.t_inf if fit else None)
     ev: dict[str, Any] = {"theta_c_per_w": metrics["theta_c_per_w"], "power_w": metrics["power_steady_w"],
                           "inlet_c": round(inlet, 2), "t_max_c": round(t_max, 1), "theta_max": th.theta_max,
                           "theta_fail": th.theta_fail}
