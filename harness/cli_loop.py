@@ -13,8 +13,12 @@ import click
 
 from harness.errors import UsageError
 
-REAL_TIME_KEYS = ("observe_s", "duration_s", "soak_s", "cooldown_s", "hold_s", "fade_wait_s", "bandwidth_s",
-                  "cool_duration_s")
+# the timed waits of a plan's stages on a real card: (stage, parameter) -> whether the stage may
+# end the wait once its physics has settled (``stop_early``; the parameter is then an upper bound)
+# or always waits it out. A burn's cool retest runs only after wrong results: not counted.
+TIMED_WAITS = {("health", "observe_s"): True, ("thermal", "cooldown_s"): True, ("thermal", "soak_s"): True,
+               ("burn", "settle_max_s"): True, ("burn", "duration_s"): True, ("pcie", "duration_s"): False,
+               ("power", "hold_s"): False, ("memory", "fade_wait_s"): False, ("memory", "bandwidth_s"): False}
 
 
 def _fail(exc: Exception) -> None:
@@ -86,16 +90,26 @@ def evidence(serial: str, run_id: str | None, out: str, db: str | None) -> None:
     click.echo(f"{out}: {len(files)} files: {', '.join(files)}")
 
 
-def timed_seconds(plan: Any) -> float:
-    """The timed waits a plan asks of one real card (soaks, burns, watches), a lower bound of its time."""
-    total = 0.0
+def timed_seconds(plan: Any) -> tuple[float, float]:
+    """The timed waits a plan asks of one real card (soaks, burns, watches): (those always waited
+    out, those too that stop once settled, at their limits). Scans and copies add to both."""
+    fixed = settling = 0.0
     for st in plan.stages:
         algos = st.params.get("algorithms") or []
-        for k in REAL_TIME_KEYS:
-            if (k == "fade_wait_s" and "bit_fade" not in algos) or (k == "bandwidth_s" and "bandwidth" not in algos):
-                continue  # memory parameters of algorithms the plan does not run
-            total += float(st.params.get(k) or 0)
-    return total
+        for (stage, k), may_stop in TIMED_WAITS.items():
+            if st.stage != stage or (k == "fade_wait_s" and "bit_fade" not in algos) or (
+                    k == "bandwidth_s" and "bandwidth" not in algos):
+                continue  # another stage's parameter, or one of an algorithm the plan does not run
+            seconds = float(st.params.get(k) or 0)
+            if may_stop and st.params.get("stop_early", True):
+                settling += seconds
+            else:
+                fixed += seconds
+    return fixed, fixed + settling
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _period(names: list[str]) -> int:
@@ -108,15 +122,16 @@ def _period(names: list[str]) -> int:
 
 @click.command()
 def plans() -> None:
-    """The plans in rack_configs/plans/: name, stages, timed waits per real card, description."""
+    """The plans in rack_configs/plans/: name, stages, timed waits per real card (those always
+    waited out, to every wait at its limit: a watch, soak or burn stops once settled), description."""
     from rich.table import Table
 
     from harness.plans import PLAN_DIR, available_plans, load_plan
     from harness.views.table import report_console
 
     table = Table(title=f"plans in {PLAN_DIR}", title_justify="left")
-    for col in ("plan", "stages", "timed per card", "description"):
-        table.add_column(col, no_wrap=col in ("plan", "timed per card"))
+    for col in ("plan", "stages", "timed waits per card", "description"):
+        table.add_column(col, no_wrap=col in ("plan", "timed waits per card"))
     for name in available_plans():
         try:
             pl = load_plan(name)
@@ -126,8 +141,9 @@ def plans() -> None:
         names = [s.stage for s in pl.stages]
         rep = _period(names)
         stages = ", ".join(names[: len(names) // rep]) + (f" (×{rep})" if rep > 1 else "")
-        mins = timed_seconds(pl) / 60
-        table.add_row(name, stages, f"≥ {mins:.0f} min" if mins >= 1 else f"≥ {mins * 60:.0f} s", pl.description)
+        low, high = timed_seconds(pl)
+        waits = _minutes(high) if low == high else f"{_minutes(low)} to {_minutes(high)}"
+        table.add_row(name, stages, waits, pl.description)
     report_console().print(table)
 
 
