@@ -45,7 +45,7 @@ CASES = {
     "SLOW": ("h100-sxm5-80gb", [{"kind": "compute.slow", "factor": 0.8}], "rma", {"compute.slow"}, ["rma"]),
     "SLOW-G": ("rtx4090-blower-48gb", [{"kind": "compute.slow", "factor": 0.6}], "rma", {"compute.slow"}, ["rma"]),
     "HANG": ("h100-sxm5-80gb", [{"kind": "compute.hang"}], "retest", {"compute.hang"}, ["reset_and_retest"]),
-    "HANG-LATE": ("ascend-910b", [{"kind": "compute.hang", "at_s": 250}], "retest", {"compute.hang"}, ["reset_and_retest"]),
+    "HANG-LATE": ("ascend-910b", [{"kind": "compute.hang", "at_s": 230}], "retest", {"compute.hang"}, ["reset_and_retest"]),
     "HOTSDC": ("h100-sxm5-80gb", [{"kind": "thermal.resistance", "factor": 1.6},
                                   {"kind": "compute.sdc", "every": 5, "above_temp_c": 82}], "repair",
                {"compute.miscompare", "thermal.high_resistance"}, ["repaste"]),
