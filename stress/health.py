@@ -158,8 +158,10 @@ def _decided(before: int | None, after: int | None, minutes: float, limit: float
              alpha: float) -> str | None:
     """"quiet" or "fault" once the counts put the rate on one side of ``limit`` (per minute) at
     confidence 1-alpha, else None. ``slack``: the counter's read uncertainty (counts)."""
-    if before is None or after is None or minutes <= 0:
-        return "quiet"  # a counter the card does not report is not waited on
+    if before is None or after is None:
+        return "not reported"  # a counter the card does not report is not waited on
+    if minutes <= 0:
+        return None
     k = max(0, after - before)
     if (cap is not None and k > cap) or count_lower(max(0, k - slack), alpha) / minutes > limit:
         return "fault"
