@@ -34,24 +34,23 @@ class _Func:
 
 
 class _Module:
+    """One source file, walked once: its calls (with the function each is in) and its imports."""
+
     def __init__(self, rel: str, tree: ast.Module) -> None:
         self.rel = rel
-        self.tree = tree
         parts = Path(rel).with_suffix("").parts
         self.dotted = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
-        # names imported from other modules: name -> module it comes from
-        self.imported = {a.asname or a.name: n.module for n in ast.walk(tree)
-                         if isinstance(n, ast.ImportFrom) and n.module and not n.level for a in n.names}
-        self.parent: dict[ast.AST, ast.AST] = {}
-        for node in ast.walk(tree):
-            for child in ast.iter_child_nodes(node):
-                self.parent[child] = node
-
-    def function_of(self, node: ast.AST) -> ast.FunctionDef | ast.AsyncFunctionDef | None:
-        cur = self.parent.get(node)
-        while cur is not None and not isinstance(cur, ast.FunctionDef | ast.AsyncFunctionDef):
-            cur = self.parent.get(cur)
-        return cur
+        self.imported: dict[str, str] = {}  # names imported from other modules: name -> module
+        self.calls: list[tuple[ast.Call, ast.FunctionDef | ast.AsyncFunctionDef | None]] = []
+        stack: list[tuple[ast.AST, ast.FunctionDef | ast.AsyncFunctionDef | None]] = [(tree, None)]
+        while stack:
+            node, fn = stack.pop()
+            if isinstance(node, ast.Call):
+                self.calls.append((node, fn))
+            elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+                self.imported.update({a.asname or a.name: node.module for a in node.names})
+            inner = node if isinstance(node, ast.FunctionDef | ast.AsyncFunctionDef) else fn
+            stack.extend((child, inner) for child in ast.iter_child_nodes(node))
 
 
 def _func_info(fn: ast.FunctionDef | ast.AsyncFunctionDef) -> _Func:
@@ -89,29 +88,32 @@ class Scanner:
             for pkg in packages for p in sorted((root / pkg).rglob("*.py"))
         ]
         self.scan = Scan()
+        # called name -> (module, call, the function the call is in)
+        self.calls: dict[str, list[tuple[_Module, ast.Call, ast.FunctionDef | ast.AsyncFunctionDef | None]]] = {}
+        for mod in self.modules:
+            for node, fn in mod.calls:
+                if (name := _call_name(node)) is not None:
+                    self.calls.setdefault(name, []).append((mod, node, fn))
         self._factories: set[tuple[str, str, int]] = set()  # (module, function name, parameter index)
         self._pending: list[tuple[str, int, str, _Module, ast.FunctionDef | ast.AsyncFunctionDef]] = []
 
     def run(self) -> Scan:
-        for mod in self.modules:
-            for node in ast.walk(mod.tree):
-                if isinstance(node, ast.Call) and _call_name(node) in CARRIERS:
-                    arg = _code_arg(node, 0, "code")
-                    if arg is not None:
-                        self._resolve(arg, mod, mod.function_of(node), node.lineno, set())
+        for carrier in CARRIERS:
+            for mod, node, fn in self.calls.get(carrier, []):
+                arg = _code_arg(node, 0, "code")
+                if arg is not None:
+                    self._resolve(arg, mod, fn, node.lineno, set())
         while self._pending:
             fname, index, pname, mod, fn = self._pending.pop()
             default = _func_info(fn).defaults.get(pname)
             if default is not None:
                 self._resolve(default, mod, None, fn.lineno, set())
-            for caller in self.modules:
+            for caller, node, caller_fn in self.calls.get(fname, []):
                 if caller is not mod and caller.imported.get(fname) != mod.dotted:
                     continue  # a factory is called in its own module or where it is imported
-                for node in ast.walk(caller.tree):
-                    if isinstance(node, ast.Call) and _call_name(node) == fname:
-                        arg = _code_arg(node, index, pname)
-                        if arg is not None:
-                            self._resolve(arg, caller, caller.function_of(node), node.lineno, set())
+                arg = _code_arg(node, index, pname)
+                if arg is not None:
+                    self._resolve(arg, caller, caller_fn, node.lineno, set())
         return self.scan
 
     def _add(self, code: str, mod: _Module, line: int) -> None:
