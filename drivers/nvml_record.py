@@ -25,7 +25,8 @@ from pathlib import Path
 from typing import Any
 
 from drivers.api import BackendUnavailable, DeviceError
-from drivers.nvml import VALUE_MEMBERS
+from drivers.nvml.core import VALUE_MEMBERS, error_name, import_pynvml, nvml_init, nvml_shutdown
+from drivers.nvml.device import NvmlDevice
 
 SCHEMA = "burnin.nvml-snapshot/1"
 
@@ -126,8 +127,6 @@ class RecordingNvml:
         try:
             res = fn(*args)
         except self._nv.NVMLError as e:
-            from drivers.nvml import error_name
-
             book[key] = {"error": error_name(self._nv, e)}
             raise
         if name in OUT_PARAMS:  # the answer is the struct the caller passed (by reference)
@@ -140,8 +139,6 @@ class RecordingNvml:
 
 def record(nv: Any, note: str = "") -> dict[str, Any]:
     """A snapshot of every local GPU as the backend sees it (NVML initialised and released here)."""
-    from drivers.nvml import NvmlDevice, error_name, nvml_init, nvml_shutdown
-
     proxy = RecordingNvml(nv)
     nvml_init(nv)
     devices: list[dict[str, Any]] = []
@@ -191,7 +188,6 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("out", type=Path, help="snapshot JSON to write")
     ap.add_argument("--note", default="", help="free text kept in the snapshot (bench, card history)")
     args = ap.parse_args(argv)
-    from drivers.nvml import import_pynvml
 
     try:
         snap = record(import_pynvml(), note=args.note)

@@ -14,8 +14,12 @@ import click
 from harness.errors import UsageError
 from harness.triage.cli import triage
 
-REAL_TIME_KEYS = ("observe_s", "duration_s", "soak_s", "cooldown_s", "hold_s", "fade_wait_s", "bandwidth_s",
-                  "cool_duration_s")
+# the timed waits of a plan's stages on a real card: (stage, parameter) -> whether the stage may
+# end the wait once its physics has settled (``stop_early``; the parameter is then an upper bound)
+# or always waits it out. A burn's cool retest runs only after wrong results: not counted.
+TIMED_WAITS = {("health", "observe_s"): True, ("thermal", "cooldown_s"): True, ("thermal", "soak_s"): True,
+               ("burn", "settle_max_s"): True, ("burn", "duration_s"): True, ("pcie", "duration_s"): False,
+               ("power", "hold_s"): False, ("memory", "fade_wait_s"): False, ("memory", "bandwidth_s"): False}
 
 
 def _fail(exc: Exception) -> None:
@@ -98,16 +102,26 @@ def evidence(serial: str, run_id: str | None, out: str, db: str | None) -> None:
     click.echo(line(f"{out}: {len(files)} files: {', '.join(files)}"))
 
 
-def timed_seconds(plan: Any) -> float:
-    """The timed waits a plan asks of one real card (soaks, burns, watches), a lower bound of its time."""
-    total = 0.0
+def timed_seconds(plan: Any) -> tuple[float, float]:
+    """The timed waits a plan asks of one real card (soaks, burns, watches): (those always waited
+    out, those too that stop once settled, at their limits). Scans and copies add to both."""
+    fixed = settling = 0.0
     for st in plan.stages:
         algos = st.params.get("algorithms") or []
-        for k in REAL_TIME_KEYS:
-            if (k == "fade_wait_s" and "bit_fade" not in algos) or (k == "bandwidth_s" and "bandwidth" not in algos):
-                continue  # memory parameters of algorithms the plan does not run
-            total += float(st.params.get(k) or 0)
-    return total
+        for (stage, k), may_stop in TIMED_WAITS.items():
+            if st.stage != stage or (k == "fade_wait_s" and "bit_fade" not in algos) or (
+                    k == "bandwidth_s" and "bandwidth" not in algos):
+                continue  # another stage's parameter, or one of an algorithm the plan does not run
+            seconds = float(st.params.get(k) or 0)
+            if may_stop and st.params.get("stop_early", True):
+                settling += seconds
+            else:
+                fixed += seconds
+    return fixed, fixed + settling
+
+
+def _minutes(seconds: float) -> str:
+    return f"{seconds / 60:.0f} min" if seconds >= 60 else f"{seconds:.0f} s"
 
 
 def _period(names: list[str]) -> int:
@@ -120,7 +134,8 @@ def _period(names: list[str]) -> int:
 
 @click.command()
 def plans() -> None:
-    """The plans in rack_configs/plans/: name, stages, timed waits per real card, description."""
+    """The plans in rack_configs/plans/: name, stages, timed waits per real card (those always
+    waited out, to every wait at its limit: a watch, soak or burn stops once settled), description."""
     from rich.table import Table
 
     from harness.plans import PLAN_DIR, available_plans, load_plan
@@ -128,8 +143,8 @@ def plans() -> None:
     from harness.views.table import report_console
 
     table = Table(title=cells(f"plans in {PLAN_DIR}")[0], title_justify="left")
-    for col in ("plan", "stages", "timed per card", "description"):
-        table.add_column(col, no_wrap=col in ("plan", "timed per card"))
+    for col in ("plan", "stages", "timed waits per card", "description"):
+        table.add_column(col, no_wrap=col in ("plan", "timed waits per card"))
     for name in available_plans():
         try:
             pl = load_plan(name)
@@ -139,9 +154,9 @@ def plans() -> None:
         names = [s.stage for s in pl.stages]
         rep = _period(names)
         stages = ", ".join(names[: len(names) // rep]) + (f" (×{rep})" if rep > 1 else "")
-        mins = timed_seconds(pl) / 60
-        table.add_row(*cells(name, stages, f"≥ {mins:.0f} min" if mins >= 1 else f"≥ {mins * 60:.0f} s",
-                             pl.description))
+        low, high = timed_seconds(pl)
+        waits = _minutes(high) if low == high else f"{_minutes(low)} to {_minutes(high)}"
+        table.add_row(*cells(name, stages, waits, pl.description))
     report_console().print(table)
 
 
@@ -177,7 +192,9 @@ def _range_text(p: dict[str, Any]) -> str:
 @click.command()
 @click.option("--json", "as_json", is_flag=True, help="Print the stages and parameters as JSON.")
 def stages(as_json: bool) -> None:
-    """Every stage a plan can name, with each parameter, its type and its default."""
+    """Every stage a plan can name, with each parameter, its type and its default, and the finding
+    codes it can emit (then the codes the harness itself raises)."""
+    from harness.codes import HARNESS_CODES
     from stress.base import stages as all_stages
 
     doc: list[dict[str, Any]] = []
@@ -187,7 +204,7 @@ def stages(as_json: bool) -> None:
                    "required": f.is_required(), "description": f.description, **_range(f.metadata)}
                   for k, f in cls.Params.model_fields.items()]
         doc.append({"stage": name, "description": _describe(cls),
-                    "requires": sorted(cls.requires), "params": params})
+                    "requires": sorted(cls.requires), "params": params, "codes": sorted(cls.codes)})
     if as_json:
         click.echo(json.dumps(doc, indent=2, default=str))
         return
@@ -206,7 +223,9 @@ def stages(as_json: bool) -> None:
                                  "(required)" if p["required"] else json.dumps(p["default"], default=str),
                                  _range_text(p)))
         console.print(table)
+        console.print(f"  finding codes: {', '.join(st['codes']) or '(none declared)'}", highlight=False)
         console.print()
+    console.print(f"the harness itself raises: {', '.join(sorted(HARNESS_CODES))}", highlight=False)
 
 
 # devices --toml ------------------------------------------------------------------------------

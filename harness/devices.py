@@ -55,7 +55,7 @@ def describe(card: CardSlot, stages: list[tuple[str, dict[str, Any]]] | None = N
         ctx = StageContext(device=dev, profile=profile, params=None, serial=ident.serial or card.key, slot=card.slot,
                            instruments=BenchRoles(port=str(card.instruments[0].get("port"))) if card.instruments
                            else BenchRoles())  # configured, not opened: a listing commands nothing
-        ctx.state["plan"] = stages or []
+        ctx.facts.plan = stages or []
         found = []
         for stage in listing_stages():
             ctx.params = stage.Params.model_validate(stage.listing_params)

@@ -236,7 +236,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
         slot=int(job.locator.get("slot", 0)), emit=emit, instruments=instruments,
     )
     outcome = "done"
-    ctx.state["plan"] = job.stages  # preflight lists what this card cannot run
+    ctx.facts.plan = job.stages  # preflight lists what this card cannot run
     results: list[tuple[TestResult, dict[str, Any]]] = []
     try:
         for index, (name, params) in enumerate(job.stages):
@@ -277,7 +277,7 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
                 res = TestResult(name=name, status="error", error=f"{type(e).__name__}: {e}",
                                  findings=[stage_error_finding(name, e)])
                 res.metrics["traceback"] = traceback.format_exc(limit=5)
-            mark_measured_under(res, ctx.state.get("measured_under") or [])
+            mark_measured_under(res, ctx.facts.measured_under)
             res = soften_result(res, profile.assumed)
             ctx.prior.append(res)
             results.append((res, params))
@@ -300,8 +300,8 @@ def run_card_session(job: CardJob, emit: Emit) -> str:
 def _skip_reason(cls: type[Stage], ctx: StageContext) -> tuple[str, str] | None:
     """(kind, reason) when a stage must not run: the card is not ready (preflight), or the
     device lacks a handle the stage needs (and what would provide it)."""
-    if cls.stress and ctx.state.get("not_ready"):
-        return "not_ready", str(ctx.state["not_ready"])
+    if cls.stress and ctx.facts.not_ready:
+        return "not_ready", ctx.facts.not_ready
     dev = ctx.device
     for h in sorted(cls.requires):
         if getattr(dev, h, None) is None:

@@ -23,6 +23,7 @@ from drivers.instruments.roles import BenchRoles
 from drivers.profiles import Profile
 from stress.bounds import WATCHDOG_MAX_S
 from stress.events import Emit, Progress, Sample
+from stress.facts import SessionFacts
 from stress.model import Finding, TestResult
 
 
@@ -42,8 +43,9 @@ class StageParams(BaseModel):
 class StageContext:
     """What a stage gets: the device, its profile, its parameters and a way to report.
 
-    ``state`` is shared by the stages of one card session (e.g. the health stage's baseline
-    counters, the thermal stage's theta for the compute stage's heat-versus-silicon call).
+    ``facts`` are what the stages of one card session pass on to each other, typed
+    (``stress/facts.py``: e.g. the health stage's baseline counters, the thermal stage's theta
+    for the compute stage's heat-versus-silicon call).
     ``instruments`` is the bench as this card's slot sees it: typed roles (``fan_controller``,
     ``tachometer``, ``probes``, ``relay``; ``None`` where the bench has none) and the chassis
     ``lease`` that stages changing chassis airflow or measuring heat hold.
@@ -56,7 +58,7 @@ class StageContext:
     slot: int = 0
     emit: Emit = lambda event: None
     instruments: BenchRoles = field(default_factory=BenchRoles)
-    state: dict[str, Any] = field(default_factory=dict)
+    facts: SessionFacts = field(default_factory=SessionFacts)
     prior: list[TestResult] = field(default_factory=list)
 
     def progress(self, fraction: float, message: str = "") -> None:
@@ -69,14 +71,18 @@ class StageContext:
         return t
 
     def drain_events(self) -> list[DeviceEvent]:
-        """New device events, also kept in ``state['events']`` for later stages."""
+        """New device events, also kept in ``facts.events`` for later stages."""
         new = self.device.events()
-        self.state.setdefault("events", []).extend(new)
+        self.facts.events.extend(new)
         return new
 
 
 class Stage(ABC):
     name: ClassVar[str]
+    # every finding code the stage can emit (from ``run`` and ``compare_peers``, including its
+    # watchdog code); a trailing ".*" declares a family ("xid.*"). ``burnin stages`` lists them and
+    # the tests fail on a finding whose code neither its stage nor the harness declares.
+    codes: ClassVar[frozenset[str]] = frozenset()
     Params: ClassVar[type[StageParams]] = StageParams
     requires: ClassVar[frozenset[str]] = frozenset()  # device handles needed: memory, compute, fans
     # What it means when the worker is killed because this stage ran past its ``timeout_s``: a
@@ -111,6 +117,14 @@ class Stage(ABC):
     def compare_peers(cls, results: list[tuple[str, Profile, TestResult]]) -> dict[str, list[Finding]]:
         """Run-level findings from comparing identical cards (key -> findings). Default: none."""
         return {}
+
+
+def declares(codes: frozenset[str], code: str) -> bool:
+    """Whether ``codes`` (literal codes and ".*" families) covers ``code``; a code that is itself
+    a family pattern ("instrument.*") is covered only by that family or a wider one."""
+    if code in codes:
+        return True
+    return any(c.endswith(".*") and code.startswith(c[:-1]) for c in codes)
 
 
 def skipped(name: str, reason: str, kind: str = "capability", **metrics: Any) -> TestResult:

@@ -16,7 +16,13 @@ profile and, at run level, against identical cards, and names the repair:
 
 Products are interleaved across datatypes so every datatype sees the whole heat curve. Where the
 products are small (mock cards), the card is held at load between verified batches so the die
-heats over the plan's duration as it would under real sizes.
+heats as it would under real sizes.
+
+The hot phase stops once it has seen enough (``stress/compute/settle.py``: the products for the
+statistics, a die settled under load, a steady throughput), at most ``duration_s``; its metrics
+say why (``stop_reason``). Where the thermal stage measured theta, the idle settle before the
+load (a baseline for the burn's own rough theta) is skipped: the die stays at the temperature
+the soak left it, which is where heat-dependent errors show.
 """
 
 from __future__ import annotations
@@ -45,13 +51,19 @@ from stress.compute.findings import (
     wrong_result_findings,
 )
 from stress.compute.heat import Airflow, theta_from_steps
+from stress.compute.settle import BurnSettle
 from stress.model import Finding, TestResult, test_status
+from stress.settle import StopReason
 
 _EPS_S = 1e-9
 
 
 class BurnParams(StageParams):
-    duration_s: float = Field(120.0, gt=0, le=PHASE_MAX_S)  # hot phase, at full load
+    duration_s: float = Field(120.0, gt=0, le=PHASE_MAX_S)  # hot phase, at full load, at most (or exactly: stop_early = false)
+    stop_early: bool = True  # end the hot phase once it has seen enough (stress/compute/settle.py)
+    settle_window_min_s: float = Field(10.0, gt=0, le=PHASE_MAX_S)  # shortest window the die must be flat over under load
+    hot_delta_c: float = Field(1.0, gt=0, le=CELSIUS_MAX)  # drift over that window counted as settled
+    rate_tolerance: float = Field(0.05, gt=0, lt=1)  # throughput change across the window counted as steady
     dtypes: list[str] | None = None  # default: the profile's
     size: int | None = Field(None, ge=8, le=65536)  # square products; default: the engine's
     products_min: int = Field(400, ge=1, le=COUNT_MAX)  # verified products in the hot phase, all dtypes together
@@ -120,25 +132,40 @@ class _Run:
         return prev
 
     def phase(self, tally: Tally, duration_s: float, products_min: int, intensity: float, tag: str,
-              span: tuple[float, float]) -> None:
-        """Verified batches round-robin over the datatypes, held at ``intensity`` to schedule."""
+              span: tuple[float, float], rule: BurnSettle | None = None) -> StopReason:
+        """Verified batches round-robin over the datatypes, held at ``intensity`` to schedule:
+        ``products_min`` spread over ``duration_s``, or over the rule's window when it may stop
+        early (then on at the same pace until it has seen enough, at most ``duration_s``)."""
         p = self.p
         n_batches = max(1, math.ceil(products_min / p.batch))
+        planned = duration_s if rule is None else min(duration_s, max(rule.window_s, rule.horizon_s))
         tally.started_s = t0 = self.clock.now()
         last_sample = -math.inf
+        reason: StopReason = "fixed" if rule is None else "limit"
+        fresh = False  # a sample arrived since the rule last looked
         i = 0
         while True:
             now = self.clock.now()
             if i >= n_batches and now - t0 >= duration_s - 1e-6:
                 break
+            if i >= n_batches and rule is not None and fresh:
+                fresh = False
+                if rule.settled(now):
+                    reason = "settled"
+                    break
             eng = self.engines[i % len(self.engines)]
             self.current = (eng.dtype, eng.size)
             rep = eng.run(p.batch, p.kernel_timeout_s)
             self.current = None
             tally.add(rep)
+            if rule is not None:
+                rule.add_batch(self.clock.now(), rep.dtype, rep.flops, rep.seconds)
             if rep.wrong_elements or self.clock.now() - last_sample >= p.sample_interval_s:
                 tel = self.sample(tally, tag)
                 last_sample = self.clock.now()
+                if rule is not None:
+                    rule.add_sample(tel)
+                    fresh = True
                 if rep.wrong_elements:
                     temp = tel.temperature_c
                     if temp is not None:
@@ -148,7 +175,11 @@ class _Run:
             if intensity < 1.0 and rep.seconds > 0:
                 self.clock.sleep(rep.seconds * (1.0 - intensity) / intensity)  # duty cycle
             i += 1
-            target = t0 + duration_s * min(1.0, i / n_batches)
+            # past products_min the pace is kept (at most a batch of every datatype per sample), so
+            # the throughput rule sees every datatype in each half of its window
+            pace = planned / n_batches
+            after = max(pace, p.sample_interval_s / len(self.engines))
+            target = t0 + min(duration_s, pace * min(i, n_batches) + after * max(0, i - n_batches))
             hold = target - self.clock.now()
             if hold > _EPS_S and self.compute is not None:
                 lr = self.compute.load(hold, intensity)
@@ -159,6 +190,7 @@ class _Run:
             self.ctx.progress(span[0] + (span[1] - span[0]) * done, f"{tag}: {tally.total_products} products")
         tally.ended_s = self.clock.now()
         self.sample(tally, tag)
+        return reason
 
 
 @register_stage
@@ -167,6 +199,9 @@ class BurnStage(Stage):
 
     name: ClassVar[str] = "burn"
     Params: ClassVar[type[StageParams]] = BurnParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "compute.miscompare", "compute.nan", "compute.slow", "compute.power_limited", "compute.hang",
+        "compute.fault", "thermal.slowdown", "ecc.dbe"})
     watchdog_code: ClassVar[str] = "compute.hang"
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 
@@ -188,8 +223,19 @@ class BurnStage(Stage):
             seed = _seed(ctx.serial, p.seed)
             for j, d in enumerate(dtypes):
                 run.engines.append(open_engine(ctx.device, d, p.size, p.full_check_every, seed + j))
-            idle = run.settle(p.settle_max_s, None, "burn.idle")
-            run.phase(run.hot, p.duration_s, p.products_min, p.intensity, "burn", (0.0, 0.8))
+            known = ctx.facts.theta_c_per_w is not None and p.stop_early
+            t_idle = run.clock.now()
+            idle = run.sample(None, "burn.idle") if known else run.settle(p.settle_max_s, None, "burn.idle")
+            metrics["idle_settle_s"] = round(run.clock.now() - t_idle, 1)
+            if known:
+                metrics["idle_settle"] = "skipped: theta from the thermal stage"
+            rule = self._rule(ctx, p, idle) if p.stop_early else None
+            metrics["stop_reason"] = run.phase(run.hot, p.duration_s, p.products_min, p.intensity, "burn",
+                                               (0.0, 0.8), rule)
+            if rule is not None:
+                metrics["settle_window_s"] = round(rule.window_s, 1)
+                if rule.why:
+                    metrics["stop_why"] = rule.why
             theta, src = self._theta(ctx, run, idle)
             findings += throughput_findings(run.hot, prof, dtypes, theta, fan_suspect(run.hot.samples, prof))
             if run.hot.wrong:
@@ -231,6 +277,21 @@ class BurnStage(Stage):
                           findings=findings, measurements=rate_measurements(metrics, prof, dtypes))
 
     @staticmethod
+    def _rule(ctx: StageContext, p: BurnParams, start: Telemetry) -> BurnSettle:
+        """The hot phase's stop rule, its window one time constant: the soak's fitted tau where
+        it measured one (the real die), else the profile's. Its horizon: a first-order die
+        ``gap`` below its steady state is within ``delta`` after ``tau ln(gap / delta)``, the gap
+        from the soak's asymptote where known, else the profile's band at its rated power."""
+        soak, th = ctx.facts.thermal, ctx.profile.thermal
+        tau = soak.tau_s if soak is not None and soak.tau_s else th.tau
+        window = max(p.settle_window_min_s, tau)
+        steady = (soak.t_steady_c if soak is not None and soak.t_steady_c is not None
+                  else th.inlet + ctx.profile.power.tdp * (th.theta_min + th.theta_max) / 2)
+        gap = steady - start.temperature_c if start.temperature_c is not None else 0.0
+        horizon = window + tau * math.log(max(1.0, gap / p.hot_delta_c))
+        return BurnSettle(window_s=window, horizon_s=horizon, delta_c=p.hot_delta_c, rate_tol=p.rate_tolerance)
+
+    @staticmethod
     def _now(run: _Run) -> float:
         with contextlib.suppress(Exception):
             return run.clock.now()
@@ -245,8 +306,8 @@ class BurnStage(Stage):
     @staticmethod
     def _theta(ctx: StageContext, run: _Run, idle: Telemetry) -> tuple[float | None, str]:
         """The thermal stage's theta where it measured one, else a rough one from this burn."""
-        stored = ctx.state.get("theta_c_per_w")
-        if isinstance(stored, int | float) and math.isfinite(stored) and stored > 0:
+        stored = ctx.facts.theta_c_per_w
+        if stored is not None and math.isfinite(stored) and stored > 0:
             return float(stored), "thermal stage"
         hot = run.hot
         loaded = hot.ended_s - hot.started_s

@@ -4,6 +4,16 @@ The checks of a fleet health daemon (DCGM health watches, GPUd, Azure NHC), with
 table of docs/verdict-rules.md; every threshold comes from the card's profile. Run first it reads a
 baseline and watches the counters over a short idle window (replay and SBE rates); run again
 with ``final = true`` at the end of a plan it judges what grew during the whole session.
+
+The watch measures rates, and what it must see is enough counts to put each watched rate on one
+side of its limit: it reads the counters every ``poll_s`` and stops once, for every counter, the
+one-sided ``confidence`` Poisson bound of the rate decides it (the upper bound below the limit:
+quiet; the lower bound, less the counter's read uncertainty, above it: a fault, or the per-test
+replay cap already passed), at most ``observe_s``. With no counts, that is 3 / limit minutes
+at 95 % (18 s for the 10/min SBE warning, 6 s for a Gen5 x16 replay limit of 31/min): the
+rule the judge then applies to the window it watched gives the same answer the full window
+would for any card far from its limit; one near its limit runs the whole window, as before.
+The re-probe after a slot power-cycle watches its whole minute (did the card stay up?).
 """
 
 from __future__ import annotations
@@ -16,8 +26,10 @@ from pydantic import Field
 from drivers.api import THERMAL_THROTTLES, DeviceEvent, ErrorCounters, PcieLink, Telemetry
 from drivers.xid import xid_rule
 from stress.base import Stage, StageContext, StageParams, register_stage
-from stress.bounds import PHASE_MAX_S, WATCHDOG_MAX_S
+from stress.bounds import INTERVAL_MAX_S, PHASE_MAX_S, WATCHDOG_MAX_S
+from stress.facts import HealthBaseline
 from stress.model import Finding, TestResult, test_status
+from stress.settle import StopReason, count_lower, count_upper
 
 POWER_LIMIT_TOLERANCE_W = 0.5  # an enforced limit this close to the profile's TDP is not a cap
 COUNTER_STEP = 1  # a counter read twice is uncertain by one count: rates allow for it
@@ -28,10 +40,13 @@ COUNTERS_KEPT = ("sbe_aggregate", "dbe_aggregate", "remapped_rows_correctable", 
 
 
 class HealthParams(StageParams):
-    # idle window over which replay and SBE rates are measured; 0: one reading, no watch (final, devices)
+    # idle window over which replay and SBE rates are measured, at most; 0: one reading, no watch (final, devices)
     observe_s: float = Field(default=60.0, ge=0, le=PHASE_MAX_S)
     final: bool = False  # judge the whole session against the baseline taken by the first run
     timeout_s: float = Field(default=600.0, gt=0, le=WATCHDOG_MAX_S)
+    stop_early: bool = True  # end the watch once the counts decide every rate (module docstring)
+    poll_s: float = Field(default=2.0, gt=0, le=INTERVAL_MAX_S)  # counter reads during the watch
+    confidence: float = Field(default=0.95, gt=0.5, lt=1.0)  # of the bounds that decide a rate
 
 
 def _f(code: str, severity: str, action: str, message: str, **kw: Any) -> Finding:
@@ -143,6 +158,54 @@ def rate_findings(before: ErrorCounters, after: ErrorCounters, minutes: float, c
     return out
 
 
+def _decided(before: int | None, after: int | None, minutes: float, limit: float, slack: int, cap: float | None,
+             alpha: float) -> str | None:
+    """"quiet" or "fault" once the counts put the rate on one side of ``limit`` (per minute) at
+    confidence 1-alpha, else None. ``slack``: the counter's read uncertainty (counts)."""
+    if before is None or after is None:
+        return "not reported"  # a counter the card does not report is not waited on
+    if minutes <= 0:
+        return None
+    k = max(0, after - before)
+    if (cap is not None and k > cap) or count_lower(max(0, k - slack), alpha) / minutes > limit:
+        return "fault"
+    if count_upper(k, alpha) / minutes < limit:
+        return "quiet"
+    return None
+
+
+def watch(ctx: StageContext, p: HealthParams, before: ErrorCounters) -> tuple[ErrorCounters, float, dict[str, Any]]:
+    """Idle and read the counters until they decide every watched rate (or ``observe_s``
+    passes): (counters at the end, minutes watched, what ended the watch)."""
+    dev = ctx.device
+    pc, ecc = ctx.profile.pcie, ctx.profile.ecc
+    alpha = 1.0 - p.confidence
+    if not p.stop_early:
+        dev.clock.sleep(p.observe_s)
+        return dev.counters(), p.observe_s / 60.0, {"stop_reason": "fixed", "watch_s": p.observe_s}
+    t0 = dev.clock.now()
+    after, minutes, why = before, 0.0, ""
+    reason: StopReason = "limit"
+    while True:
+        elapsed = dev.clock.now() - t0
+        if elapsed >= p.observe_s - 1e-9:
+            break
+        dev.clock.sleep(min(p.poll_s, p.observe_s - elapsed))
+        after, minutes = dev.counters(), (dev.clock.now() - t0) / 60.0
+        calls = {"pcie_replays": _decided(before.pcie_replays, after.pcie_replays, minutes, pc.replays_per_min_max,
+                                          COUNTER_STEP, pc.replays_per_test_max, alpha),
+                 "sbe_volatile": _decided(before.sbe_volatile, after.sbe_volatile, minutes, ecc.sbe_rate_warn, 0,
+                                          None, alpha)}
+        ctx.progress(0.1 + 0.8 * min(1.0, elapsed / p.observe_s), f"watching counters ({elapsed:.0f} s)")
+        if all(calls.values()):
+            reason, why = "decided", ", ".join(f"{k} {v}" for k, v in calls.items())
+            break
+    stop: dict[str, Any] = {"stop_reason": reason, "watch_s": round(minutes * 60.0, 1), "watch_limit_s": p.observe_s}
+    if why:
+        stop["stop_why"] = f"{why} at {p.confidence:.0%}"
+    return after, minutes, stop
+
+
 def power_limit_findings(t: Telemetry, ctx: StageContext) -> list[Finding]:
     tdp = ctx.profile.power.tdp
     if t.power_limit_w is None or t.power_limit_w >= tdp - POWER_LIMIT_TOLERANCE_W:
@@ -212,8 +275,16 @@ def _health_code_finding(ev: DeviceEvent) -> Finding:
 class HealthStage(Stage):
     name = "health"
     Params = HealthParams
+    # the rule table's codes; an XID (drivers/xid.py) or an Ascend health code (drivers/ascend/codes.py)
+    # becomes xid.N / npu.CODE unless its catalogue names another finding (listed here too)
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "pcie.link_degraded", "pcie.replays", "ecc.dbe", "ecc.row_remap_failure", "ecc.row_remap_pending",
+        "ecc.retired_pages", "ecc.retired_pages_pending", "ecc.sram_uncorrectable", "ecc.sbe_rate",
+        "firmware.inforom_corrupt", "power.aux_unplugged", "power.capped", "thermal.over_temp", "thermal.slowdown",
+        "fan.zero_rpm", "xid.*", "npu.*", "bus.lost", "power.voltage_fault", "power.overcurrent",
+        "link.nvlink_error"})
     # after a slot power-cycle: watch the card a minute (did it come back and stay up?)
-    reprobe_params: ClassVar[dict[str, Any] | None] = {"observe_s": 60.0}
+    reprobe_params: ClassVar[dict[str, Any] | None] = {"observe_s": 60.0, "stop_early": False}
     listing_params: ClassVar[dict[str, Any] | None] = {"observe_s": 0.0}  # `burnin devices`: no watch
     stress = False  # reads counters only: runs on a card that is not ready too
 
@@ -223,18 +294,20 @@ class HealthStage(Stage):
         t0 = dev.clock.now()
         findings: list[Finding] = []
         ident = dev.identity()
-        ctx.state.setdefault("identity", ident)
+        if ctx.facts.identity is None:
+            ctx.facts.identity = ident
         counters = dev.counters()
         telemetry = ctx.sample("health")
-        if p.final and "health_baseline" in ctx.state:
-            base, base_t = ctx.state["health_baseline"]
-            before, minutes = base, (t0 - base_t) / 60.0
+        baseline = ctx.facts.health_baseline
+        stop: dict[str, Any] = {}
+        if p.final and baseline is not None:
+            before, minutes = baseline.counters, (t0 - baseline.at_s) / 60.0
         else:
-            ctx.state["health_baseline"] = (counters, t0)
+            ctx.facts.health_baseline = HealthBaseline(counters, t0)
+            before, minutes = counters, 0.0
             if p.observe_s > 0:
-                ctx.progress(0.1, f"watching counters for {p.observe_s:.0f} s")
-                dev.clock.sleep(p.observe_s)
-            before, counters, minutes = counters, dev.counters(), p.observe_s / 60.0
+                ctx.progress(0.1, f"watching counters for at most {p.observe_s:.0f} s")
+                counters, minutes, stop = watch(ctx, p, before)
         idle = (telemetry.utilization_pct or 0.0) < IDLE_UTILIZATION_PCT
         findings += link_findings(telemetry.pcie, ctx, idle=idle)
         findings += counter_findings(counters, ctx)
@@ -243,7 +316,7 @@ class HealthStage(Stage):
         findings += thermal_findings(telemetry, ctx)
         findings += fan_findings(telemetry)
         ctx.drain_events()
-        findings += event_findings(ctx.state.get("events", []))
+        findings += event_findings(ctx.facts.events)
         metrics: dict[str, Any] = {
             "temperature_c": telemetry.temperature_c,
             "power_w": telemetry.power_w,
@@ -256,6 +329,7 @@ class HealthStage(Stage):
             **{k: getattr(counters, k) for k in COUNTERS_KEPT if getattr(counters, k) is not None},
             "window_min": round(minutes, 3) if math.isfinite(minutes) else None,
             "final": p.final,  # the end-of-session check (its JUnit case is "health (final)")
+            **stop,
         }
         ctx.progress(1.0, "health read")
         return TestResult(

@@ -58,6 +58,8 @@ def _link_degraded(ctx: StageContext, link: PcieLink, max_gbps: float, worst: fl
 class PcieStage(Stage):
     name = "pcie"
     Params = PcieParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "pcie.link_degraded", "pcie.bandwidth_low", "pcie.replays", "compute.hang"})
     requires: ClassVar[frozenset[str]] = frozenset({"transfer"})
     watchdog_code: ClassVar[str] = "compute.hang"  # a copy that never completes
 

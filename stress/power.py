@@ -36,7 +36,7 @@ def _aux_missing(ctx: StageContext) -> tuple[bool, list[str]]:
     if ctx.device.counters().aux_power_ok is False:
         why.append("card reports aux power not connected")
     ctx.drain_events()
-    if any(e.kind == "xid" and e.code == XID_AUX_POWER for e in ctx.state.get("events", [])):
+    if any(e.kind == "xid" and e.code == XID_AUX_POWER for e in ctx.facts.events):
         why.append("XID 54 seen")
     return bool(why), why
 
@@ -45,6 +45,8 @@ def _aux_missing(ctx: StageContext) -> tuple[bool, list[str]]:
 class PowerStage(Stage):
     name = "power"
     Params = PowerParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "power.aux_unplugged", "power.capped", "power.low", "power.thermal_limited"})
     requires: ClassVar[frozenset[str]] = frozenset({"compute"})
 
     def run(self, ctx: StageContext) -> TestResult:

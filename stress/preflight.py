@@ -163,6 +163,9 @@ def conditions_summary(findings: list[Finding]) -> list[str]:
 class PreflightStage(Stage):
     name = "preflight"
     Params = PreflightParams
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "host.busy", "host.mig", "host.pending_reset", "host.display", "host.compute_mode", "host.reset_required",
+        "host.clocks_locked", "host.driver_old", "power.capped"})
     stress = False
     listing_params: ClassVar[dict[str, Any] | None] = {}  # `burnin devices` runs it on each card
 
@@ -172,7 +175,7 @@ class PreflightStage(Stage):
         t0 = dev.clock.now()
         ident = dev.identity()
         cond = dev.conditions()
-        ctx.state["conditions"] = cond
+        ctx.facts.conditions = cond
         total = ident.memory_total_mib
         findings = check(cond, ident, total)
         blocking = [f for f in findings if f.severity == "fail"]
@@ -181,7 +184,7 @@ class PreflightStage(Stage):
             "ready": not blocking,
             "forced": bool(blocking and p.force),
         }
-        plan = ctx.state.get("plan")
+        plan = ctx.facts.plan
         if plan:
             metrics["cannot_run"] = cannot_run(plan, dev, ctx.profile, ctx.instruments)
         if blocking and p.force:
@@ -189,9 +192,9 @@ class PreflightStage(Stage):
             for f in blocking:
                 f.severity = "warn"
                 f.message += " (forced: the plan ran anyway; every finding is measured under this condition)"
-            ctx.state["measured_under"] = under
+            ctx.facts.measured_under = under
         elif blocking:
-            ctx.state["not_ready"] = "card not ready: " + "; ".join(f"{f.code} ({f.message})" for f in blocking)
+            ctx.facts.not_ready = "card not ready: " + "; ".join(f"{f.code} ({f.message})" for f in blocking)
         ctx.progress(1.0, "ready" if not blocking else ("forced" if p.force else "not ready"))
         return TestResult(self.name, test_status(findings), duration_s=dev.clock.now() - t0,
                           metrics=metrics, findings=findings)

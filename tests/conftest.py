@@ -11,6 +11,7 @@ import pytest
 from click.testing import CliRunner
 
 from harness.cli import main
+from tests import code_capture
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
 
@@ -56,6 +57,20 @@ def _private_db_and_locks(tmp_path_factory: pytest.TempPathFactory):
         mp.setenv("BURNIN_DB", str(home / "default.db"))
         mp.setenv("BURNIN_LOCK_DIR", str(home / "locks"))
         yield
+
+
+code_capture.install()
+
+
+@pytest.fixture(autouse=True)
+def _declared_finding_codes():
+    """Fail the test in which burnin raised a finding code that neither its stage nor the harness
+    declares (tests/code_capture.py); codes raised in a module fixture count at the module's first test."""
+    yield
+    bad = code_capture.undeclared()
+    if bad:
+        pytest.fail("finding codes raised that no stage (Stage.codes) nor the harness (harness/codes.py) "
+                    "declares: " + "; ".join(bad), pytrace=False)
 
 
 @pytest.fixture

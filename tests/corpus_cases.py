@@ -24,12 +24,25 @@ SHORT = {"h100-sxm5-80gb": "H", "rtx4090-blower-48gb": "G", "ascend-910b": "A",
          **{p: f"P{i:02d}" for i, p in enumerate(OTHER_PROFILES)}}
 BENCH_ACTIONS = {"replace_fan", "repaste", "reseat", "check_power", "reflash_firmware", "replace_memory"}
 # simulated seconds at which each plan's stages run on a mock card (health, memory, pcie, fans,
-# thermal, burn, power): used to put at_s faults mid-stage and past the end of the session
-STAGE_TIMES = {
-    "quick": {"health": 15, "pcie": 40, "fans": 60, "thermal": 150, "burn": 300, "power": 415, "end": 5000},
-    "standard": {"health": 30, "memory": 150, "pcie": 315, "fans": 360, "thermal": 500, "burn": 750,
-                 "power": 910, "end": 10000},
+# thermal, burn, power): used to put at_s faults mid-stage and past the end of the session. The
+# watch, the soak and the burn stop once their physics has settled, so the later stages start at
+# times that depend on the profile's time constant (and move by about a sample with the seed):
+# those are given per profile, each inside its stage on every seed measured (12 per profile), and
+# "power" late in the session (the power stage, or the end of the burn: its start moves more than
+# it lasts) but before the session's end on every seed (a fault after the end is never seen).
+H, G, A = PROFILES
+STAGE_TIMES: dict[str, dict[str, int | dict[str, int]]] = {
+    "quick": {"health": 6, "pcie": 25, "fans": 50, "thermal": 120, "burn": {H: 240, G: 195, A: 225},
+              "power": {H: 275, G: 215, A: 235}, "end": 5000},
+    "standard": {"health": 6, "memory": 300, "pcie": 625, "fans": 670, "thermal": 760,
+                 "burn": {H: 880, G: 830, A: 860}, "power": {H: 940, G: 875, A: 905}, "end": 10000},
 }
+
+
+def stage_time(plan: str, stage: str, profile: str) -> int:
+    """When ``stage`` of ``plan`` runs on a mock card of ``profile`` (simulated seconds)."""
+    at = STAGE_TIMES[plan][stage]
+    return at[profile] if isinstance(at, dict) else at
 
 
 @dataclass
@@ -176,6 +189,9 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
     out: list[Case] = []
     counter = {"n": 0}
 
+    def at(stage: str, profile: str) -> int:
+        return stage_time(plan, stage, profile)
+
     def add(tag: str, profile: str, faults: list[dict[str, Any]], exp: Expect, bench: bool = True,
             **kw: Any) -> None:
         counter["n"] += 1
@@ -209,8 +225,9 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         add("coldsdc", profile, [{"kind": "compute.sdc", "every": 2, "above_temp_c": th.shutdown + 5}],
             Expect("pass"))
     # compute.hang at various times; past the end of the session it never fires
-    for i, at in enumerate((0, st["health"], st.get("memory", st["pcie"]), st["thermal"], st["burn"], st["power"])):
-        add(f"hang{at}", PROFILES[i % 3], [{"kind": "compute.hang", "at_s": at}],
+    for i, stage in enumerate(("", "health", "memory" if "memory" in st else "pcie", "thermal", "burn", "power")):
+        t = at(stage, PROFILES[i % 3]) if stage else 0
+        add(f"hang{t}", PROFILES[i % 3], [{"kind": "compute.hang", "at_s": t}],
             _e("compute.hang", {"reset_and_retest"}))
     add("hangnever", "ascend-910b", [{"kind": "compute.hang", "at_s": st["end"]}], Expect("pass"))
     add("hangdef", "rtx4090-blower-48gb", [{"kind": "compute.hang"}], _e("compute.hang", {"reset_and_retest"}))
@@ -285,8 +302,8 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
         for per_min in ((50, 5000), (200, 2e5), (20, 1e6))[i]:
             add(f"sbe{per_min:g}", profile, [{"kind": "ecc.sbe_storm", "per_minute": per_min}],
                 Expect("pass", warn="ecc.sbe_rate"))
-        for count, at in ((1, 0), (7, st["fans"]), (40, st["burn"])):
-            add(f"dbe{count}", profile, [{"kind": "ecc.dbe", "count": count, "at_s": at}],
+        for count, t in ((1, 0), (7, at("fans", profile)), (40, at("burn", profile))):
+            add(f"dbe{count}", profile, [{"kind": "ecc.dbe", "count": count, "at_s": t}],
                 _e("ecc.dbe", {"reset_and_retest"}))
         add("dbedef", profile, [{"kind": "ecc.dbe"}], _e("ecc.dbe", {"reset_and_retest"}))
         add("dbenever", profile, [{"kind": "ecc.dbe", "count": 3, "at_s": st["end"]}], Expect("pass"))
@@ -301,7 +318,7 @@ def device_cases(plan: str, rng: random.Random) -> list[Case]:
     # bus.fall_off: at open, during each stage, and never
     for i, stage in enumerate(["health", "pcie", "fans", "thermal", "burn", "power"]
                               + (["memory"] if "memory" in st else [])):
-        add(f"off-{stage}", PROFILES[i % 3], [{"kind": "bus.fall_off", "at_s": st[stage]}],
+        add(f"off-{stage}", PROFILES[i % 3], [{"kind": "bus.fall_off", "at_s": at(stage, PROFILES[i % 3])}],
             _e("bus.lost", {"reseat"}))
     add("off0", "h100-sxm5-80gb", [{"kind": "bus.fall_off", "at_s": 0}], _e("bus.lost", {"reseat"}))
     add("offnever", "rtx4090-blower-48gb", [{"kind": "bus.fall_off", "at_s": st["end"]}], Expect("pass"))
@@ -377,9 +394,9 @@ def xid_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[Ca
         exp = _e(finding, acts) if rule["severity"] == "fail" else Expect("pass", warn=finding)
         if rule["severity"] == "info":
             exp.warn = None
-        at = (0, STAGE_TIMES[plan]["thermal"], STAGE_TIMES[plan]["burn"])[i % 3]
-        counter["n"] += 1
         profile = PROFILES[i % 3]
+        at = (0, stage_time(plan, "thermal", profile), stage_time(plan, "burn", profile))[i % 3]
+        counter["n"] += 1
         out.append(Case(f"D{counter['n']:03d}-{SHORT[profile]}-xid{code}", profile,
                         [{"kind": "xid", "code": code, "at_s": at}], exp, seed=rng.randrange(1 << 30)))
     return out
@@ -420,7 +437,7 @@ def combo_cases(plan: str, rng: random.Random, counter: dict[str, int]) -> list[
          [{"memory.address_decoder"}, {"memory.transition"}], {"rma"}),
         ("h100-sxm5-80gb", [{"kind": "fan.stalled", "fan": 0}, {"kind": "fan.weak", "fan": 3, "max_fraction": 0.3}],
          [{"fan.stalled"}, {"fan.weak"}], {"replace_fan"}),
-        ("ascend-910b", [{"kind": "bus.fall_off", "at_s": STAGE_TIMES[plan]["burn"]}, {"kind": "memory.stuck_bit", "address": 5, "bit": 5,
+        ("ascend-910b", [{"kind": "bus.fall_off", "at_s": stage_time(plan, "burn", "ascend-910b")}, {"kind": "memory.stuck_bit", "address": 5, "bit": 5,
                                                                    "value": 1}],
          [{"bus.lost"}, {"memory.stuck_bit"}], {"reseat", "rma"}),
         ("rtx4090-blower-48gb", [{"kind": "compute.hang", "at_s": 0}, {"kind": "pcie.downtrained", "gen": 1,

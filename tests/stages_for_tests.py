@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import time
+from dataclasses import dataclass
 
 from stress.base import Stage, StageContext, StageParams
 from stress.model import TestResult
@@ -77,3 +78,21 @@ class LoadStage(Stage):
 
     def run(self, ctx: StageContext) -> TestResult:
         return TestResult(name=self.name, status="pass", metrics={"ran": True})
+
+
+@dataclass
+class VisitFacts:
+    """What CountStage keeps between its runs in one card session."""
+
+    runs: int = 0
+
+
+class CountStage(Stage):
+    """A third-party stage keeping a typed fact of its own across its runs in one session."""
+
+    name = "count"
+
+    def run(self, ctx: StageContext) -> TestResult:
+        mine = ctx.facts.own(self.name, VisitFacts)
+        mine.runs += 1
+        return TestResult(name=self.name, status="pass", metrics={"runs": mine.runs})

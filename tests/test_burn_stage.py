@@ -14,6 +14,7 @@ from drivers.mock.faults import parse_fault
 from drivers.profiles import load_profile
 from stress.base import StageContext, get_stage
 from stress.burn import BurnParams, BurnStage
+from stress.facts import SessionFacts
 from stress.model import Finding, verdict_of
 from stress.model import TestResult as Result
 
@@ -21,12 +22,12 @@ PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
 QUICK: dict[str, Any] = {"duration_s": 120, "products_min": 400}  # the quick plan's table
 
 
-def burn(profile: str, faults: list[dict] | None = None, serial: str = "SIM-1", state: dict | None = None,
+def burn(profile: str, faults: list[dict] | None = None, serial: str = "SIM-1", facts: SessionFacts | None = None,
          **params: Any) -> Result:
     prof = load_profile(profile)
     dev = MockDevice(prof, serial, faults=[parse_fault(f) for f in faults or []])
     ctx = StageContext(device=dev, profile=prof, params=BurnParams(**{**QUICK, **params}), serial=serial,
-                       state=state or {})
+                       facts=facts or SessionFacts())
     return BurnStage().run(ctx)
 
 
@@ -61,7 +62,8 @@ def test_sdc_every_n_is_found_with_element_and_bit_and_persists_cool(profile: st
     assert {"row", "col", "bit", "dtype"} <= set(f.location)
     ex = f.evidence["examples"][0]
     assert ex["row"] == f.location["row"] and len(ex["bits"]) == 1 and ex["expected"] != ex["actual"]
-    assert f.evidence["count"] == 8 and "persist cool" in f.message
+    # one wrong element in every 50th product, however many products the hot phase ran
+    assert f.evidence["count"] == r.metrics["products"] // 50 >= 8 and "persist cool" in f.message
     assert r.metrics["cool_wrong"] > 0
 
 
@@ -95,7 +97,7 @@ def test_hot_only_errors_with_healthy_cooling_are_silicon() -> None:
 
 def test_thermal_stage_theta_is_preferred() -> None:
     faults = [{"kind": "compute.sdc", "every": 20, "above_temp_c": 55}]
-    r = burn("h100-sxm5-80gb", faults, state={"theta_c_per_w": 0.1})
+    r = burn("h100-sxm5-80gb", faults, facts=SessionFacts(theta_c_per_w=0.1))
     f = codes(r)["compute.miscompare"]
     assert f.action == "repaste" and f.evidence["theta_source"] == "thermal stage"
 

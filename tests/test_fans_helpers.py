@@ -15,6 +15,7 @@ from drivers.profiles import load_profile
 from stress import model
 from stress.base import StageContext, get_stage
 from stress.events import Sample
+from stress.facts import SessionFacts
 
 PROFILES = ("h100-sxm5-80gb", "rtx4090-blower-48gb", "ascend-910b")
 
@@ -57,7 +58,7 @@ class DirectBench:
         return self.plant.outlet_c()
 
 
-def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, Any] | None = None,
+def run_stage(name: str, dev: MockDevice, bench: Any = None, facts: SessionFacts | None = None,
               **params: Any) -> tuple[model.TestResult, StageContext, list[tuple[str, dict[str, Any]]]]:
     cls = get_stage(name)
     events: list[tuple[str, dict[str, Any]]] = []  # (kind, what a consumer sees) of each event
@@ -65,7 +66,7 @@ def run_stage(name: str, dev: MockDevice, bench: Any = None, state: dict[str, An
         device=dev, profile=dev.profile, params=cls.Params(**params), serial=dev.serial,
         emit=lambda ev: events.append((ev.kind, ev.to_dict() if isinstance(ev, Sample) else vars(ev))),
         instruments=BenchRoles.of(bench) if bench is not None else BenchRoles(),
-        state=state if state is not None else {},
+        facts=facts if facts is not None else SessionFacts(),
     )
     return cls().run(ctx), ctx, events
 

@@ -28,7 +28,7 @@ def test_card_fan_faults(fault: dict, code: str, with_tach: bool) -> None:
     res, ctx, _ = run_stage("fans", dev, DirectBench(dev) if with_tach else None)
     assert codes(res) == {(code, "replace_fan")}
     assert fails(res)[0].location["fan"] == 0
-    assert ctx.state["fan_findings"][0].code == code
+    assert ctx.facts.fan_findings[0].code == code
     assert dev.fans is not None and dev.fans.duty(0) == dev.profile.cooling.default_duty  # restored
     if with_tach:  # an independent reading decides at once: no airflow probe needed
         assert "airflow_probe" not in res.metrics

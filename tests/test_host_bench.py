@@ -326,7 +326,8 @@ def test_a_sweep_asked_for_during_a_soak_waits_for_it(tmp_path: Path) -> None:
                 ctx.instruments.close()
 
         try:
-            soak = threading.Thread(target=card, args=("A", 0, "thermal"), kwargs={"soak_s": 600, "sample_interval_s": 2})
+            soak = threading.Thread(target=card, args=("A", 0, "thermal"), kwargs={"soak_s": 600, "sample_interval_s": 2,
+                                                                                  "stop_early": False})
             soak.start()
             _wait_until(lambda: any(r.holder == "A" for r in broker.log), "A's soak holds the chassis")
             sweep = threading.Thread(target=card, args=("B", 1, "fans"))

@@ -40,7 +40,7 @@ def test_aux_unplugged_is_check_power(profile: str) -> None:
     res, ctx, _ = run_stage("power", dev, **HOLD)
     assert codes(res) == {("power.aux_unplugged", "check_power")}
     assert "XID 54 seen" in fails(res)[0].evidence["why"]
-    assert any(e.code == 54 for e in ctx.state["events"])  # kept for later stages
+    assert any(e.code == 54 for e in ctx.facts.events)  # kept for later stages
 
 
 def test_thermally_held_card_is_not_a_power_fault() -> None:

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from drivers.instruments import open_instrument
+from stress.facts import SessionFacts
 from stress.thermal import fit_first_order
 from tests.test_fans_helpers import PROFILES, DirectBench, codes, fails, make_dev, run_stage
 
@@ -36,11 +37,22 @@ def test_soak_measures_the_card(profile: str) -> None:
     theta_true = dev.physics.theta_eff()
     assert abs(res.metrics["theta_c_per_w"] - theta_true) / theta_true < 0.03
     assert abs(res.metrics["tau_s"] - dev.profile.thermal.tau) / dev.profile.thermal.tau < 0.15
-    assert ctx.state["theta_c_per_w"] == pytest.approx(res.metrics["theta_c_per_w"], abs=1e-5)
-    assert res.duration_s == pytest.approx(240.0)
+    assert ctx.facts.theta_c_per_w == pytest.approx(res.metrics["theta_c_per_w"], abs=1e-5)
+    assert ctx.facts.thermal is not None and ctx.facts.thermal.tau_s == pytest.approx(res.metrics["tau_s"], abs=0.01)
+    # it stopped once settled: 3 fitted time constants and a steady asymptote, before the 240 s limit
+    assert res.metrics["stop_reason"] == "settled" and "asymptote" in res.metrics["stop_why"]
+    assert 3 * res.metrics["tau_s"] <= res.duration_s < 240.0
     curve = [d for k, d in events if k == "sample" and d["tag"] == "thermal"]
-    assert len(curve) == 49 and curve[-1]["temperature_c"] > curve[0]["temperature_c"] + 20
+    assert len(curve) == round(res.duration_s / 5) + 1 and curve[-1]["temperature_c"] > curve[0]["temperature_c"] + 20
     assert any(d["tag"] == "thermal bench" and "outlet_c" in d for k, d in events if k == "sample")
+
+
+def test_a_fixed_soak_runs_its_whole_time() -> None:
+    dev = make_dev("h100-sxm5-80gb", seed=4)
+    res, _, events = run_stage("thermal", dev, None, stop_early=False, cooldown_s=10, **SOAK)
+    assert res.duration_s == pytest.approx(240.0) and res.metrics["stop_reason"] == "fixed"
+    assert res.metrics["cooldown_s"] == 10 and res.metrics["cooldown_stop"] == "fixed"
+    assert len([d for k, d in events if k == "sample" and d["tag"] == "thermal"]) == 49
 
 
 @pytest.mark.parametrize("profile", PROFILES)
@@ -57,7 +69,7 @@ def test_healthy_cards_never_fail(profile: str) -> None:
         dev = make_dev(profile, seed=seed, serial=f"OK-{seed}")
         bench = DirectBench(dev) if seed % 2 else None
         fans, ctx, _ = run_stage("fans", dev, bench)
-        res, _, _ = run_stage("thermal", dev, bench, state=ctx.state, cooldown_s=120, **SOAK)
+        res, _, _ = run_stage("thermal", dev, bench, facts=ctx.facts, cooldown_s=120, **SOAK)
         assert not fails(res), (seed, res.findings)
         assert res.metrics["theta_judged"]
         assert res.metrics["theta_c_per_w"] <= dev.profile.thermal.theta_max * 1.05
@@ -79,10 +91,10 @@ def test_fan_fault_is_never_called_repaste(profile: str, fault: dict, fans_first
     for seed in range(6):
         dev = make_dev(profile, [fault], seed=seed)
         bench = DirectBench(dev)
-        state: dict = {}
+        facts = SessionFacts()
         if fans_first:
-            run_stage("fans", dev, bench, state=state)
-        res, _, _ = run_stage("thermal", dev, bench, state=state, cooldown_s=200, **SOAK)
+            run_stage("fans", dev, bench, facts=facts)
+        res, _, _ = run_stage("thermal", dev, bench, facts=facts, cooldown_s=200, **SOAK)
         assert all(f.action != "repaste" for f in res.findings), (seed, res.findings)
         assert {f.action for f in fails(res)} <= {"replace_fan"}
 
@@ -112,7 +124,7 @@ def test_bench_unplugged_mid_soak_keeps_the_soak() -> None:
         res, _, _ = run_stage("thermal", dev, bench, **SOAK)
     assert {f.code for f in res.findings} == {"instrument.disconnected"}
     assert res.status == "pass" and res.metrics["inlet_source"] == "bench"
-    assert res.metrics["theta_c_per_w"] is not None and res.duration_s == pytest.approx(240.0)
+    assert res.metrics["theta_c_per_w"] is not None and res.metrics["stop_reason"] == "settled"
 
 
 def test_low_power_card_is_not_judged_on_theta() -> None:
@@ -120,4 +132,4 @@ def test_low_power_card_is_not_judged_on_theta() -> None:
     dev = make_dev("h100-sxm5-80gb", [{"kind": "power.aux_unplugged"}], seed=1)
     res, ctx, _ = run_stage("thermal", dev, None, **SOAK)
     assert res.metrics["theta_judged"] is False and not res.findings
-    assert "theta_c_per_w" not in ctx.state
+    assert ctx.facts.theta_c_per_w is None

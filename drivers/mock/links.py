@@ -14,7 +14,7 @@ unregistered (no NVLink P2P either). Everything runs on each card's simulated cl
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -30,8 +30,23 @@ from drivers.api import (
 from drivers.mock import faults as F
 from drivers.mock.board import BoardLink, FabricManagerDown, HostP2pBlocked, board_key
 
-if TYPE_CHECKING:
-    from drivers.mock.device import MockDevice
+
+class MockDevice(Protocol):
+    """What the board needs of a mock card (drivers/mock/device.py's MockDevice), named here so
+    this module does not import the device that imports it."""
+
+    profile: Any
+    faults: list[Any]
+    host_faults: list[Any]
+    seed: int
+    slot: int
+    link_traffic_s: float
+    physics: Any
+
+    @property
+    def transfer(self) -> Any: ...
+
+    def guard(self) -> None: ...
 
 NVSWITCHES = 4  # NVSwitch chips on an HGX Hopper baseboard: the far end of each NVLink
 HOST_STAGING = 0.5  # a copy staged through host memory crosses PCIe twice
@@ -140,7 +155,7 @@ class MockPeers(PeerGroup):
         return not any(_has(d, HostP2pBlocked) or _has(d, FabricManagerDown) for d in (a, b))
 
     def _pcie_gbps(self, a: MockDevice, b: MockDevice) -> float:
-        return HOST_STAGING * min(a.transfer.bandwidth_gbps("d2h"), b.transfer.bandwidth_gbps("h2d"))  # type: ignore[union-attr]
+        return HOST_STAGING * min(a.transfer.bandwidth_gbps("d2h"), b.transfer.bandwidth_gbps("h2d"))
 
     def _noise(self, a: MockDevice, b: MockDevice, salt: int) -> float:
         lk = a.profile.links

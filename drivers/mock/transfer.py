@@ -10,15 +10,13 @@ replay counter of a ``pcie.replays`` fault grows while the copies run.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 import numpy as np
 
 from drivers.api import PcieLink, TransferHandle
+from drivers.mock.physics import CardPhysics
 from drivers.pcie import link_gbps
-
-if TYPE_CHECKING:
-    from drivers.mock.device import MockDevice
 
 DMA_EFFICIENCY = {"h2d": 0.80, "d2h": 0.80}  # large pinned copies on real cards (TLP headers, DLLPs)
 COPY_LATENCY_S = 10e-6  # launch + completion of one copy
@@ -26,10 +24,23 @@ BANDWIDTH_NOISE = 0.01  # copy-to-copy spread (1 sigma)
 TRANSFER_INTENSITY = 0.1  # copy engines and memory busy, SMs idle: what the physics sees meanwhile
 
 
+class BusCard(Protocol):
+    """What copies need of the card (``MockDevice`` provides it). Named here rather than importing
+    the device, which builds this handle: the two modules import one way only."""
+
+    serial: str
+    seed: int
+    physics: CardPhysics
+
+    def guard(self) -> None: ...
+
+    def pcie_link(self) -> PcieLink: ...
+
+
 class MockTransfer(TransferHandle):
     """Timed copies over the mock card's trained link; every call goes through the bus guard."""
 
-    def __init__(self, device: MockDevice) -> None:
+    def __init__(self, device: BusCard) -> None:
         self._dev = device
         self._rng = np.random.default_rng([device.seed & 0xFFFFFFFF, 0x7C1E])
 

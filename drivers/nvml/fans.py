@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from drivers.api import (
     DeviceError,
@@ -11,14 +11,28 @@ from drivers.api import (
 )
 from drivers.nvml.core import _CONTROL_REFUSED, error_name
 
-if TYPE_CHECKING:  # the device builds its fan control: no import cycle at run time
-    from drivers.nvml.device import NvmlDevice
+
+class FanCard(Protocol):
+    """What fan control needs of its card (``NvmlDevice`` provides it). Named here rather than
+    importing the device, which builds its fan control: the two modules import one way only."""
+
+    _nv: Any
+    _h: Any
+    _label: str
+    _num_fans: int
+
+    def _guard(self) -> None: ...
+
+    def _classify(self, err: Any, call: str, on: dict[str, Any] | None = ..., soft: frozenset[str] = ...,
+                  strict: bool = ...) -> Any: ...
+
+    def _read(self, fn: str, *args: Any, device: bool = ...) -> Any: ...
 
 
 class NvmlFanControl(FanControl):
     """The card's own fans via ``nvmlDeviceSetFanSpeed_v2`` (root, and a driver that allows it)."""
 
-    def __init__(self, dev: NvmlDevice) -> None:
+    def __init__(self, dev: FanCard) -> None:
         self._dev = dev
         self._touched: set[int] = set()
 

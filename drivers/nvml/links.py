@@ -14,13 +14,24 @@ power-cycle path), not a link finding.
 from __future__ import annotations
 
 import ctypes
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 from drivers.api import FabricState, LinkReport, LinkState
 from drivers.nvml.core import _NA, VALUE_MEMBERS, error_name
 
-if TYPE_CHECKING:
-    from drivers.nvml.device import NvmlDevice
+
+class NvmlDevice(Protocol):
+    """What the link reader needs of an NVML card (drivers/nvml/device.py's NvmlDevice), named
+    here so this module does not import the device that imports it."""
+
+    _nv: Any
+
+    def _classify(self, err: Any, call: str, on: dict[str, Any] | None = None, soft: frozenset[str] = ...,
+                  ) -> Any: ...
+
+    def _try(self, fn: str, *args: Any, on: dict[str, Any] | None = None, device: bool = True) -> Any: ...
+
+    def _read(self, fn: str, *args: Any, device: bool = True) -> Any: ...
 
 FI_LINK_COUNT = 91
 FI_LINK_SPEED_MBPS = 164  # per link (scope = link): the trained rate, MB/s

@@ -93,8 +93,8 @@ def inlet_reading(ctx: StageContext, bench: BenchLink) -> float:
 
 def fan_suspects(ctx: StageContext, bench: BenchLink) -> list[Finding]:
     """Airflow faults known for this card: the fan stage's, else a quick look at the fans now."""
-    if ctx.state.get("fans_checked"):
-        return [f for f in ctx.state.get("fan_findings", []) if f.code in AIRFLOW_FAULTS]
+    if ctx.facts.fans_checked:
+        return [f for f in ctx.facts.fan_findings if f.code in AIRFLOW_FAULTS]
     prof = ctx.profile
     out: list[Finding] = []
     if prof.cooling.kind == "fan":

@@ -12,14 +12,14 @@ The sweep changes the air every card of the chassis breathes, so it holds the ch
 
 Findings: ``fan.stalled`` (not spinning), ``fan.weak`` (below the curve band), ``fan.tach_mismatch``
 (the reading disagrees with the fan), all ``replace_fan``. They also land in
-``ctx.state["fan_findings"]`` so the thermal stage can attribute heat to a fan before paste.
+``ctx.facts.fan_findings`` so the thermal stage can attribute heat to a fan before paste.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from statistics import fmean, median
-from typing import Annotated, Any
+from typing import Annotated, Any, ClassVar
 
 from pydantic import Field
 
@@ -94,6 +94,7 @@ class FanParams(StageParams):
 class FanStage(Stage):
     name = "fans"
     Params = FanParams
+    codes: ClassVar[frozenset[str]] = frozenset({"fan.stalled", "fan.weak", "fan.tach_mismatch", "instrument.*"})
 
     def run(self, ctx: StageContext) -> TestResult:
         prm: FanParams = ctx.params
@@ -134,8 +135,8 @@ class FanStage(Stage):
                 if f is not None:
                     findings.append(f)
         findings.extend(bench.findings)
-        ctx.state["fan_findings"] = [f for f in findings if f.code.startswith("fan.")]
-        ctx.state["fans_checked"] = bench.ok or not fanset.chassis or isinstance(fanset, HostChassisFans)
+        ctx.facts.fan_findings = [f for f in findings if f.code.startswith("fan.")]
+        ctx.facts.fans_checked = bench.ok or not fanset.chassis or isinstance(fanset, HostChassisFans)
         return TestResult("fans", test_status(findings), duration_s=dev.clock.now() - t0,
                           metrics=metrics, findings=findings)
 

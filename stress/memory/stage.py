@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Sequence
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 import numpy as np
 from pydantic import Field, field_validator
@@ -13,6 +13,7 @@ from pydantic import Field, field_validator
 from drivers.api import MemoryFault
 from stress.base import Stage, StageContext, StageParams, register_stage
 from stress.bounds import COUNT_MAX, PHASE_MAX_S, SEED_MAX, SMALL_COUNT_MAX, WATCHDOG_MAX_S
+from stress.facts import PowerUpSnapshot
 from stress.memory import algorithms as A
 from stress.memory.diagnosis import Diagnoser, Diagnosis
 from stress.memory.records import ErrorLog
@@ -78,7 +79,7 @@ def coverage(ctx: StageContext, tested: int, region: int, p: MemoryParams) -> di
     if not total_mib:
         return {"tested_bytes": tested, "total_bytes": None, "fraction": None, "why": "card memory size unknown"}
     total = int(total_mib) << 20
-    cond = ctx.state.get("conditions")
+    cond = ctx.facts.conditions
     procs = [pr for pr in (cond.processes or [])] if cond is not None else []
     others = min(total, sum((pr.used_mib or 0) << 20 for pr in procs))
     plan_cut = max(0, region - tested)
@@ -102,6 +103,10 @@ class MemoryStage(Stage):
     Params = MemoryParams
     requires = frozenset({"memory"})
     watchdog_code = "compute.hang"  # scan kernels that never come back
+    codes: ClassVar[frozenset[str]] = frozenset({
+        "memory.stuck_bit", "memory.transition", "memory.coupling", "memory.address_decoder", "memory.retention",
+        "memory.intermittent", "memory.cell", "memory.chip", "memory.coverage_low", "memory.ecc_uncorrectable",
+        "compute.hang"})
 
     def run(self, ctx: StageContext) -> TestResult:
         p: MemoryParams = ctx.params
@@ -115,9 +120,9 @@ class MemoryStage(Stage):
         t0, w0 = clock.now(), time.perf_counter()
         # taken once per card session, before anything writes the memory (a later memory stage
         # in the same session, e.g. an overnight loop, reuses it)
-        if p.powerup_check and "memory_powerup" not in ctx.state:
-            ctx.state["memory_powerup"] = A.power_up_snapshot(mem, p.max_errors)
-        powerup = ctx.state.get("memory_powerup") if p.powerup_check else None
+        if p.powerup_check and ctx.facts.memory_powerup is None:
+            ctx.facts.memory_powerup = PowerUpSnapshot(A.power_up_snapshot(mem, p.max_errors))
+        powerup = ctx.facts.memory_powerup.nonzero if p.powerup_check and ctx.facts.memory_powerup else None
         log = ErrorLog(spec.chips, p.max_errors, p.max_errors)
         nbytes = min(mem.size, p.max_bytes or mem.size)
         todo = list(dict.fromkeys(p.algorithms))
